@@ -1,0 +1,109 @@
+// Package devstack starts the embedded stand-ins FTP Pooler needs when no
+// real Kafka or FTP server is around: a Kafka-protocol broker (franz-go's
+// kfake) and an FTP server (goftp.io/server) over a directory, both on
+// loopback. The demo and the in-process integration tests use it; the
+// end-to-end suite uses real Apache Kafka and real FTP servers instead.
+package devstack
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	ftpserver "goftp.io/server/v2"
+	"goftp.io/server/v2/driver/file"
+)
+
+// Topics are the topic names and partition counts of the default config.
+var Topics = []struct {
+	Name       string
+	Partitions int32
+}{
+	{"ftp-tasks", 6},
+	{"ftp-results", 3},
+	{"ftp-failures", 3},
+	{"ftp-tasks-dlq", 3},
+}
+
+// Broker is an in-process Kafka-protocol broker.
+type Broker struct {
+	cluster *kfake.Cluster
+	// Addr is host:port for bootstrap.servers.
+	Addr string
+}
+
+// StartBroker starts a one-node broker on a free loopback port (or port,
+// when not 0) with the default topics.
+func StartBroker(port int) (*Broker, error) {
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation()}
+	for _, t := range Topics {
+		opts = append(opts, kfake.SeedTopics(t.Partitions, t.Name))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded broker: %w", err)
+	}
+	addrs := c.ListenAddrs()
+	if len(addrs) == 0 {
+		c.Close()
+		return nil, errors.New("embedded broker has no listener")
+	}
+	return &Broker{cluster: c, Addr: addrs[0]}, nil
+}
+
+// Close stops the broker.
+func (b *Broker) Close() { b.cluster.Close() }
+
+// FTPServer is an in-process FTP server over a directory.
+type FTPServer struct {
+	srv *ftpserver.Server
+	// Addr is 127.0.0.1:port; Host and Port split it.
+	Addr string
+	Host string
+	Port int
+	// Root is the directory served as "/".
+	Root string
+	done chan error
+}
+
+// StartFTP serves root on a free loopback port to one user.
+func StartFTP(root, user, password string) (*FTPServer, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, err
+	}
+	drv, err := file.NewDriver(root)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	srv, err := ftpserver.NewServer(&ftpserver.Options{
+		Name:     "ftp-pooler devstack",
+		Driver:   drv,
+		Auth:     &ftpserver.SimpleAuth{Name: user, Password: password},
+		Perm:     ftpserver.NewSimplePerm("ftp", "ftp"),
+		Hostname: "127.0.0.1",
+		Port:     port,
+		PublicIP: "127.0.0.1",
+		Logger:   &ftpserver.DiscardLogger{},
+	})
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	s := &FTPServer{srv: srv, Addr: l.Addr().String(), Host: "127.0.0.1", Port: port, Root: root, done: make(chan error, 1)}
+	go func() { s.done <- srv.Serve(l) }()
+	return s, nil
+}
+
+// Close stops accepting connections.
+func (s *FTPServer) Close() error {
+	err := s.srv.Shutdown()
+	<-s.done
+	return err
+}

@@ -1,0 +1,44 @@
+module github.com/ftp-pooler/ftp-pooler/e2e
+
+go 1.26.0
+
+require (
+	github.com/ftp-pooler/ftp-pooler/gen v0.0.0-00010101000000-000000000000
+	github.com/ftp-pooler/ftp-pooler/services/agent v0.0.0-00010101000000-000000000000
+	github.com/ftp-pooler/ftp-pooler/services/dispatcher v0.0.0-00010101000000-000000000000
+	github.com/twmb/franz-go v1.22.3
+	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
+	goftp.io/server/v2 v2.0.3
+	google.golang.org/grpc v1.85.0
+)
+
+require (
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/confluentinc/confluent-kafka-go/v2 v2.11.1 // indirect
+	github.com/ftp-pooler/ftp-pooler/services/internal v0.0.0-00010101000000-000000000000 // indirect
+	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.4 // indirect
+	github.com/jlaffaye/ftp v0.2.4 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/prometheus/client_golang v1.25.0 // indirect
+	github.com/prometheus/client_model v0.6.3 // indirect
+	github.com/prometheus/common v0.72.0 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
+
+replace (
+	github.com/ftp-pooler/ftp-pooler/gen => ../gen
+	github.com/ftp-pooler/ftp-pooler/services/agent => ../services/agent
+	github.com/ftp-pooler/ftp-pooler/services/dispatcher => ../services/dispatcher
+	github.com/ftp-pooler/ftp-pooler/services/internal => ../services/internal
+)

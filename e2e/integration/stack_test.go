@@ -1,0 +1,376 @@
+// Package integration runs the dispatcher and agents in-process against the
+// embedded broker and FTP servers, over real sockets: Kafka protocol, gRPC
+// streams and FTP all cross loopback exactly as in production.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
+	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
+	"github.com/ftp-pooler/ftp-pooler/services/agent"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher"
+)
+
+// stack is one dispatcher, its agents, a broker and two FTP servers.
+type stack struct {
+	t       *testing.T
+	dir     string
+	broker  *devstack.Broker
+	ftpA    *devstack.FTPServer // endpoint remote-ftp
+	ftpB    *devstack.FTPServer // endpoint archive-ftp
+	base    string              // local endpoint's base_path
+	other   string              // second local endpoint's base_path
+	cfgPath string
+	conns   string
+	admin   adminv1.AdminServiceClient
+	addrs   dispatcher.Addrs
+
+	prod *devstack.Producer
+	cons *devstack.Consumer
+
+	mu   sync.Mutex
+	seen []devstack.Message
+
+	stopDispatcher context.CancelFunc
+	dispatcherDone chan error
+	agents         []agentProc
+	logs           *syncBuffer
+}
+
+type agentProc struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type stackOptions struct {
+	agents   int
+	slots    int
+	delivery string
+	extraINI string // appended to connections.ini
+	extraYML string // appended to config.yaml
+}
+
+func newStack(t *testing.T, o stackOptions) *stack {
+	t.Helper()
+	if o.agents == 0 {
+		o.agents = 2
+	}
+	if o.slots == 0 {
+		o.slots = 4
+	}
+	if o.delivery == "" {
+		o.delivery = "exactly_once"
+	}
+	dir := t.TempDir()
+	s := &stack{t: t, dir: dir, base: filepath.Join(dir, "storage"), other: filepath.Join(dir, "other"), logs: &syncBuffer{}}
+	for _, d := range []string{s.base, s.other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	if s.broker, err = devstack.StartBroker(0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.broker.Close)
+	if s.ftpA, err = devstack.StartFTP(filepath.Join(dir, "ftp-a"), "alice", "secret;with%chars"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.ftpA.Close() })
+	if s.ftpB, err = devstack.StartFTP(filepath.Join(dir, "ftp-b"), "bob", "hunter2"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.ftpB.Close() })
+
+	s.cfgPath = filepath.Join(dir, "config.yaml")
+	writeFile(t, s.cfgPath, fmt.Sprintf(`kafka:
+  bootstrap_servers:
+    - %s
+  consumer_group: ftp-pooler
+  input_topic: ftp-tasks
+  result_topic: ftp-results
+  fail_topic: ftp-failures
+  dlq_topic: ftp-tasks-dlq
+  delivery: %s
+  commit_interval: 5ms
+retry:
+  max_attempts: 3
+  base_backoff: 50ms
+  max_backoff: 200ms
+lease:
+  ttl: 3s
+  heartbeat_interval: 300ms
+transfer:
+  connect_timeout_seconds: 3
+  fsync: false
+logging:
+  level: DEBUG
+  format: text
+dispatcher:
+  listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
+  http_listen: 127.0.0.1:0
+  drain_timeout: 5s
+agent:
+  drain_timeout: 5s
+  reconnect_max_backoff: 500ms
+%s`, s.broker.Addr, o.delivery, o.extraYML))
+	s.conns = filepath.Join(dir, "connections.ini")
+	writeFile(t, s.conns, fmt.Sprintf(`[remote-ftp]
+type = ftp
+host = %s
+port = %d
+user = alice
+pass = secret;with%%chars
+passive = true
+
+[archive-ftp]
+type = ftp
+host = %s
+port = %d
+user = bob
+pass = hunter2
+
+[local]
+type = local
+base_path = %s
+
+[other-local]
+type = local
+base_path = %s
+%s`, s.ftpA.Host, s.ftpA.Port, s.ftpB.Host, s.ftpB.Port, s.base, s.other, o.extraINI))
+
+	s.startDispatcher()
+	for range o.agents {
+		s.startAgent(o.slots)
+	}
+	conn, err := grpc.NewClient(s.addrs.Admin.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	s.admin = adminv1.NewAdminServiceClient(conn)
+	s.waitAgents(o.agents)
+
+	if s.prod, err = devstack.NewProducer(s.broker.Addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.prod.Close)
+	if s.cons, err = devstack.NewConsumer([]string{s.broker.Addr}, "ftp-results", "ftp-failures", "ftp-tasks-dlq"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.cons.Close)
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("service logs:\n%s", s.logs.tail(200))
+		}
+	})
+	return s
+}
+
+func (s *stack) logger(name string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("proc", name)
+}
+
+func (s *stack) startDispatcher() {
+	s.t.Helper()
+	cfg, conns, err := dispatcher.Load(dispatcher.Options{ConfigPath: s.cfgPath, ConnectionsPath: s.conns, InstanceID: "d0"}, noEnv)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan dispatcher.Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- dispatcher.Run(ctx, cfg, conns, s.logger("dispatcher"), func(a dispatcher.Addrs) { started <- a })
+	}()
+	select {
+	case s.addrs = <-started:
+	case err := <-done:
+		cancel()
+		s.t.Fatalf("dispatcher did not start: %v", err)
+	}
+	s.stopDispatcher, s.dispatcherDone = cancel, done
+}
+
+func (s *stack) startAgent(slots int) {
+	s.t.Helper()
+	n := len(s.agents)
+	cfg, conns, err := agent.Load(agent.Options{
+		ConfigPath: s.cfgPath, ConnectionsPath: s.conns, Dispatchers: []string{s.addrs.Lease.String()},
+		Slots: slots, AgentID: fmt.Sprintf("agent-%d", n),
+	}, noEnv)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- agent.Run(ctx, context.Background(), cfg, conns, s.logger(fmt.Sprintf("agent-%d", n))) }()
+	s.agents = append(s.agents, agentProc{cancel: cancel, done: done})
+}
+
+func (s *stack) waitAgents(n int) {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := s.admin.ListAgents(context.Background(), &adminv1.ListAgentsRequest{})
+		if err == nil && len(resp.Agents) == n {
+			ready := true
+			for _, a := range resp.Agents {
+				ready = ready && a.Window > 0
+			}
+			if ready {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("%d agents did not connect", n)
+}
+
+// stop shuts everything down gracefully and checks that it did.
+func (s *stack) stop() {
+	for _, a := range s.agents {
+		a.cancel()
+	}
+	for i, a := range s.agents {
+		select {
+		case err := <-a.done:
+			if err != nil {
+				s.t.Errorf("agent %d: %v", i, err)
+			}
+		case <-time.After(15 * time.Second):
+			s.t.Errorf("agent %d did not stop", i)
+		}
+	}
+	s.agents = nil
+	if s.stopDispatcher != nil {
+		s.stopDispatcher()
+		select {
+		case err := <-s.dispatcherDone:
+			if err != nil {
+				s.t.Errorf("dispatcher: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			s.t.Error("dispatcher did not stop")
+		}
+		s.stopDispatcher = nil
+	}
+}
+
+// produce sends a raw record to the input topic.
+func (s *stack) produce(key string, value []byte, headers map[string]string) {
+	s.t.Helper()
+	var k []byte
+	if key != "" {
+		k = []byte(key)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.prod.Produce(ctx, "ftp-tasks", k, value, headers); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// submit sends a task given as fields.
+func (s *stack) submit(fields map[string]any) {
+	s.t.Helper()
+	b, err := json.Marshal(fields)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	id, _ := fields["task_id"].(string)
+	s.produce(id, b, nil)
+}
+
+// await reads outcomes until match has accepted want of them, and returns
+// those; it fails the test after timeout.
+func (s *stack) await(want int, timeout time.Duration, match func(devstack.Message) bool) []devstack.Message {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		s.mu.Lock()
+		var got []devstack.Message
+		for _, m := range s.seen {
+			if match(m) {
+				got = append(got, m)
+			}
+		}
+		s.mu.Unlock()
+		if len(got) >= want {
+			return got
+		}
+		msgs, err := s.cons.Next(ctx)
+		if err != nil {
+			s.t.Fatalf("waiting for %d outcomes, have %d: %v", want, len(got), err)
+		}
+		s.mu.Lock()
+		s.seen = append(s.seen, msgs...)
+		s.mu.Unlock()
+	}
+}
+
+// outcome waits for the one outcome of a task id.
+func (s *stack) outcome(taskID string) devstack.Message {
+	s.t.Helper()
+	return s.await(1, 20*time.Second, func(m devstack.Message) bool { return m.Key == taskID && m.Topic != "ftp-tasks-dlq" })[0]
+}
+
+func noEnv(string) string { return "" }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// syncBuffer collects logs from every goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) tail(lines int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	all := strings.Split(b.buf.String(), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}

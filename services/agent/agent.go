@@ -1,0 +1,267 @@
+// Package agent is the transfer half of FTP Pooler: a stateless worker that
+// connects to every dispatcher, runs the leases it receives through pooled
+// FTP connections, and reports outcomes. cmd/agent is a thin main around
+// Load and Run; tests run the same code in-process.
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/metrics"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/pool"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/session"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/transfer"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/buildinfo"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/status"
+)
+
+// Options are the command line: file locations and flag overrides.
+type Options struct {
+	ConfigPath      string
+	ConnectionsPath string
+	Dispatchers     config.StringList
+	Slots           int
+	HTTPListen      string
+	AgentID         string
+	ShowVersion     bool
+}
+
+// ParseFlags reads the command line; FTP_POOLER_CONFIG and
+// FTP_POOLER_CONNECTIONS stand in for the file flags.
+func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Options, error) {
+	var o Options
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.ConfigPath, "config", getenv(config.EnvConfig), "config.yaml `path` (env "+config.EnvConfig+")")
+	fs.StringVar(&o.ConnectionsPath, "connections", getenv(config.EnvConnections), "connections.ini `path` (env "+config.EnvConnections+")")
+	fs.Var(&o.Dispatchers, "dispatcher", "dispatcher `host:port[,host:port...]` to connect to (default agent.dispatchers)")
+	fs.IntVar(&o.Slots, "slots", 0, "transfers to run at once (default agent.slots, 16)")
+	fs.StringVar(&o.HTTPListen, "http-listen", "", "/metrics, /healthz, /readyz `address` (default agent.http_listen; empty disables)")
+	fs.StringVar(&o.AgentID, "agent-id", "", "unique agent `name` (default agent.agent_id, or host name and process id)")
+	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return o, nil
+}
+
+// Load reads and validates the configuration the options point at.
+func Load(o Options, getenv func(string) string) (config.Config, *config.Connections, error) {
+	if o.ConfigPath == "" {
+		return config.Config{}, nil, errors.New("no configuration file: pass --config or set " + config.EnvConfig)
+	}
+	if o.ConnectionsPath == "" {
+		return config.Config{}, nil, errors.New("no connections file: pass --connections or set " + config.EnvConnections)
+	}
+	cfg, err := config.LoadFile(o.ConfigPath)
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.ApplyEnv(getenv)
+	if len(o.Dispatchers) > 0 {
+		cfg.Agent.Dispatchers = o.Dispatchers
+	}
+	if o.Slots != 0 {
+		cfg.Agent.Slots = o.Slots
+	}
+	if o.HTTPListen != "" {
+		cfg.Agent.HTTPListen = o.HTTPListen
+	}
+	if o.AgentID != "" {
+		cfg.Agent.AgentID = o.AgentID
+	}
+	if cfg.Agent.AgentID == "" {
+		host, _ := os.Hostname()
+		cfg.Agent.AgentID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if err := cfg.Validate(config.RoleAgent); err != nil {
+		return cfg, nil, err
+	}
+	conns, err := config.LoadConnections(o.ConnectionsPath, getenv)
+	if err != nil {
+		return cfg, nil, err
+	}
+	return cfg, conns, nil
+}
+
+// Run works until ctx ends, then drains: no new leases, transfers in flight
+// get agent.drain_timeout to finish (or until force ends), the rest are
+// released to be redone elsewhere.
+func Run(ctx, force context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) error {
+	logger = logger.With("agent_id", cfg.Agent.AgentID)
+	for _, w := range conns.Warnings {
+		logger.Warn("connections file: " + w)
+	}
+	m := metrics.New()
+	var endpoints []*config.Endpoint
+	for _, id := range conns.IDs() {
+		ep, _ := conns.Endpoint(id)
+		endpoints = append(endpoints, ep)
+	}
+	pools := pool.NewSet(pool.Config{
+		MaxTotal:    cfg.Pool.MaxSessionsPerPod,
+		DefaultMax:  cfg.Pool.MaxSessionsPerConnection,
+		IdleTimeout: time.Duration(cfg.Pool.SessionTimeoutSeconds) * time.Second,
+		CheckAfter:  cfg.Pool.CheckIdleAfter.D(),
+	}, endpoints, func(ep *config.Endpoint) pool.Dialer {
+		return &remote.Dialer{
+			Endpoint:       ep,
+			ConnectTimeout: time.Duration(cfg.Transfer.ConnectTimeoutSeconds) * time.Second,
+			IdleTimeout:    cfg.Transfer.IdleTimeout.D(),
+			BufferSize:     cfg.Transfer.BufferSize,
+		}
+	}, pool.Hooks{Dialed: func(ep string, d time.Duration, err error) {
+		m.DialDuration.WithLabelValues(ep).Observe(d.Seconds())
+		if err != nil {
+			m.DialFailures.WithLabelValues(ep).Inc()
+		}
+	}}, logger)
+	m.PoolGauges(func() []metrics.PoolState {
+		var out []metrics.PoolState
+		for _, s := range pools.Stats() {
+			out = append(out, metrics.PoolState{Endpoint: s.Endpoint, Idle: s.Idle, Busy: s.Busy, Limit: s.Max})
+		}
+		return out
+	})
+	engine, err := transfer.NewEngine(conns, pools, cfg.Transfer, logger)
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+
+	slots := session.NewSlots(cfg.Agent.Slots)
+	m.Slots.Set(float64(cfg.Agent.Slots))
+	host, _ := os.Hostname()
+	scfg := session.Config{
+		AgentID: cfg.Agent.AgentID, Version: buildinfo.Version(), Hostname: host,
+		CommitTimeout: cfg.Lease.CommitTimeout.D(), MaxBackoff: cfg.Agent.ReconnectMaxBackoff.D(),
+	}
+	observe := func(job *transfer.Job, o *leasev1.Outcome) {
+		dir := direction(conns, job.Lease.Transfer)
+		code := ""
+		st := "success"
+		if o.Status != leasev1.Status_STATUS_SUCCEEDED {
+			st, code = "failed", failure.Name(o.ErrorCode)
+		}
+		m.Transfers.WithLabelValues(dir, st, code).Inc()
+		m.Bytes.WithLabelValues(dir, job.Lease.Transfer.SrcId, job.Lease.Transfer.DstId).Add(float64(o.BytesTransferred))
+		m.Duration.WithLabelValues(dir).Observe(o.Duration.AsDuration().Seconds())
+	}
+	var clients []*session.Client
+	for _, addr := range cfg.Agent.Dispatchers {
+		conn, err := grpc.NewClient(addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		)
+		if err != nil {
+			return fmt.Errorf("dispatcher %s: %w", addr, err)
+		}
+		defer conn.Close()
+		c := session.NewClient(scfg, addr, conn, engine, slots, m, logger)
+		c.Observe = observe
+		clients = append(clients, c)
+	}
+
+	var httpSrv *status.Server
+	if cfg.Agent.HTTPListen != "" {
+		httpSrv = status.New(logger, m.Registry)
+		httpSrv.AddCheck("dispatchers", func(context.Context) error {
+			if slots.Connected() == 0 {
+				return errors.New("not connected to any dispatcher")
+			}
+			return nil
+		})
+		addr, err := httpSrv.Listen(cfg.Agent.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("http listen (agent.http_listen): %w", err)
+		}
+		logger.Info("serving metrics and health", "http_address", addr.String())
+	}
+
+	if cfg.Pool.PrewarmEnabled {
+		go pools.Prewarm(ctx, cfg.Pool.PrewarmSessionsPerConnection)
+	}
+	logger.Info("agent started", "version", buildinfo.Version(), "slots", cfg.Agent.Slots,
+		"dispatchers", cfg.Agent.Dispatchers.String(), "endpoints", conns.IDs())
+
+	// drain ends the grace period: at the drain timeout after ctx ends, or
+	// at once when force ends (a second signal).
+	drain, stopDrain := context.WithCancel(context.WithoutCancel(force))
+	defer stopDrain()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-drain.Done():
+			return
+		}
+		slots.Drain()
+		logger.Info("shutting down: no new leases; waiting for transfers in flight", "drain_timeout", cfg.Agent.DrainTimeout)
+		select {
+		case <-time.After(cfg.Agent.DrainTimeout.D()):
+			logger.Warn("drain timeout: releasing transfers still running")
+		case <-force.Done():
+			logger.Warn("second signal: releasing transfers still running")
+		case <-drain.Done():
+		}
+		stopDrain()
+	}()
+
+	poolCtx, stopPools := context.WithCancel(context.Background())
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	g := new(errgroup.Group)
+	g.Go(func() error { return pools.Run(poolCtx) })
+	if httpSrv != nil {
+		g.Go(func() error { return httpSrv.Run(httpCtx) })
+	}
+	var sessions errgroup.Group
+	for _, c := range clients {
+		sessions.Go(func() error { return c.Run(ctx, drain) })
+	}
+	err = sessions.Wait()
+	stopDrain()
+	stopPools()
+	stopHTTP()
+	if gerr := g.Wait(); err == nil {
+		err = gerr
+	}
+	logger.Info("agent stopped")
+	return err
+}
+
+// direction names the kind of transfer for metrics.
+func direction(conns *config.Connections, t *leasev1.TransferSpec) string {
+	src, _ := conns.Endpoint(t.SrcId)
+	dst, _ := conns.Endpoint(t.DstId)
+	if src == nil || dst == nil {
+		return "unknown"
+	}
+	switch {
+	case src.Type == config.TypeFTP && dst.Type == config.TypeLocal:
+		return "download"
+	case src.Type == config.TypeLocal && dst.Type == config.TypeFTP:
+		return "upload"
+	case src.Type == config.TypeFTP:
+		return "relay"
+	}
+	return "copy"
+}
+

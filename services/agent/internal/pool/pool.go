@@ -1,0 +1,344 @@
+// Package pool keeps logged-in FTP connections per endpoint. A login costs
+// 50 to 100 times a small transfer, so the pool is the product: connections
+// are reused most-recently-used first, checked with NOOP when they sat idle
+// long enough for a server to have dropped them, evicted when idle past the
+// session timeout, and replaced when broken.
+package pool
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
+)
+
+// Dialer opens a logged-in connection.
+type Dialer interface {
+	Dial(ctx context.Context) (*remote.Conn, error)
+}
+
+// Config tunes every pool of a Set.
+type Config struct {
+	// MaxTotal caps connections over all endpoints (pool.max_sessions_per_pod).
+	MaxTotal int
+	// DefaultMax caps connections per endpoint without max_connections.
+	DefaultMax int
+	// IdleTimeout closes connections idle this long.
+	IdleTimeout time.Duration
+	// CheckAfter sends NOOP before reusing a connection idle this long.
+	CheckAfter time.Duration
+}
+
+// Set holds the pools of all FTP endpoints.
+type Set struct {
+	cfg    Config
+	logger *slog.Logger
+	pools  map[string]*Pool
+	hooks  Hooks
+
+	mu      sync.Mutex
+	total   int // connections open or being dialed, over all pools
+	waiters []chan struct{}
+}
+
+// Hooks observe pool events, for metrics.
+type Hooks struct {
+	Dialed func(endpoint string, d time.Duration, err error)
+}
+
+// Pool is one endpoint's connections.
+type Pool struct {
+	set    *Set
+	ep     *config.Endpoint
+	dialer Dialer
+	max    int
+
+	mu   sync.Mutex
+	idle []*remote.Conn // most recently used last
+	open int            // idle + busy + dialing
+	busy int
+}
+
+// NewSet builds a pool per FTP endpoint; dialer makes each endpoint's dialer.
+func NewSet(cfg Config, endpoints []*config.Endpoint, dialer func(*config.Endpoint) Dialer, hooks Hooks, logger *slog.Logger) *Set {
+	s := &Set{cfg: cfg, logger: logger.With("component", "pool"), pools: map[string]*Pool{}, hooks: hooks}
+	for _, ep := range endpoints {
+		if ep.Type != config.TypeFTP {
+			continue
+		}
+		limit := ep.MaxConnections
+		if limit <= 0 {
+			limit = cfg.DefaultMax
+		}
+		s.pools[ep.ID] = &Pool{set: s, ep: ep, dialer: dialer(ep), max: limit}
+	}
+	return s
+}
+
+// Pool returns an endpoint's pool.
+func (s *Set) Pool(id string) (*Pool, bool) {
+	p, ok := s.pools[id]
+	return p, ok
+}
+
+// Get returns a connection for exclusive use; give it back with Put.
+func (p *Pool) Get(ctx context.Context) (*remote.Conn, error) {
+	for {
+		if c := p.takeIdle(); c != nil {
+			if time.Since(c.LastUsed()) < p.set.cfg.CheckAfter {
+				return c, nil
+			}
+			if err := c.NoOp(ctx); err == nil {
+				return c, nil
+			}
+			// The server dropped it while it sat idle: replace it.
+			p.discard(c)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		if p.reserve() {
+			return p.dial(ctx)
+		}
+		if err := p.set.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (p *Pool) takeIdle() *remote.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.idle); n > 0 {
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.busy++
+		return c
+	}
+	return nil
+}
+
+// reserve claims room for one more connection: under the endpoint's limit
+// and the agent-wide one, closing another endpoint's idle connection when
+// only the agent-wide limit is in the way.
+func (p *Pool) reserve() bool {
+	p.mu.Lock()
+	if p.open >= p.max {
+		p.mu.Unlock()
+		return false
+	}
+	p.open++
+	p.busy++
+	p.mu.Unlock()
+	if p.set.claim(p) {
+		return true
+	}
+	p.mu.Lock()
+	p.open--
+	p.busy--
+	p.mu.Unlock()
+	return false
+}
+
+func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
+	start := time.Now()
+	c, err := p.dialer.Dial(ctx)
+	if p.set.hooks.Dialed != nil {
+		p.set.hooks.Dialed(p.ep.ID, time.Since(start), err)
+	}
+	if err != nil {
+		p.release()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Put returns a connection; a broken one is closed and its room freed.
+func (p *Pool) Put(c *remote.Conn) {
+	if c.Broken() {
+		p.discard(c)
+		return
+	}
+	p.mu.Lock()
+	p.busy--
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+	p.set.notify()
+}
+
+// discard closes a connection taken from the pool.
+func (p *Pool) discard(c *remote.Conn) {
+	go c.Close() //nolint:errcheck // best effort QUIT; the socket closes either way
+	p.release()
+}
+
+func (p *Pool) release() {
+	p.mu.Lock()
+	p.open--
+	p.busy--
+	p.mu.Unlock()
+	p.set.free()
+}
+
+// Stats is a pool's state.
+type Stats struct {
+	Endpoint        string
+	Idle, Busy, Max int
+}
+
+// Stats reports every pool's state.
+func (s *Set) Stats() []Stats {
+	out := make([]Stats, 0, len(s.pools))
+	for id, p := range s.pools {
+		p.mu.Lock()
+		out = append(out, Stats{Endpoint: id, Idle: len(p.idle), Busy: p.busy, Max: p.max})
+		p.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b Stats) int {
+		if a.Endpoint < b.Endpoint {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// claim counts a new connection against the agent-wide limit.
+func (s *Set) claim(requester *Pool) bool {
+	s.mu.Lock()
+	if s.total < s.cfg.MaxTotal {
+		s.total++
+		s.mu.Unlock()
+		return true
+	}
+	s.mu.Unlock()
+	// Make room by closing the longest-idle connection of another endpoint.
+	for _, p := range s.pools {
+		if p == requester {
+			continue
+		}
+		p.mu.Lock()
+		if len(p.idle) == 0 {
+			p.mu.Unlock()
+			continue
+		}
+		c := p.idle[0]
+		p.idle = slices.Delete(p.idle, 0, 1)
+		p.open--
+		p.mu.Unlock()
+		go c.Close() //nolint:errcheck // best effort
+		return true // its slot in total passes to the requester
+	}
+	return false
+}
+
+func (s *Set) free() {
+	s.mu.Lock()
+	s.total--
+	s.mu.Unlock()
+	s.notify()
+}
+
+// notify wakes every waiter: a freed connection may suit any of them.
+func (s *Set) notify() {
+	s.mu.Lock()
+	ws := s.waiters
+	s.waiters = nil
+	s.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+func (s *Set) wait(ctx context.Context) error {
+	w := make(chan struct{})
+	s.mu.Lock()
+	s.waiters = append(s.waiters, w)
+	s.mu.Unlock()
+	// Re-check periodically as well: a pool's own limit frees on Put,
+	// which notifies, but cheap insurance against a missed wake-up.
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-w:
+		return nil
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run evicts connections idle past the idle timeout until ctx ends, then
+// closes every idle connection.
+func (s *Set) Run(ctx context.Context) error {
+	t := time.NewTicker(min(s.cfg.IdleTimeout/4, 15*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.closeIdle(0)
+			return nil
+		case <-t.C:
+			s.closeIdle(s.cfg.IdleTimeout)
+		}
+	}
+}
+
+// closeIdle closes connections idle longer than age.
+func (s *Set) closeIdle(age time.Duration) {
+	for _, p := range s.pools {
+		p.mu.Lock()
+		var keep, drop []*remote.Conn
+		for _, c := range p.idle {
+			if time.Since(c.LastUsed()) >= age {
+				drop = append(drop, c)
+			} else {
+				keep = append(keep, c)
+			}
+		}
+		p.idle = keep
+		p.open -= len(drop)
+		p.mu.Unlock()
+		for _, c := range drop {
+			_ = c.Close()
+			s.free()
+		}
+		if len(drop) > 0 {
+			s.logger.Debug("closed idle connections", "endpoint", p.ep.ID, "closed", len(drop))
+		}
+	}
+}
+
+// Prewarm logs in n connections per endpoint, so the first tasks do not pay
+// for logins. Failures are logged, not fatal: the endpoint may come up later.
+func (s *Set) Prewarm(ctx context.Context, n int) {
+	var wg sync.WaitGroup
+	for id, p := range s.pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Hold every connection until all are dialed, or Get would
+			// hand the first one back n times.
+			var got []*remote.Conn
+			for range min(n, p.max) {
+				c, err := p.Get(ctx)
+				if err != nil {
+					s.logger.Warn("prewarm failed", "endpoint", id, "error", err)
+					break
+				}
+				got = append(got, c)
+			}
+			for _, c := range got {
+				p.Put(c)
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,368 @@
+// Package remote is one logged-in FTP connection with the things jlaffaye/ftp
+// leaves to its caller: deadlines and cancellation that reach the sockets,
+// FTPS with a TLS session shared between control and data connections, a
+// large-buffer data path, and every error classified once into a failure
+// code.
+//
+// A Conn is used by one transfer at a time (jlaffaye's ServerConn is not
+// goroutine-safe); the pool hands whole connections out. Once an operation
+// was interrupted or failed below the FTP layer the connection is Broken and
+// must be discarded: its control channel may be mid-reply.
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jlaffaye/ftp"
+
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+)
+
+// Dialer opens connections to one endpoint.
+type Dialer struct {
+	Endpoint *config.Endpoint
+	// ConnectTimeout bounds dial and login together.
+	ConnectTimeout time.Duration
+	// IdleTimeout fails a command or a data transfer that makes no
+	// progress for this long.
+	IdleTimeout time.Duration
+	// BufferSize is the copy buffer of uploads.
+	BufferSize int
+}
+
+// Conn is a logged-in FTP connection.
+type Conn struct {
+	ep       *config.Endpoint
+	sc       *ftp.ServerConn
+	idle     time.Duration
+	bufSize  int
+	control  net.Conn // raw TCP of the control connection
+	tls      *tls.Config
+	dialer   net.Dialer
+	mu       sync.Mutex
+	data     net.Conn // the data connection in use, if any
+	broken   atomic.Bool
+	lastUsed time.Time
+	dirs     map[string]bool // directories known to exist on the server
+}
+
+// LastUsed is when the connection last finished an operation.
+func (c *Conn) LastUsed() time.Time { return c.lastUsed }
+
+// Broken reports whether the connection must be discarded.
+func (c *Conn) Broken() bool { return c.broken.Load() }
+
+// Endpoint returns the endpoint the connection is logged in to.
+func (c *Conn) Endpoint() *config.Endpoint { return c.ep }
+
+// Dial connects and logs in.
+func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
+	ep := d.Endpoint
+	timeout := d.ConnectTimeout
+	if ep.Timeout > 0 {
+		timeout = ep.Timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := &Conn{ep: ep, idle: d.IdleTimeout, bufSize: d.BufferSize, dialer: net.Dialer{Timeout: timeout}, dirs: map[string]bool{}}
+	if ep.TLS != config.TLSNone {
+		cfg, err := tlsConfig(ep)
+		if err != nil {
+			return nil, err
+		}
+		c.tls = cfg
+	}
+	opts := []ftp.DialOption{
+		ftp.DialWithContext(ctx),
+		ftp.DialWithDialFunc(c.dial),
+		// Our data connections carry their own deadlines; this bounds the
+		// wait for the final reply after a transfer.
+		ftp.DialWithShutTimeout(d.IdleTimeout),
+	}
+	if ep.TLS == config.TLSExplicit {
+		opts = append(opts, ftp.DialWithExplicitTLS(c.tls))
+	} else if ep.TLS == config.TLSImplicit {
+		opts = append(opts, ftp.DialWithTLS(c.tls))
+	}
+	stop := context.AfterFunc(ctx, c.interrupt)
+	defer stop()
+	sc, err := ftp.Dial(ep.Address(), opts...)
+	if err != nil {
+		c.closeControl()
+		return nil, c.classify(ctx, "connect to", "", err)
+	}
+	c.sc = sc
+	if err := sc.Login(ep.User, ep.Password.Reveal()); err != nil {
+		_ = sc.Quit()
+		return nil, c.classify(ctx, "log in to", "", err)
+	}
+	if c.control != nil {
+		_ = c.control.SetDeadline(time.Time{})
+	}
+	c.lastUsed = time.Now()
+	return c, nil
+}
+
+// dial is jlaffaye's dial function: its first call makes the control
+// connection, later ones data connections. Data connections are wrapped in
+// TLS here (jlaffaye skips that when a dial function is set), sharing the
+// control connection's TLS session cache so servers that demand session
+// reuse (vsftpd require_ssl_reuse) accept them.
+func (c *Conn) dial(network, addr string) (net.Conn, error) {
+	raw, err := c.dialer.Dial(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if c.control == nil {
+		c.control = raw
+		if c.ep.TLS == config.TLSImplicit {
+			return tls.Client(raw, c.tls), nil
+		}
+		return raw, nil
+	}
+	var data net.Conn = raw
+	if c.tls != nil {
+		data = tls.Client(raw, c.tls)
+	}
+	dc := &dataConn{Conn: data, idle: c.idle, bufSize: c.bufSize}
+	c.mu.Lock()
+	c.data = dc
+	c.mu.Unlock()
+	if c.broken.Load() {
+		_ = dc.Close()
+		return nil, net.ErrClosed
+	}
+	return dc, nil
+}
+
+func tlsConfig(ep *config.Endpoint) (*tls.Config, error) {
+	cfg := &tls.Config{
+		ServerName:         ep.Host,
+		InsecureSkipVerify: ep.TLSInsecureSkipVerify, //nolint:gosec // opt-in per endpoint, for test servers
+		// One cache per connection: data connections resume the control
+		// connection's session, and no other connection's session leaks in.
+		ClientSessionCache: tls.NewLRUClientSessionCache(4),
+		MinVersion:         tls.VersionTLS12,
+	}
+	if ep.TLSServerName != "" {
+		cfg.ServerName = ep.TLSServerName
+	}
+	if ep.TLSCAFile != "" {
+		pem, err := os.ReadFile(ep.TLSCAFile)
+		if err != nil {
+			return nil, failure.Wrap(failure.InvalidConfig, err, "endpoint %s: tls_ca_file", ep.ID)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, failure.New(failure.InvalidConfig, "endpoint %s: tls_ca_file %s holds no PEM certificate", ep.ID, ep.TLSCAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}
+
+// interrupt unblocks whatever the connection is doing and marks it broken.
+func (c *Conn) interrupt() {
+	c.broken.Store(true)
+	past := time.Unix(1, 0)
+	if c.control != nil {
+		_ = c.control.SetDeadline(past)
+	}
+	c.mu.Lock()
+	if c.data != nil {
+		_ = c.data.SetDeadline(past)
+	}
+	c.mu.Unlock()
+}
+
+// op bounds one control-channel exchange: the idle timeout, the context's
+// deadline, and cancellation all reach the socket.
+func (c *Conn) op(ctx context.Context) (done func()) {
+	deadline := time.Now().Add(c.idle)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.control.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, c.interrupt)
+	return func() {
+		stop()
+		if !c.broken.Load() {
+			_ = c.control.SetDeadline(time.Time{})
+		}
+		c.lastUsed = time.Now()
+	}
+}
+
+// Size returns a file's size, or -1 when the server cannot tell (no SIZE).
+func (c *Conn) Size(ctx context.Context, p string) (int64, error) {
+	defer c.op(ctx)()
+	n, err := c.sc.FileSize(p)
+	if err != nil {
+		if code := replyCode(err); code == 500 || code == 502 || code == 504 {
+			return -1, nil
+		}
+		return 0, c.classify(ctx, "SIZE", p, err)
+	}
+	return n, nil
+}
+
+// Exists reports whether a file exists, using SIZE.
+func (c *Conn) Exists(ctx context.Context, p string) (bool, error) {
+	_, err := c.Size(ctx, p)
+	if err == nil {
+		return true, nil
+	}
+	if failure.CodeOf(err) == failure.FileNotFound {
+		return false, nil
+	}
+	return false, err
+}
+
+// Retr opens a file for reading from offset. The reader's Close waits for
+// the server's transfer-complete reply, so a cut-short download is an error.
+func (c *Conn) Retr(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
+	done := c.op(ctx)
+	resp, err := c.sc.RetrFrom(p, uint64(offset))
+	if err != nil {
+		done()
+		return nil, c.classify(ctx, "RETR", p, err)
+	}
+	// The control channel idles while data flows; only the data connection
+	// has a deadline now, renewed on every read.
+	_ = c.control.SetDeadline(time.Time{})
+	return &retrReader{c: c, ctx: ctx, resp: resp, path: p, done: done}, nil
+}
+
+type retrReader struct {
+	c    *Conn
+	ctx  context.Context
+	resp *ftp.Response
+	path string
+	done func()
+}
+
+func (r *retrReader) Read(b []byte) (int, error) {
+	n, err := r.resp.Read(b)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = r.c.classify(r.ctx, "RETR", r.path, err)
+	}
+	return n, err
+}
+
+func (r *retrReader) Close() error {
+	_ = r.c.control.SetDeadline(time.Now().Add(r.c.idle))
+	err := r.resp.Close()
+	r.c.clearData()
+	r.done()
+	if err != nil {
+		return r.c.classify(r.ctx, "RETR", r.path, err)
+	}
+	return nil
+}
+
+// Stor writes r to a file, creating missing parent directories.
+func (c *Conn) Stor(ctx context.Context, p string, r io.Reader) error {
+	defer c.op(ctx)()
+	err := c.sc.Stor(p, r)
+	c.clearData()
+	if err != nil {
+		return c.classify(ctx, "STOR", p, err)
+	}
+	return nil
+}
+
+// Rename renames a file on the server.
+func (c *Conn) Rename(ctx context.Context, from, to string) error {
+	defer c.op(ctx)()
+	if err := c.sc.Rename(from, to); err != nil {
+		return c.classify(ctx, "RNFR/RNTO", from+" -> "+to, err)
+	}
+	return nil
+}
+
+// Delete removes a file.
+func (c *Conn) Delete(ctx context.Context, p string) error {
+	defer c.op(ctx)()
+	if err := c.sc.Delete(p); err != nil {
+		return c.classify(ctx, "DELE", p, err)
+	}
+	return nil
+}
+
+// MkdirAll creates dir and its missing parents. Directories seen to exist
+// are remembered for the connection's life, saving round trips when many
+// files go to one directory.
+func (c *Conn) MkdirAll(ctx context.Context, dir string) error {
+	dir = path.Clean(dir)
+	if dir == "." || dir == "/" || c.dirs[dir] {
+		return nil
+	}
+	if err := c.MkdirAll(ctx, path.Dir(dir)); err != nil {
+		return err
+	}
+	done := c.op(ctx)
+	err := c.sc.MakeDir(dir)
+	done()
+	if err != nil {
+		if c.broken.Load() || replyCode(err) == 0 {
+			return c.classify(ctx, "MKD", dir, err)
+		}
+		// 550/521 "exists" answers differ between servers; a directory is
+		// fine if we can change into it.
+		done = c.op(ctx)
+		cwdErr := c.sc.ChangeDir(dir)
+		done()
+		if cwdErr != nil {
+			return c.classify(ctx, "MKD", dir, err)
+		}
+	}
+	c.dirs[dir] = true
+	return nil
+}
+
+// NoOp checks that the server still answers.
+func (c *Conn) NoOp(ctx context.Context) error {
+	defer c.op(ctx)()
+	if err := c.sc.NoOp(); err != nil {
+		return c.classify(ctx, "NOOP", "", err)
+	}
+	return nil
+}
+
+// Close says goodbye (briefly) and closes the connection.
+func (c *Conn) Close() error {
+	c.broken.Store(true)
+	if c.sc == nil {
+		c.closeControl()
+		return nil
+	}
+	_ = c.control.SetDeadline(time.Now().Add(time.Second))
+	return c.sc.Quit()
+}
+
+func (c *Conn) closeControl() {
+	if c.control != nil {
+		_ = c.control.Close()
+	}
+}
+
+func (c *Conn) clearData() {
+	c.mu.Lock()
+	c.data = nil
+	c.mu.Unlock()
+}
+
+// String identifies the connection's endpoint for messages.
+func (c *Conn) String() string { return fmt.Sprintf("%s (%s)", c.ep.ID, c.ep.Address()) }

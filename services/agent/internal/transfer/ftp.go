@@ -1,0 +1,145 @@
+package transfer
+
+import (
+	"context"
+	"io"
+	"path"
+	"time"
+
+	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/pool"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+)
+
+// ftpSource reads a file from an FTP endpoint on a pooled connection.
+type ftpSource struct {
+	pool *pool.Pool
+	conn *remote.Conn
+	rc   io.ReadCloser
+	size int64
+}
+
+func openFTPSource(ctx context.Context, p *pool.Pool, file string, offset int64) (*ftpSource, error) {
+	conn, err := p.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := conn.Size(ctx, file)
+	if err != nil {
+		p.Put(conn)
+		return nil, err
+	}
+	rc, err := conn.Retr(ctx, file, offset)
+	if err != nil {
+		p.Put(conn)
+		return nil, err
+	}
+	return &ftpSource{pool: p, conn: conn, rc: rc, size: size}, nil
+}
+
+// close ends the download, checking the server's transfer-complete reply,
+// and returns the connection.
+func (s *ftpSource) close() error {
+	if s.rc == nil {
+		return nil
+	}
+	err := s.rc.Close()
+	s.rc = nil
+	s.pool.Put(s.conn)
+	return err
+}
+
+// ftpSink uploads to a temporary name next to the destination and renames
+// it into place on commit.
+type ftpSink struct {
+	pool      *pool.Pool
+	conn      *remote.Conn
+	final     string
+	tmp       string
+	overwrite leasev1.OverwritePolicy
+}
+
+func openFTPSink(ctx context.Context, p *pool.Pool, final string, token uint64, overwrite leasev1.OverwritePolicy) (*ftpSink, error) {
+	conn, err := p.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &ftpSink{pool: p, conn: conn, final: final, tmp: tempName(final, token, "part"), overwrite: overwrite}
+	if overwrite == leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL {
+		exists, err := conn.Exists(ctx, final)
+		if err != nil {
+			s.release()
+			return nil, err
+		}
+		if exists {
+			s.release()
+			return nil, failure.New(failure.DestinationExists, "%s exists on %s and the task asked not to overwrite it", final, conn)
+		}
+	}
+	if err := conn.MkdirAll(ctx, path.Dir(final)); err != nil {
+		s.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *ftpSink) write(ctx context.Context, src io.Reader, progress func(int64)) (int64, error) {
+	var n int64
+	err := s.conn.Stor(ctx, s.tmp, &counting{r: src, add: func(k int64) { n += k; progress(k) }})
+	return n, err
+}
+
+func (s *ftpSink) verify(ctx context.Context, n int64) error {
+	size, err := s.conn.Size(ctx, s.tmp)
+	if err != nil {
+		return err
+	}
+	if size >= 0 && size != n {
+		return failure.New(failure.IOError, "%s on %s holds %d bytes after uploading %d", s.tmp, s.conn, size, n)
+	}
+	return nil
+}
+
+func (s *ftpSink) commit(ctx context.Context) error {
+	err := s.conn.Rename(ctx, s.tmp, s.final)
+	if err == nil || s.overwrite == leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL || s.conn.Broken() {
+		return err
+	}
+	// Some servers refuse to rename over an existing file: replace it.
+	if exists, _ := s.conn.Exists(ctx, s.final); !exists {
+		return err
+	}
+	if err := s.conn.Delete(ctx, s.final); err != nil {
+		return err
+	}
+	return s.conn.Rename(ctx, s.tmp, s.final)
+}
+
+// abort deletes the temporary file, on the same connection when it still
+// works or a fresh one otherwise, with a context of its own: the transfer's
+// may be what ended.
+func (s *ftpSink) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn := s.conn
+	if conn == nil || conn.Broken() {
+		if conn != nil {
+			s.release()
+		}
+		var err error
+		if conn, err = s.pool.Get(ctx); err != nil {
+			return
+		}
+		s.conn = conn
+	}
+	_ = conn.Delete(ctx, s.tmp)
+	s.release()
+}
+
+func (s *ftpSink) release() {
+	if s.conn != nil {
+		s.pool.Put(s.conn)
+		s.conn = nil
+	}
+}

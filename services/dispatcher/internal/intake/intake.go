@@ -1,0 +1,267 @@
+// Package intake consumes the input topic: it reads records in a consumer
+// group, tracks their offsets, and hands each one on, to the scheduler as a
+// task or straight to the publisher when it cannot run. It pauses the
+// partitions while too many records wait, so memory stays bounded whatever
+// the backlog, and hands partitions over cleanly on rebalances.
+package intake
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/metrics"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/task"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/watermark"
+)
+
+// Handler receives consumed records, on the intake goroutine.
+type Handler interface {
+	// Handle processes one tracked record; it must not block for long.
+	Handle(rec *task.Record)
+	// Revoke gives up partitions: stop their work, publish and commit what
+	// finished. It returns once that is done.
+	Revoke(ctx context.Context, partitions []int32)
+}
+
+// Config tunes the intake.
+type Config struct {
+	Topic string
+	// MaxBuffered pauses consumption while this many records are tracked
+	// but uncommitted; it resumes at three quarters.
+	MaxBuffered int
+}
+
+// Intake owns the consumer; only Run's goroutine touches it.
+type Intake struct {
+	cfg      Config
+	consumer *kafka.Consumer
+	tracker  *watermark.Tracker
+	handler  Handler
+	metrics  *metrics.Metrics
+	logger   *slog.Logger
+
+	operatorPaused atomic.Bool
+	stopped        atomic.Bool
+	ready          atomic.Bool
+
+	assigned   map[int32]bool
+	paused     bool
+	lastLagRun time.Time
+}
+
+// New returns an intake; Run subscribes.
+func New(cfg Config, consumer *kafka.Consumer, tracker *watermark.Tracker, handler Handler,
+	m *metrics.Metrics, logger *slog.Logger) *Intake {
+	return &Intake{
+		cfg: cfg, consumer: consumer, tracker: tracker, handler: handler, metrics: m,
+		logger: logger.With("component", "intake"), assigned: map[int32]bool{},
+	}
+}
+
+// Pause stops reading new records (operator request); queued ones still run.
+func (in *Intake) Pause() { in.operatorPaused.Store(true) }
+
+// Resume undoes Pause.
+func (in *Intake) Resume() { in.operatorPaused.Store(false) }
+
+// Paused reports whether an operator paused intake.
+func (in *Intake) Paused() bool { return in.operatorPaused.Load() }
+
+// Stop stops taking records for good, for shutdown; Run keeps serving
+// rebalances until its context ends.
+func (in *Intake) Stop() { in.stopped.Store(true) }
+
+// Ready reports whether the consumer has joined its group.
+func (in *Intake) Ready() bool { return in.ready.Load() }
+
+// Run consumes until ctx ends, then closes the consumer, which gives up its
+// partitions through the same revoke path as a rebalance.
+func (in *Intake) Run(ctx context.Context) error {
+	if err := in.consumer.SubscribeTopics([]string{in.cfg.Topic}, in.rebalance); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", in.cfg.Topic, err)
+	}
+	defer in.close()
+	for ctx.Err() == nil {
+		in.flowControl()
+		switch ev := in.consumer.Poll(100).(type) {
+		case *kafka.Message:
+			in.handle(ev)
+		case kafka.Error:
+			if ev.IsFatal() {
+				return fmt.Errorf("kafka consumer: %w", ev)
+			}
+			in.logger.Warn("kafka consumer error", "error", ev, "code", ev.Code().String())
+		}
+		in.updateLag()
+	}
+	return nil
+}
+
+func (in *Intake) close() {
+	// Close revokes every partition through the rebalance callback, which
+	// publishes and commits what finished.
+	if err := in.consumer.Close(); err != nil {
+		in.logger.Warn("closing consumer", "error", err)
+	}
+}
+
+func (in *Intake) handle(m *kafka.Message) {
+	p, off := m.TopicPartition.Partition, int64(m.TopicPartition.Offset)
+	if in.stopped.Load() {
+		return // Not tracked, so never committed: the next owner reads it.
+	}
+	if !in.tracker.Track(p, off) {
+		in.logger.Warn("ignoring a record already read in this assignment", "partition", p, "offset", off)
+		return
+	}
+	in.metrics.TasksReceived.Inc()
+	rec := &task.Record{
+		Topic:     *m.TopicPartition.Topic,
+		Partition: p,
+		Offset:    off,
+		Key:       m.Key,
+		Value:     m.Value,
+		Timestamp: m.Timestamp,
+	}
+	for _, h := range m.Headers {
+		rec.Headers = append(rec.Headers, task.Header{Key: h.Key, Value: h.Value})
+	}
+	in.handler.Handle(rec)
+}
+
+// rebalance runs on the Run goroutine, inside Poll.
+func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+	switch e := ev.(type) {
+	case kafka.AssignedPartitions:
+		for _, tp := range e.Partitions {
+			in.assigned[tp.Partition] = true
+			in.tracker.Assign(tp.Partition)
+		}
+		in.logger.Info("partitions assigned", "partitions", partitionList(e.Partitions), "protocol", c.GetRebalanceProtocol())
+		in.ready.Store(true)
+		if err := in.assign(c, e.Partitions); err != nil {
+			return err
+		}
+		// Newly assigned partitions start unpaused: let flow control
+		// decide again for the whole assignment.
+		in.paused = false
+	case kafka.RevokedPartitions:
+		parts := make([]int32, 0, len(e.Partitions))
+		for _, tp := range e.Partitions {
+			parts = append(parts, tp.Partition)
+		}
+		lost := c.AssignmentLost()
+		in.logger.Info("partitions revoked", "partitions", parts, "lost", lost)
+		// When the assignment is lost the group already gave the partitions
+		// away; committing would fail, so only stop their work.
+		revokeCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		in.handler.Revoke(revokeCtx, parts)
+		cancel()
+		for _, p := range parts {
+			delete(in.assigned, p)
+			in.tracker.Revoke(p)
+			in.metrics.ConsumerLag.DeleteLabelValues(strconv.Itoa(int(p)))
+		}
+		if err := in.unassign(c, e.Partitions); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (in *Intake) assign(c *kafka.Consumer, parts []kafka.TopicPartition) error {
+	if c.GetRebalanceProtocol() == "COOPERATIVE" {
+		return c.IncrementalAssign(parts)
+	}
+	return c.Assign(parts)
+}
+
+func (in *Intake) unassign(c *kafka.Consumer, parts []kafka.TopicPartition) error {
+	if c.GetRebalanceProtocol() == "COOPERATIVE" {
+		return c.IncrementalUnassign(parts)
+	}
+	return c.Unassign()
+}
+
+// flowControl pauses every assigned partition while the buffer is full,
+// an operator paused intake, or the dispatcher is stopping.
+func (in *Intake) flowControl() {
+	out := in.tracker.Outstanding()
+	want := in.paused
+	switch {
+	case in.operatorPaused.Load() || in.stopped.Load():
+		want = true
+	case out >= in.cfg.MaxBuffered:
+		want = true
+	case out <= in.cfg.MaxBuffered*3/4:
+		want = false
+	}
+	if want == in.paused || len(in.assigned) == 0 {
+		return
+	}
+	parts := in.assignment()
+	var err error
+	if want {
+		err = in.consumer.Pause(parts)
+	} else {
+		err = in.consumer.Resume(parts)
+	}
+	if err != nil {
+		in.logger.Warn("pause/resume failed", "pause", want, "error", err)
+		return
+	}
+	in.paused = want
+	if want {
+		in.metrics.IntakePaused.Set(1)
+	} else {
+		in.metrics.IntakePaused.Set(0)
+	}
+	in.logger.Debug("intake flow control", "paused", want, "buffered", out)
+}
+
+func (in *Intake) assignment() []kafka.TopicPartition {
+	parts := make([]kafka.TopicPartition, 0, len(in.assigned))
+	for p := range in.assigned {
+		parts = append(parts, kafka.TopicPartition{Topic: &in.cfg.Topic, Partition: p})
+	}
+	return parts
+}
+
+// updateLag refreshes consumer lag from the client's cached high
+// watermarks (no broker round trip) every few seconds.
+func (in *Intake) updateLag() {
+	if time.Since(in.lastLagRun) < 5*time.Second {
+		return
+	}
+	in.lastLagRun = time.Now()
+	committed := map[int32]int64{}
+	for _, s := range in.tracker.Snapshot() {
+		committed[s.Partition] = s.Committed
+	}
+	for p := range in.assigned {
+		low, high, err := in.consumer.GetWatermarkOffsets(in.cfg.Topic, p)
+		if err != nil || high < 0 {
+			continue
+		}
+		from := low
+		if c, ok := committed[p]; ok && c >= 0 {
+			from = c
+		}
+		lag := high - from
+		in.metrics.ConsumerLag.WithLabelValues(strconv.Itoa(int(p))).Set(float64(max(lag, 0)))
+	}
+}
+
+func partitionList(tps []kafka.TopicPartition) []int32 {
+	out := make([]int32, len(tps))
+	for i, tp := range tps {
+		out[i] = tp.Partition
+	}
+	return out
+}

@@ -1,0 +1,158 @@
+package lease
+
+import (
+	"container/heap"
+	"time"
+)
+
+// routeKey groups tasks by the endpoints they use. Tasks are taken round-robin
+// across routes, so one busy or saturated endpoint never holds up tasks for
+// the others.
+type routeKey struct {
+	src, dst string
+}
+
+type route struct {
+	key    routeKey
+	tasks  []*Task
+	head   int
+	inRing bool
+}
+
+// queue holds tasks waiting for an agent: ready ones by route, and delayed
+// ones (in retry backoff) in a heap by due time. Removal is lazy: a task
+// whose state moved on is skipped when reached.
+type queue struct {
+	routes  map[routeKey]*route
+	ring    []*route
+	cursor  int
+	delayed delayHeap
+}
+
+func newQueue() *queue {
+	return &queue{routes: map[routeKey]*route{}}
+}
+
+// push appends a ready task.
+func (q *queue) push(t *Task) {
+	r := q.routes[t.route]
+	if r == nil {
+		r = &route{key: t.route}
+		q.routes[t.route] = r
+	}
+	r.tasks = append(r.tasks, t)
+	if !r.inRing {
+		r.inRing = true
+		q.ring = append(q.ring, r)
+	}
+}
+
+// delay parks a task until its notBefore.
+func (q *queue) delay(t *Task) {
+	heap.Push(&q.delayed, t)
+}
+
+// promote moves due delayed tasks to the ready queues, calling promoted on
+// each first so the caller can update its state.
+func (q *queue) promote(now time.Time, promoted func(*Task)) {
+	for q.delayed.Len() > 0 && !q.delayed[0].notBefore.After(now) {
+		t := heap.Pop(&q.delayed).(*Task)
+		if t.state == stateDelayed {
+			promoted(t)
+			q.push(t)
+		}
+	}
+}
+
+// nextDue returns when the earliest delayed task becomes ready.
+func (q *queue) nextDue() (time.Time, bool) {
+	for q.delayed.Len() > 0 {
+		if t := q.delayed[0]; t.state == stateDelayed {
+			return t.notBefore, true
+		}
+		heap.Pop(&q.delayed)
+	}
+	return time.Time{}, false
+}
+
+// pop returns the next ready task of the first route, from the cursor on,
+// that fits; nil when none does.
+func (q *queue) pop(fits func(routeKey) bool) *Task {
+	for n := len(q.ring); n > 0 && len(q.ring) > 0; n-- {
+		if q.cursor >= len(q.ring) {
+			q.cursor = 0
+		}
+		r := q.ring[q.cursor]
+		t := r.front()
+		if t == nil {
+			q.dropRoute(q.cursor)
+			continue
+		}
+		if !fits(r.key) {
+			q.cursor++
+			continue
+		}
+		r.head++
+		if r.front() == nil {
+			q.dropRoute(q.cursor)
+		} else {
+			q.cursor++
+		}
+		return t
+	}
+	return nil
+}
+
+// front returns the first task still queued, skipping lazily removed ones.
+func (r *route) front() *Task {
+	for r.head < len(r.tasks) {
+		if t := r.tasks[r.head]; t.state == stateQueued {
+			return t
+		}
+		r.tasks[r.head] = nil
+		r.head++
+	}
+	r.tasks, r.head = r.tasks[:0], 0
+	return nil
+}
+
+func (q *queue) dropRoute(i int) {
+	r := q.ring[i]
+	r.inRing = false
+	delete(q.routes, r.key)
+	last := len(q.ring) - 1
+	q.ring[i] = q.ring[last]
+	q.ring[last] = nil
+	q.ring = q.ring[:last]
+}
+
+// each calls fn for every queued or delayed task.
+func (q *queue) each(fn func(*Task)) {
+	for _, r := range q.ring {
+		for _, t := range r.tasks[r.head:] {
+			if t != nil && t.state == stateQueued {
+				fn(t)
+			}
+		}
+	}
+	for _, t := range q.delayed {
+		if t.state == stateDelayed {
+			fn(t)
+		}
+	}
+}
+
+// delayHeap orders delayed tasks by due time.
+type delayHeap []*Task
+
+func (h delayHeap) Len() int           { return len(h) }
+func (h delayHeap) Less(i, j int) bool { return h[i].notBefore.Before(h[j].notBefore) }
+func (h delayHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *delayHeap) Push(x any)        { *h = append(*h, x.(*Task)) }
+func (h *delayHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return t
+}

@@ -1,0 +1,628 @@
+// Package lease is the heart of the dispatcher: it owns every task from the
+// moment it is read until its outcome is handed to the publisher, leases
+// tasks to agent sessions within their credit, keeps leases alive on
+// heartbeats, fences stale deliveries with tokens, and retries failures with
+// backoff.
+//
+// All state sits behind one mutex. Operations are short (map and slice
+// updates); the sends to agents happen on each session's own goroutine, and
+// finished tasks are handed over after the mutex is released.
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/metrics"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+)
+
+// Clock tells the time; tests inject a fake one so expiry and backoff run
+// in microseconds.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// SystemClock is the wall clock.
+var SystemClock Clock = systemClock{}
+
+// Key is a task's position in the input topic.
+type Key struct {
+	Partition int32
+	Offset    int64
+}
+
+type taskState int
+
+const (
+	stateQueued taskState = iota + 1
+	stateDelayed
+	stateLeased
+	stateFinished
+	stateRevoked
+)
+
+// Task is a task the scheduler owns from Enqueue until it finishes.
+type Task struct {
+	Key        Key
+	ID         string
+	Spec       *leasev1.TransferSpec
+	Trace      map[string]string
+	ReceivedAt time.Time
+	// Payload is the caller's: it travels with the task to Finished.
+	Payload any
+
+	route     routeKey
+	state     taskState
+	attempt   uint32 // deliveries so far
+	failures  uint32 // deliveries that ended in a retryable failure
+	notBefore time.Time
+	lastCode  failure.Code
+	lastMsg   string
+	lease     *lease
+	cancel    string // why an operator cancelled it, once they did
+}
+
+// Finished is a task whose outcome is decided.
+type Finished struct {
+	Task     *Task
+	Outcome  *leasev1.Outcome
+	Attempts uint32
+	AgentID  string
+}
+
+// Config tunes the scheduler.
+type Config struct {
+	DispatcherID string
+	TTL          time.Duration
+	Heartbeat    time.Duration
+	MaxAttempts  int
+	BaseBackoff  time.Duration
+	MaxBackoff   time.Duration
+	// Rand draws backoff jitter; nil means a random seed.
+	Rand *rand.Rand
+}
+
+// Scheduler leases tasks to agents. Create it with New.
+type Scheduler struct {
+	cfg      Config
+	clock    Clock
+	logger   *slog.Logger
+	metrics  *metrics.Metrics
+	onFinish func([]Finished)
+
+	mu       sync.Mutex
+	queue    *queue
+	tasks    map[Key]*Task
+	byID     map[string]*Task
+	leases   map[string]*lease
+	sessions []*Session
+	rr       int
+	counts   map[taskState]int
+	token    uint64
+	nextSess uint64
+	draining bool
+	recent   *recentTasks
+	finished []Finished
+	idle     chan struct{} // closed when no lease is in flight; see WaitIdle
+}
+
+// New returns a scheduler that hands finished tasks to onFinish, in batches,
+// outside its lock. onFinish must not block for long.
+func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFinish func([]Finished)) *Scheduler {
+	if cfg.Rand == nil {
+		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return &Scheduler{
+		cfg:      cfg,
+		clock:    clock,
+		logger:   logger.With("component", "scheduler"),
+		metrics:  m,
+		onFinish: onFinish,
+		queue:    newQueue(),
+		tasks:    map[Key]*Task{},
+		byID:     map[string]*Task{},
+		leases:   map[string]*lease{},
+		counts:   map[taskState]int{},
+		recent:   newRecentTasks(10000),
+	}
+}
+
+// ErrUnknownTask is returned for a task id the dispatcher does not hold.
+var ErrUnknownTask = errors.New("unknown task")
+
+// ErrTaskFinished is returned when acting on a task whose outcome is decided.
+var ErrTaskFinished = errors.New("task already finished")
+
+// ErrUnknownAgent is returned for an agent id with no session.
+var ErrUnknownAgent = errors.New("unknown agent")
+
+// update runs fn under the lock, leases what it can, and hands finished
+// tasks over after unlocking.
+func (s *Scheduler) update(fn func()) {
+	s.mu.Lock()
+	fn()
+	s.dispatchLocked()
+	done := s.finished
+	s.finished = nil
+	s.mu.Unlock()
+	if len(done) > 0 {
+		s.onFinish(done)
+	}
+}
+
+func (s *Scheduler) setState(t *Task, st taskState) {
+	if t.state != 0 {
+		s.counts[t.state]--
+	}
+	t.state = st
+	s.counts[st]++
+}
+
+// Enqueue takes ownership of a task. The task's Spec must name its endpoints.
+func (s *Scheduler) Enqueue(t *Task) {
+	s.update(func() {
+		t.route = routeKey{src: t.Spec.SrcId, dst: t.Spec.DstId}
+		s.tasks[t.Key] = t
+		s.byID[t.ID] = t
+		s.setState(t, stateQueued)
+		s.queue.push(t)
+	})
+}
+
+// Tick promotes tasks whose backoff ended and expires leases whose heartbeat
+// stopped. Run calls it periodically; tests call it with a fake clock.
+func (s *Scheduler) Tick() {
+	s.update(func() {
+		now := s.clock.Now()
+		s.queue.promote(now, func(t *Task) { s.setState(t, stateQueued) })
+		for _, l := range s.leases {
+			if now.After(l.expires) {
+				s.metrics.LeaseExpiries.Inc()
+				s.logger.Warn("lease expired", "lease_id", l.id, "task_id", l.task.ID, "agent_id", l.sess.agentID,
+					"token", l.token, "silent_for", now.Sub(l.heartbeat).Round(time.Millisecond))
+				l.sess.out.push(cancelMsg(l, "lease expired"))
+				s.loseLeaseLocked(l, failure.TransferTimeout,
+					fmt.Sprintf("lease expired: agent %s sent no heartbeat for %s", l.sess.agentID, now.Sub(l.heartbeat).Round(time.Millisecond)))
+			}
+		}
+	})
+}
+
+// dispatchLocked leases ready tasks to sessions with credit, one task per
+// session per round so load spreads evenly.
+func (s *Scheduler) dispatchLocked() {
+	if s.draining || len(s.sessions) == 0 {
+		return
+	}
+	fits := func(routeKey) bool { return true }
+	for {
+		progressed := false
+		for i := range s.sessions {
+			sess := s.sessions[(s.rr+i)%len(s.sessions)]
+			if sess.draining || uint32(len(sess.leases)) >= sess.window {
+				continue
+			}
+			t := s.queue.pop(fits)
+			if t == nil {
+				s.rr++
+				return
+			}
+			s.leaseLocked(t, sess)
+			progressed = true
+		}
+		s.rr++
+		if !progressed {
+			return
+		}
+	}
+}
+
+func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
+	now := s.clock.Now()
+	s.token++
+	t.attempt++
+	l := &lease{
+		id:         leaseID(s.cfg.DispatcherID, t.Key),
+		token:      s.token,
+		task:       t,
+		sess:       sess,
+		leasedAt:   now,
+		heartbeat:  now,
+		expires:    now.Add(s.cfg.TTL),
+		bytesTotal: -1,
+	}
+	t.lease = l
+	s.setState(t, stateLeased)
+	s.leases[l.id] = l
+	sess.leases[l.id] = l
+	s.metrics.LeasesGranted.Inc()
+	sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Lease{Lease: &leasev1.Lease{
+		LeaseId:      l.id,
+		Token:        l.token,
+		Attempt:      t.attempt,
+		Transfer:     t.Spec,
+		TraceContext: t.Trace,
+	}}})
+}
+
+func leaseID(dispatcherID string, k Key) string {
+	return dispatcherID + "/" + strconv.FormatInt(int64(k.Partition), 10) + "/" + strconv.FormatInt(k.Offset, 10)
+}
+
+// endLeaseLocked forgets a lease; the task's state is the caller's to set.
+func (s *Scheduler) endLeaseLocked(l *lease) {
+	delete(s.leases, l.id)
+	delete(l.sess.leases, l.id)
+	l.task.lease = nil
+	if len(s.leases) == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// loseLeaseLocked ends a lease that produced no outcome (expired, agent
+// gone) and decides what happens to its task.
+func (s *Scheduler) loseLeaseLocked(l *lease, code failure.Code, msg string) {
+	s.endLeaseLocked(l)
+	t := l.task
+	if t.cancel != "" {
+		s.finishLocked(t, cancelled(t.cancel), l.sess.agentID)
+		return
+	}
+	s.retryLocked(t, code, msg, l.sess.agentID)
+}
+
+// retryLocked queues a task again after backoff, or fails it when its
+// attempts are used up.
+func (s *Scheduler) retryLocked(t *Task, code failure.Code, msg, agentID string) {
+	t.failures++
+	t.lastCode, t.lastMsg = code, msg
+	if int(t.failures) >= s.cfg.MaxAttempts {
+		s.finishLocked(t, &leasev1.Outcome{
+			Status:       leasev1.Status_STATUS_FAILED,
+			ErrorCode:    code,
+			ErrorMessage: fmt.Sprintf("%s (gave up after %d attempts)", msg, t.failures),
+			SourceSize:   -1,
+		}, agentID)
+		return
+	}
+	s.metrics.Retries.WithLabelValues(failure.Name(code)).Inc()
+	s.requeueLocked(t, s.backoff(t.failures))
+}
+
+func (s *Scheduler) requeueLocked(t *Task, after time.Duration) {
+	t.notBefore = s.clock.Now().Add(after)
+	s.setState(t, stateDelayed)
+	s.queue.delay(t)
+}
+
+// backoff is exponential in the number of failures, capped, with ±20%
+// jitter so tasks that failed together do not retry together.
+func (s *Scheduler) backoff(failures uint32) time.Duration {
+	d := s.cfg.BaseBackoff << min(failures-1, 30)
+	if d > s.cfg.MaxBackoff || d <= 0 {
+		d = s.cfg.MaxBackoff
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*s.cfg.Rand.Float64()))
+}
+
+func (s *Scheduler) finishLocked(t *Task, o *leasev1.Outcome, agentID string) {
+	s.setState(t, stateFinished)
+	delete(s.tasks, t.Key)
+	if s.byID[t.ID] == t {
+		delete(s.byID, t.ID)
+	}
+	s.recent.add(t, o, agentID)
+	s.finished = append(s.finished, Finished{Task: t, Outcome: o, Attempts: t.attempt, AgentID: agentID})
+}
+
+func cancelled(reason string) *leasev1.Outcome {
+	return &leasev1.Outcome{
+		Status:       leasev1.Status_STATUS_FAILED,
+		ErrorCode:    failure.Cancelled,
+		ErrorMessage: "cancelled by operator: " + reason,
+		SourceSize:   -1,
+	}
+}
+
+func cancelMsg(l *lease, reason string) *leasev1.ConnectResponse {
+	return &leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Cancel{Cancel: &leasev1.Cancel{
+		LeaseId: l.id, Token: l.token, Reason: reason,
+	}}}
+}
+
+// Attach registers an agent's stream and queues the Welcome.
+func (s *Scheduler) Attach(hello *leasev1.Hello, addr string) *Session {
+	sess := &Session{
+		agentID:     hello.AgentId,
+		version:     hello.Version,
+		hostname:    hello.Hostname,
+		slots:       hello.Slots,
+		addr:        addr,
+		leases:      map[string]*lease{},
+		connectedAt: s.clock.Now(),
+		out:         newOutbox(),
+	}
+	sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Welcome{Welcome: &leasev1.Welcome{
+		DispatcherId:      s.cfg.DispatcherID,
+		HeartbeatInterval: durationpb.New(s.cfg.Heartbeat),
+		LeaseTtl:          durationpb.New(s.cfg.TTL),
+	}}})
+	s.update(func() {
+		s.nextSess++
+		sess.id = s.nextSess
+		if s.draining {
+			sess.draining = true
+			sess.out.push(drainMsg(s.cfg.TTL))
+		}
+		s.sessions = append(s.sessions, sess)
+	})
+	s.logger.Info("agent connected", "agent_id", sess.agentID, "address", addr, "slots", sess.slots, "version", sess.version)
+	return sess
+}
+
+// Detach removes a session whose stream ended and takes back its leases.
+func (s *Scheduler) Detach(sess *Session, cause error) {
+	var lost int
+	s.update(func() {
+		i := slices.Index(s.sessions, sess)
+		if i < 0 {
+			return
+		}
+		s.sessions = slices.Delete(s.sessions, i, i+1)
+		for _, l := range sess.leases {
+			lost++
+			s.loseLeaseLocked(l, failure.ConnectionError,
+				fmt.Sprintf("agent %s disconnected during the transfer", sess.agentID))
+		}
+	})
+	sess.out.close()
+	s.logger.Info("agent disconnected", "agent_id", sess.agentID, "leases_taken_back", lost, "cause", cause)
+}
+
+// SetWindow applies an agent's credit.
+func (s *Scheduler) SetWindow(sess *Session, window uint32) {
+	s.update(func() { sess.window = window })
+}
+
+// holds returns the lease the session holds under this token, or nil.
+func (s *Scheduler) holdsLocked(sess *Session, leaseID string, token uint64, kind string) *lease {
+	l := s.leases[leaseID]
+	if l == nil || l.token != token || l.sess != sess {
+		s.metrics.StaleMessages.WithLabelValues(kind).Inc()
+		current := uint64(0)
+		if l != nil {
+			current = l.token
+		}
+		s.logger.Warn("refused message for a lease the agent does not hold", "kind", kind, "lease_id", leaseID,
+			"token", token, "current_token", current, "agent_id", sess.agentID)
+		return nil
+	}
+	return l
+}
+
+// Progress records a heartbeat with the bytes moved so far.
+func (s *Scheduler) Progress(sess *Session, p *leasev1.Progress) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.holdsLocked(sess, p.LeaseId, p.Token, "progress")
+	if l == nil {
+		return
+	}
+	now := s.clock.Now()
+	l.heartbeat, l.expires = now, now.Add(s.cfg.TTL)
+	l.bytesDone, l.bytesTotal = p.BytesDone, p.BytesTotal
+}
+
+// Commit answers whether the agent may make its write visible: only while it
+// still holds the lease under this token and nobody cancelled the task.
+func (s *Scheduler) Commit(sess *Session, c *leasev1.Commit) *leasev1.CommitDecision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := &leasev1.CommitDecision{LeaseId: c.LeaseId, Token: c.Token}
+	l := s.holdsLocked(sess, c.LeaseId, c.Token, "commit")
+	switch {
+	case l == nil:
+		d.Reason = "the lease is no longer held under this token"
+	case l.task.cancel != "":
+		d.Reason = "the task was cancelled: " + l.task.cancel
+	default:
+		now := s.clock.Now()
+		l.committed = true
+		l.heartbeat, l.expires = now, now.Add(s.cfg.TTL)
+		d.Approved = true
+	}
+	return d
+}
+
+// Result ends a lease with the agent's outcome.
+func (s *Scheduler) Result(sess *Session, r *leasev1.Result) {
+	s.update(func() {
+		l := s.holdsLocked(sess, r.LeaseId, r.Token, "result")
+		if l == nil {
+			return
+		}
+		s.endLeaseLocked(l)
+		t, o := l.task, r.Outcome
+		if o == nil {
+			o = &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: failure.UnknownError,
+				ErrorMessage: "agent sent a result without an outcome", SourceSize: -1}
+		}
+		switch {
+		case o.Status == leasev1.Status_STATUS_SUCCEEDED:
+			s.finishLocked(t, o, sess.agentID)
+		case t.cancel != "":
+			s.finishLocked(t, cancelled(t.cancel), sess.agentID)
+		case o.Retryable:
+			s.retryLocked(t, o.ErrorCode, o.ErrorMessage, sess.agentID)
+		default:
+			s.finishLocked(t, o, sess.agentID)
+		}
+	})
+}
+
+// Release takes back a lease the agent hands back without an outcome. It
+// does not count as a failed attempt: the agent is going away, the task is fine.
+func (s *Scheduler) Release(sess *Session, r *leasev1.Release) {
+	s.update(func() {
+		l := s.holdsLocked(sess, r.LeaseId, r.Token, "release")
+		if l == nil {
+			return
+		}
+		s.metrics.Releases.Inc()
+		s.endLeaseLocked(l)
+		if l.task.cancel != "" {
+			s.finishLocked(l.task, cancelled(l.task.cancel), sess.agentID)
+			return
+		}
+		s.requeueLocked(l.task, 0)
+		s.queue.promote(s.clock.Now(), func(t *Task) { s.setState(t, stateQueued) })
+	})
+}
+
+// Revoke drops every task of the given partitions without an outcome: their
+// new owner reads them again from the committed offset. Leases in flight are
+// cancelled on their agents.
+func (s *Scheduler) Revoke(partitions []int32) (dropped int) {
+	s.update(func() {
+		for k, t := range s.tasks {
+			if !slices.Contains(partitions, k.Partition) {
+				continue
+			}
+			if l := t.lease; l != nil {
+				l.sess.out.push(cancelMsg(l, "partition revoked"))
+				s.endLeaseLocked(l)
+			}
+			s.setState(t, stateRevoked)
+			delete(s.tasks, k)
+			if s.byID[t.ID] == t {
+				delete(s.byID, t.ID)
+			}
+			dropped++
+		}
+	})
+	return dropped
+}
+
+// Cancel cancels a task by id. A queued task fails at once with CANCELLED; a
+// leased one is cancelled on its agent and fails when the agent answers.
+func (s *Scheduler) Cancel(taskID, reason string) (TaskState, error) {
+	var prev TaskState
+	var err error
+	s.update(func() {
+		t := s.byID[taskID]
+		if t == nil {
+			if _, ok := s.recent.get(taskID); ok {
+				err = ErrTaskFinished
+			} else {
+				err = ErrUnknownTask
+			}
+			return
+		}
+		prev = stateOf(t)
+		if t.cancel != "" {
+			return
+		}
+		t.cancel = reason
+		switch t.state {
+		case stateQueued, stateDelayed:
+			s.finishLocked(t, cancelled(reason), "")
+		case stateLeased:
+			t.lease.sess.out.push(cancelMsg(t.lease, "cancelled by operator: "+reason))
+		}
+	})
+	return prev, err
+}
+
+// DrainAgent stops leasing to every session of an agent.
+func (s *Scheduler) DrainAgent(agentID string) (inFlight int, err error) {
+	s.update(func() {
+		found := false
+		for _, sess := range s.sessions {
+			if sess.agentID == agentID {
+				found = true
+				if !sess.draining {
+					sess.draining = true
+					sess.out.push(drainMsg(s.cfg.TTL))
+				}
+				inFlight += len(sess.leases)
+			}
+		}
+		if !found {
+			err = ErrUnknownAgent
+		}
+	})
+	return inFlight, err
+}
+
+func drainMsg(grace time.Duration) *leasev1.ConnectResponse {
+	return &leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Drain{Drain: &leasev1.Drain{
+		GracePeriod: durationpb.New(grace),
+	}}}
+}
+
+// Drain stops all leasing, for shutdown, and tells every agent.
+func (s *Scheduler) Drain(grace time.Duration) {
+	s.update(func() {
+		s.draining = true
+		for _, sess := range s.sessions {
+			if !sess.draining {
+				sess.draining = true
+				sess.out.push(drainMsg(grace))
+			}
+		}
+	})
+}
+
+// CloseSessions ends every agent stream, for shutdown after the drain.
+func (s *Scheduler) CloseSessions() {
+	s.mu.Lock()
+	sessions := slices.Clone(s.sessions)
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.out.close()
+	}
+}
+
+// WaitIdle returns a channel closed once no lease is in flight.
+func (s *Scheduler) WaitIdle() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{})
+	if len(s.leases) == 0 {
+		close(ch)
+		return ch
+	}
+	if s.idle == nil {
+		s.idle = ch
+	}
+	return s.idle
+}
+
+// Counts reports tasks by state.
+func (s *Scheduler) Counts() (queued, leased int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[stateQueued] + s.counts[stateDelayed], s.counts[stateLeased]
+}
+
+// AgentCount reports connected sessions.
+func (s *Scheduler) AgentCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}

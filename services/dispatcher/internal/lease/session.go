@@ -1,0 +1,114 @@
+package lease
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+)
+
+// Session is one agent stream. Its fields are guarded by the scheduler's
+// mutex, except out, which has its own.
+type Session struct {
+	id          uint64
+	agentID     string
+	version     string
+	hostname    string
+	addr        string
+	slots       uint32
+	window      uint32
+	draining    bool
+	connectedAt time.Time
+	leases      map[string]*lease
+	out         *outbox
+}
+
+// AgentID is the agent's identifier.
+func (s *Session) AgentID() string { return s.agentID }
+
+// Out returns the messages queued for the agent.
+func (s *Session) Out() *Outbox { return (*Outbox)(s.out) }
+
+type lease struct {
+	id         string
+	token      uint64
+	task       *Task
+	sess       *Session
+	leasedAt   time.Time
+	heartbeat  time.Time
+	expires    time.Time
+	bytesDone  int64
+	bytesTotal int64
+	committed  bool
+}
+
+// outbox queues messages for one agent. Pushing never blocks, so the
+// scheduler can push under its lock; the stream's sender goroutine takes
+// everything queued at once. Its length is bounded by the credit window
+// plus a few control messages per lease.
+type outbox struct {
+	mu     sync.Mutex
+	msgs   []*leasev1.ConnectResponse
+	wake   chan struct{}
+	closed bool
+}
+
+// Outbox is the exported view the stream server drains.
+type Outbox outbox
+
+func newOutbox() *outbox { return &outbox{wake: make(chan struct{}, 1)} }
+
+func (o *outbox) push(m *leasev1.ConnectResponse) {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return
+	}
+	o.msgs = append(o.msgs, m)
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.msgs = nil
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Push queues a message (used for commit decisions by the stream server).
+func (o *Outbox) Push(m *leasev1.ConnectResponse) { (*outbox)(o).push(m) }
+
+// Take waits for queued messages and returns all of them, or nil once the
+// outbox is closed or ctx ends.
+func (o *Outbox) Take(ctx context.Context, buf []*leasev1.ConnectResponse) []*leasev1.ConnectResponse {
+	ob := (*outbox)(o)
+	for {
+		ob.mu.Lock()
+		if ob.closed {
+			ob.mu.Unlock()
+			return nil
+		}
+		if len(ob.msgs) > 0 {
+			buf = append(buf[:0], ob.msgs...)
+			clear(ob.msgs)
+			ob.msgs = ob.msgs[:0]
+			ob.mu.Unlock()
+			return buf
+		}
+		ob.mu.Unlock()
+		select {
+		case <-ob.wake:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

@@ -1,0 +1,319 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EndpointType says how an endpoint is reached.
+type EndpointType string
+
+// The endpoint types of connections.ini (case-insensitive there).
+const (
+	TypeFTP   EndpointType = "ftp"
+	TypeLocal EndpointType = "local"
+)
+
+// TLSMode says whether and how an FTP endpoint uses TLS.
+type TLSMode string
+
+// The FTPS modes.
+const (
+	TLSNone     TLSMode = "none"
+	TLSExplicit TLSMode = "explicit" // AUTH TLS on the plain port
+	TLSImplicit TLSMode = "implicit" // TLS from the first byte
+)
+
+// Endpoint is one section of connections.ini.
+type Endpoint struct {
+	ID   string
+	Type EndpointType
+
+	// FTP endpoints.
+	Host     string
+	Port     int
+	User     string
+	Password Secret
+	// Passive is kept for compatibility; jlaffaye/ftp (like the original's
+	// aioftp) only speaks passive mode, so false is warned about and ignored.
+	Passive bool
+	// Timeout bounds connect and login; zero means transfer.connect_timeout_seconds.
+	Timeout time.Duration
+	TLS     TLSMode
+	// TLSServerName overrides the name checked in the server's certificate.
+	TLSServerName string
+	// TLSCAFile is a PEM bundle to trust instead of the system roots.
+	TLSCAFile string
+	// TLSInsecureSkipVerify accepts any server certificate (test servers only).
+	TLSInsecureSkipVerify bool
+	// MaxConnections caps logged-in connections to this endpoint; zero means
+	// pool.max_sessions_per_connection.
+	MaxConnections int
+
+	// Local endpoints.
+	BasePath string
+}
+
+// Address is host:port of an FTP endpoint.
+func (e *Endpoint) Address() string {
+	return net.JoinHostPort(e.Host, strconv.Itoa(e.Port))
+}
+
+// Connections is a parsed connections.ini.
+type Connections struct {
+	// Path is the file the endpoints came from.
+	Path      string
+	Endpoints map[string]*Endpoint
+	// Warnings are problems that do not stop start-up (unknown keys,
+	// passive = false); callers log them.
+	Warnings []string
+}
+
+// Endpoint returns the endpoint with the given id.
+func (c *Connections) Endpoint(id string) (*Endpoint, bool) {
+	e, ok := c.Endpoints[id]
+	return e, ok
+}
+
+// IDs returns the endpoint ids, sorted.
+func (c *Connections) IDs() []string {
+	ids := make([]string, 0, len(c.Endpoints))
+	for id := range c.Endpoints {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+var knownEndpointKeys = map[string]bool{
+	"type": true, "host": true, "port": true, "user": true, "pass": true, "password": true,
+	"pass_file": true, "pass_env": true, "passive": true, "timeout": true, "base_path": true,
+	"tls": true, "tls_server_name": true, "tls_ca_file": true, "tls_insecure_skip_verify": true,
+	"max_connections": true,
+}
+
+// LoadConnections reads and validates a connections.ini file. getenv
+// resolves pass_env; pass it os.Getenv.
+func LoadConnections(path string, getenv func(string) string) (*Connections, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("connections file: %w", err)
+	}
+	conns, err := ParseConnections(data, filepath.Dir(path), getenv)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	conns.Path = path
+	return conns, nil
+}
+
+// ParseConnections parses connections.ini content. Relative pass_file and
+// tls_ca_file paths are taken relative to dir.
+func ParseConnections(data []byte, dir string, getenv func(string) string) (*Connections, error) {
+	sections, err := parseINI(data)
+	if err != nil {
+		return nil, err
+	}
+	conns := &Connections{Endpoints: map[string]*Endpoint{}}
+	var defaults map[string]iniValue
+	for _, s := range sections {
+		if s.name == "DEFAULT" {
+			defaults = s.keys
+		}
+	}
+	for _, s := range sections {
+		if s.name == "DEFAULT" {
+			continue
+		}
+		keys := make(map[string]iniValue, len(s.keys)+len(defaults))
+		for k, v := range defaults {
+			keys[k] = v
+		}
+		for k, v := range s.keys {
+			keys[k] = v
+		}
+		ep, warnings, err := parseEndpoint(s.name, keys, dir, getenv)
+		if err != nil {
+			return nil, err
+		}
+		conns.Warnings = append(conns.Warnings, warnings...)
+		conns.Endpoints[ep.ID] = ep
+	}
+	if len(conns.Endpoints) == 0 {
+		return nil, fmt.Errorf("no endpoints defined: add a [section] per endpoint with type = ftp or type = local")
+	}
+	return conns, nil
+}
+
+func parseEndpoint(id string, keys map[string]iniValue, dir string, getenv func(string) string) (*Endpoint, []string, error) {
+	var warnings []string
+	for _, k := range sortedKeys(keys) {
+		if !knownEndpointKeys[k] {
+			warnings = append(warnings, fmt.Sprintf("[%s] line %d: unknown key %q ignored", id, keys[k].line, k))
+		}
+	}
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("[%s] key %q (line %d): %s", id, key, keys[key].line, fmt.Sprintf(format, args...))
+	}
+	typ, ok := keys["type"]
+	if !ok {
+		return nil, nil, fmt.Errorf("[%s]: missing required key \"type\" (ftp or local)", id)
+	}
+	ep := &Endpoint{ID: id, Type: EndpointType(strings.ToLower(strings.TrimSpace(typ.value)))}
+	switch ep.Type {
+	case TypeLocal:
+		v, ok := keys["base_path"]
+		if !ok || v.value == "" {
+			return nil, nil, fmt.Errorf("[%s]: missing required key \"base_path\" for a local endpoint", id)
+		}
+		if !filepath.IsAbs(v.value) {
+			return nil, nil, bad("base_path", "must be an absolute path, got %q", v.value)
+		}
+		ep.BasePath = filepath.Clean(v.value)
+		return ep, warnings, nil
+	case TypeFTP:
+	default:
+		return nil, nil, bad("type", "unknown endpoint type %q (want ftp or local)", typ.value)
+	}
+
+	host, ok := keys["host"]
+	if !ok || strings.TrimSpace(host.value) == "" {
+		return nil, nil, fmt.Errorf("[%s]: missing required key \"host\" for an ftp endpoint", id)
+	}
+	ep.Host = strings.TrimSpace(host.value)
+	ep.Port = 21
+	if v, ok := keys["port"]; ok {
+		p, err := strconv.Atoi(strings.TrimSpace(v.value))
+		if err != nil || p < 1 || p > 65535 {
+			return nil, nil, bad("port", "must be a port number 1-65535, got %q", v.value)
+		}
+		ep.Port = p
+	}
+	ep.User = "anonymous"
+	if v, ok := keys["user"]; ok {
+		ep.User = v.value
+	}
+	pw, err := password(id, keys, dir, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	ep.Password = pw
+	ep.Passive = true
+	if v, ok := keys["passive"]; ok {
+		b, err := parseBool(v.value)
+		if err != nil {
+			return nil, nil, bad("passive", "%v", err)
+		}
+		ep.Passive = b
+		if !b {
+			warnings = append(warnings, fmt.Sprintf("[%s] line %d: passive = false: active mode is not supported, passive mode is used", id, v.line))
+		}
+	}
+	if v, ok := keys["timeout"]; ok {
+		secs, err := strconv.ParseFloat(strings.TrimSpace(v.value), 64)
+		if err != nil || secs <= 0 {
+			return nil, nil, bad("timeout", "must be a positive number of seconds, got %q", v.value)
+		}
+		ep.Timeout = time.Duration(secs * float64(time.Second))
+	}
+	ep.TLS = TLSNone
+	if v, ok := keys["tls"]; ok {
+		switch mode := TLSMode(strings.ToLower(strings.TrimSpace(v.value))); mode {
+		case TLSNone, TLSExplicit, TLSImplicit:
+			ep.TLS = mode
+		default:
+			return nil, nil, bad("tls", "must be none, explicit or implicit, got %q", v.value)
+		}
+	}
+	if v, ok := keys["tls_server_name"]; ok {
+		ep.TLSServerName = strings.TrimSpace(v.value)
+	}
+	if v, ok := keys["tls_ca_file"]; ok {
+		ep.TLSCAFile = resolveRelative(dir, strings.TrimSpace(v.value))
+	}
+	if v, ok := keys["tls_insecure_skip_verify"]; ok {
+		b, err := parseBool(v.value)
+		if err != nil {
+			return nil, nil, bad("tls_insecure_skip_verify", "%v", err)
+		}
+		ep.TLSInsecureSkipVerify = b
+	}
+	if v, ok := keys["max_connections"]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v.value))
+		if err != nil || n < 1 {
+			return nil, nil, bad("max_connections", "must be a positive integer, got %q", v.value)
+		}
+		ep.MaxConnections = n
+	}
+	return ep, warnings, nil
+}
+
+// password reads pass, password, pass_file or pass_env; setting more than
+// one is an error because it would be ambiguous which one is used.
+func password(id string, keys map[string]iniValue, dir string, getenv func(string) string) (Secret, error) {
+	var set []string
+	for _, k := range []string{"pass", "password", "pass_file", "pass_env"} {
+		if _, ok := keys[k]; ok {
+			set = append(set, k)
+		}
+	}
+	switch {
+	case len(set) == 0:
+		// Anonymous FTP conventionally takes any password.
+		return "anonymous", nil
+	case len(set) > 1:
+		return "", fmt.Errorf("[%s]: keys %s are alternatives; set only one", id, strings.Join(set, ", "))
+	}
+	v := keys[set[0]]
+	switch set[0] {
+	case "pass_file":
+		p := resolveRelative(dir, strings.TrimSpace(v.value))
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return "", fmt.Errorf("[%s] key \"pass_file\" (line %d): %w", id, v.line, err)
+		}
+		return Secret(strings.TrimRight(string(data), "\r\n")), nil
+	case "pass_env":
+		name := strings.TrimSpace(v.value)
+		val := getenv(name)
+		if val == "" {
+			return "", fmt.Errorf("[%s] key \"pass_env\" (line %d): environment variable %s is empty or unset", id, v.line, name)
+		}
+		return Secret(val), nil
+	default:
+		return Secret(v.value), nil
+	}
+}
+
+func resolveRelative(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// parseBool accepts configparser's boolean spellings.
+func parseBool(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "1", "yes", "true", "on":
+		return true, nil
+	case "0", "no", "false", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("must be a boolean (true/false, yes/no, on/off, 1/0), got %q", s)
+}
+
+func sortedKeys(m map[string]iniValue) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,256 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// originalConnections is the original service's test connections.ini.
+const originalConnections = `[remote-ftp]
+type = ftp
+host = 192.168.3.18
+port = 21
+user = ftpuser
+pass = ftppass
+
+[local]
+type = local
+base_path = /data/storage
+`
+
+func noEnv(string) string { return "" }
+
+func TestParseConnectionsOriginal(t *testing.T) {
+	t.Parallel()
+	c, err := ParseConnections([]byte(originalConnections), "/", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ftp, ok := c.Endpoint("remote-ftp")
+	if !ok {
+		t.Fatal("remote-ftp missing")
+	}
+	if ftp.Type != TypeFTP || ftp.Address() != "192.168.3.18:21" || ftp.User != "ftpuser" ||
+		ftp.Password.Reveal() != "ftppass" || !ftp.Passive || ftp.TLS != TLSNone {
+		t.Errorf("remote-ftp = %+v", ftp)
+	}
+	local, _ := c.Endpoint("local")
+	if local.Type != TypeLocal || local.BasePath != "/data/storage" {
+		t.Errorf("local = %+v", local)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings = %v", c.Warnings)
+	}
+	if got := strings.Join(c.IDs(), ","); got != "local,remote-ftp" {
+		t.Errorf("IDs = %s", got)
+	}
+}
+
+func TestParseConnections(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		ini     string
+		check   func(t *testing.T, c *Connections)
+		wantErr string
+	}{
+		{
+			name: "percent and semicolon in password are literal",
+			ini:  "[a]\ntype = ftp\nhost = h\npass = p%40ss;word # not a comment\n",
+			check: func(t *testing.T, c *Connections) {
+				if got := c.Endpoints["a"].Password.Reveal(); got != "p%40ss;word # not a comment" {
+					t.Errorf("password = %q", got)
+				}
+			},
+		},
+		{
+			name: "password key spelt password",
+			ini:  "[a]\ntype = ftp\nhost = h\npassword = %(x)s\n",
+			check: func(t *testing.T, c *Connections) {
+				if got := c.Endpoints["a"].Password.Reveal(); got != "%(x)s" {
+					t.Errorf("password = %q", got)
+				}
+			},
+		},
+		{
+			name: "inline comments stripped from other keys",
+			ini:  "[a]\ntype = FTP ; upper case type\nhost = h # the host\nport = 2121 ; custom\n",
+			check: func(t *testing.T, c *Connections) {
+				e := c.Endpoints["a"]
+				if e.Type != TypeFTP || e.Host != "h" || e.Port != 2121 {
+					t.Errorf("endpoint = %+v", e)
+				}
+			},
+		},
+		{
+			name: "colon separator, upper-case keys, comments, BOM, CRLF",
+			ini:  "\ufeff# comment\r\n; another\r\n[a]\r\nTYPE: ftp\r\nHost: h\r\n",
+			check: func(t *testing.T, c *Connections) {
+				if c.Endpoints["a"].Host != "h" {
+					t.Errorf("endpoint = %+v", c.Endpoints["a"])
+				}
+			},
+		},
+		{
+			name: "defaults anonymous",
+			ini:  "[a]\ntype = ftp\nhost = h\n",
+			check: func(t *testing.T, c *Connections) {
+				e := c.Endpoints["a"]
+				if e.User != "anonymous" || e.Port != 21 {
+					t.Errorf("endpoint = %+v", e)
+				}
+			},
+		},
+		{
+			name: "DEFAULT section inherited",
+			ini:  "[DEFAULT]\nuser = shared\npass = s3cret\n[a]\ntype = ftp\nhost = h1\n[b]\ntype = ftp\nhost = h2\nuser = own\n",
+			check: func(t *testing.T, c *Connections) {
+				if c.Endpoints["a"].User != "shared" || c.Endpoints["b"].User != "own" || c.Endpoints["b"].Password.Reveal() != "s3cret" {
+					t.Errorf("a=%+v b=%+v", c.Endpoints["a"], c.Endpoints["b"])
+				}
+			},
+		},
+		{
+			name: "indented file",
+			ini:  "[a]\n    type = local\n    base_path = /x\n",
+			check: func(t *testing.T, c *Connections) {
+				if c.Endpoints["a"].BasePath != "/x" {
+					t.Errorf("a = %+v", c.Endpoints["a"])
+				}
+			},
+		},
+		{
+			name: "new keys",
+			ini:  "[a]\ntype = ftp\nhost = h\ntls = explicit\ntls_insecure_skip_verify = yes\nmax_connections = 3\ntimeout = 2.5\n",
+			check: func(t *testing.T, c *Connections) {
+				e := c.Endpoints["a"]
+				if e.TLS != TLSExplicit || !e.TLSInsecureSkipVerify || e.MaxConnections != 3 || e.Timeout != 2500*time.Millisecond {
+					t.Errorf("a = %+v", e)
+				}
+			},
+		},
+		{
+			name: "passive false warns",
+			ini:  "[a]\ntype = ftp\nhost = h\npassive = false\nfoo = bar\n",
+			check: func(t *testing.T, c *Connections) {
+				if len(c.Warnings) != 2 {
+					t.Errorf("warnings = %v", c.Warnings)
+				}
+			},
+		},
+		{name: "missing type", ini: "[a]\nhost = h\n", wantErr: `[a]: missing required key "type"`},
+		{name: "unknown type", ini: "[a]\ntype = sftp\nhost = h\n", wantErr: `[a] key "type" (line 2): unknown endpoint type "sftp"`},
+		{name: "missing host", ini: "[a]\ntype = ftp\n", wantErr: `missing required key "host"`},
+		{name: "missing base_path", ini: "[a]\ntype = local\n", wantErr: `missing required key "base_path"`},
+		{name: "relative base_path", ini: "[a]\ntype = local\nbase_path = data\n", wantErr: "absolute"},
+		{name: "bad port", ini: "[a]\ntype = ftp\nhost = h\nport = 99999\n", wantErr: `key "port"`},
+		{name: "bad passive", ini: "[a]\ntype = ftp\nhost = h\npassive = maybe\n", wantErr: `key "passive"`},
+		{name: "bad tls", ini: "[a]\ntype = ftp\nhost = h\ntls = sometimes\n", wantErr: `key "tls"`},
+		{name: "two passwords", ini: "[a]\ntype = ftp\nhost = h\npass = x\npassword = y\n", wantErr: "set only one"},
+		{name: "duplicate section", ini: "[a]\ntype = local\nbase_path = /x\n[a]\ntype = local\nbase_path = /y\n", wantErr: "already defined"},
+		{name: "duplicate key", ini: "[a]\ntype = ftp\nhost = h\nhost = i\n", wantErr: "already set"},
+		{name: "key before section", ini: "type = ftp\n", wantErr: "outside of any"},
+		{name: "continuation", ini: "[a]\ntype = ftp\nhost = h\n  more\n", wantErr: "multi-line"},
+		{name: "no equals", ini: "[a]\njunk\n", wantErr: "expected"},
+		{name: "unclosed section", ini: "[a\n", wantErr: "closing"},
+		{name: "no endpoints", ini: "# empty\n", wantErr: "no endpoints"},
+		{name: "pass_env unset", ini: "[a]\ntype = ftp\nhost = h\npass_env = NOPE\n", wantErr: "NOPE"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := ParseConnections([]byte(tc.ini), "/", noEnv)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestPasswordSources(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("from;file%\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"FTP_PW": "from-env"}
+	ini := "[f]\ntype = ftp\nhost = h\npass_file = pw\n[e]\ntype = ftp\nhost = h\npass_env = FTP_PW\n"
+	c, err := ParseConnections([]byte(ini), dir, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Endpoints["f"].Password.Reveal(); got != "from;file%" {
+		t.Errorf("pass_file = %q", got)
+	}
+	if got := c.Endpoints["e"].Password.Reveal(); got != "from-env" {
+		t.Errorf("pass_env = %q", got)
+	}
+}
+
+func TestLoadConnectionsErrorsNameTheFile(t *testing.T) {
+	t.Parallel()
+	path := writeFile(t, "connections.ini", "[a]\ntype = nope\n")
+	_, err := LoadConnections(path, noEnv)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), `"type"`) {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = LoadConnections(filepath.Join(t.TempDir(), "missing.ini"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "missing.ini") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSecretNeverPrinted(t *testing.T) {
+	t.Parallel()
+	e := &Endpoint{ID: "a", Password: "hunter2"}
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "endpoint", e, "pw", e.Password)
+	js, _ := json.Marshal(e)
+	for _, s := range []string{fmt.Sprint(e.Password), fmt.Sprintf("%v %+v %#v", e, e, e), string(js), logged.String()} {
+		if strings.Contains(s, "hunter2") {
+			t.Errorf("secret leaked: %s", s)
+		}
+	}
+}
+
+func FuzzParseConnections(f *testing.F) {
+	f.Add([]byte(originalConnections))
+	f.Add([]byte("[DEFAULT]\nuser=u\n[a]\ntype=ftp\nhost=h\npass=%;#\n"))
+	f.Add([]byte("[a]\n  type = local\n  base_path = /x ; c\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConnections(data, "/nonexistent", noEnv)
+		if err != nil {
+			return
+		}
+		for id, e := range c.Endpoints {
+			if id == "" || e.ID != id {
+				t.Fatalf("endpoint id %q stored as %q", e.ID, id)
+			}
+			switch e.Type {
+			case TypeFTP:
+				if e.Host == "" || e.Port < 1 || e.Port > 65535 {
+					t.Fatalf("invalid ftp endpoint accepted: %+v", e)
+				}
+			case TypeLocal:
+				if !filepath.IsAbs(e.BasePath) {
+					t.Fatalf("relative base accepted: %+v", e)
+				}
+			default:
+				t.Fatalf("unknown type accepted: %q", e.Type)
+			}
+		}
+	})
+}
