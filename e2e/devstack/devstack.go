@@ -37,7 +37,11 @@ type Broker struct {
 // StartBroker starts a one-node broker on a free loopback port (or port,
 // when not 0) with the default topics.
 func StartBroker(port int) (*Broker, error) {
-	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation()}
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.AllowAutoTopicCreation(),
+		// Room for large records (dead letters of 1 MiB junk), as the
+		// e2e broker is configured.
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "16777216"}),
+	}
 	for _, t := range Topics {
 		opts = append(opts, kfake.SeedTopics(t.Partitions, t.Name))
 	}

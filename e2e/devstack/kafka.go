@@ -17,7 +17,8 @@ type Producer struct{ cl *kgo.Client }
 
 // NewProducer connects to brokers.
 func NewProducer(brokers ...string) (*Producer, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchMaxBytes(16<<20))
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +60,8 @@ func NewConsumer(brokers []string, topics ...string) (*Consumer, error) {
 		kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(64<<20),
+		kgo.FetchMaxPartitionBytes(32<<20),
 	)
 	if err != nil {
 		return nil, err

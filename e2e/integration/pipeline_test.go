@@ -90,7 +90,9 @@ func TestOneOutcomeEach(t *testing.T) {
 	}
 }
 
-func name(i int) string { return "f" + string(rune('a'+i/26/26%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i%26)) + ".txt" }
+func name(i int) string {
+	return "f" + string(rune('a'+i/26/26%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i%26)) + ".txt"
+}
 
 // assertNoTempFiles fails if a temporary or partial file is left below dir.
 func assertNoTempFiles(t *testing.T, dir string) {

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
+	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 	"github.com/ftp-pooler/ftp-pooler/services/agent"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher"
 )
@@ -66,6 +66,12 @@ type stackOptions struct {
 
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
+	return newStackWith(t, o, nil)
+}
+
+// newStackWith lets extraINI see the started FTP servers (their ports).
+func newStackWith(t *testing.T, o stackOptions, extraINI func(*stack) string) *stack {
+	t.Helper()
 	if o.agents == 0 {
 		o.agents = 2
 	}
@@ -95,6 +101,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.ftpB.Close() })
+	if extraINI != nil {
+		o.extraINI += extraINI(s)
+	}
 
 	s.cfgPath = filepath.Join(dir, "config.yaml")
 	writeFile(t, s.cfgPath, fmt.Sprintf(`kafka:

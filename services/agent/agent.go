@@ -264,4 +264,3 @@ func direction(conns *config.Connections, t *leasev1.TransferSpec) string {
 	}
 	return "copy"
 }
-

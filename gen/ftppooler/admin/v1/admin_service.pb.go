@@ -1156,7 +1156,7 @@ type GetStatsResponse struct {
 	IntakePaused bool `protobuf:"varint,5,opt,name=intake_paused,json=intakePaused,proto3" json:"intake_paused,omitempty"`
 	// Read-but-uncommitted messages per partition.
 	Partitions []*PartitionBacklog `protobuf:"bytes,6,rep,name=partitions,proto3" json:"partitions,omitempty"`
-	// Outcomes published since start, by error code ("" for successes, "DLQ" for non-tasks).
+	// Outcomes since start by error code, with "success" for successes and "DLQ" for non-tasks.
 	OutcomesByCode map[string]uint64 `protobuf:"bytes,7,rep,name=outcomes_by_code,json=outcomesByCode,proto3" json:"outcomes_by_code,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Connected agents.
 	Agents        uint32 `protobuf:"varint,8,opt,name=agents,proto3" json:"agents,omitempty"`

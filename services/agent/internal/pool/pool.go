@@ -233,7 +233,7 @@ func (s *Set) claim(requester *Pool) bool {
 		p.open--
 		p.mu.Unlock()
 		go c.Close() //nolint:errcheck // best effort
-		return true // its slot in total passes to the requester
+		return true  // its slot in total passes to the requester
 	}
 	return false
 }

@@ -89,23 +89,23 @@ func replyFailure(op string, code int, msg string) failure.Code {
 	missing := strings.Contains(lower, "no such") || strings.Contains(lower, "not found") || strings.Contains(lower, "not exist") ||
 		strings.Contains(lower, "not available") || strings.Contains(lower, "failed to open")
 	reading := op == "RETR" || op == "SIZE"
+	unavailable := code == 450 || code == 550 || code == 551
 	switch {
 	case code == 530 || code == 532 || code == 332:
 		return failure.AuthFailed
 	case code == 421 || code == 425 || code == 426:
 		return failure.ConnectionError
-	case code == 450 || code == 451 || code == 452 || code == 552:
-		return failure.IOError
+	case unavailable && denied, code == 553:
+		return failure.PermissionDenied
+	case unavailable && missing:
+		return failure.FileNotFound
 	case code == 550 || code == 551:
-		switch {
-		case denied:
-			return failure.PermissionDenied
-		case reading || missing:
+		if reading {
 			return failure.FileNotFound
 		}
 		return failure.PermissionDenied
-	case code == 553:
-		return failure.PermissionDenied
+	case code == 450 || code == 451 || code == 452 || code == 552:
+		return failure.IOError
 	case code >= 400 && code < 500:
 		return failure.ConnectionError
 	}

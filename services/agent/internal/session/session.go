@@ -91,7 +91,7 @@ func (c *Client) Run(ctx, drain context.Context) error {
 
 // Session is one connected stream.
 type Session struct {
-	c        *Client
+	c       *Client
 	out     chan *leasev1.ConnectRequest
 	dead    chan struct{} // closed when the sender stopped
 	window  chan uint32   // latest window, coalesced

@@ -1,0 +1,72 @@
+# FTP Pooler. `make` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BIN := $(CURDIR)/.bin
+export PATH := $(BIN):$(PATH)
+
+# Pinned tools, installed into .bin/ from the Go module proxy.
+BUF_VERSION                := v1.75.0
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+
+# Every module; a bare `go test ./...` does not work at a go.work root.
+MODULES  := gen services/internal services/dispatcher services/agent e2e
+PACKAGES := $(foreach m,$(MODULES),./$(m)/...)
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/ftp-pooler/ftp-pooler/services/internal/buildinfo.version=$(VERSION)
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: tools
+tools: ## Install the pinned code generators into .bin/.
+	@scripts/go-tool.sh buf github.com/bufbuild/buf/cmd/buf $(BUF_VERSION)
+	@scripts/go-tool.sh protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go $(PROTOC_GEN_GO_VERSION)
+	@scripts/go-tool.sh protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc $(PROTOC_GEN_GO_GRPC_VERSION)
+
+.PHONY: generate
+generate: tools ## Regenerate gen/ from proto/.
+	buf generate
+
+.PHONY: build
+build: ## Build bin/dispatcher and bin/agent.
+	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./services/dispatcher/cmd/dispatcher ./services/agent/cmd/agent
+
+.PHONY: test
+test: ## Unit and in-process integration tests (embedded broker and FTP server), with -race.
+	go test -race -count=1 -timeout 15m $(PACKAGES)
+
+.PHONY: lint
+lint: tools ## gofmt, go vet and buf lint.
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet $(PACKAGES)
+	buf lint
+
+# Files `verify` regenerates; it fails if regenerating changes any of them.
+GENERATED = find gen -type f | sort; ls $(foreach m,$(MODULES),$(m)/go.mod $(m)/go.sum) 2>/dev/null
+
+.PHONY: verify
+verify: tools ## Fail if generated code or go.mod files are stale.
+	@before=$$( ($(GENERATED)) | xargs sha256sum | sha256sum ); \
+	buf generate && \
+	for m in $(MODULES); do (cd $$m && GOWORK=off go mod tidy) || exit 1; done; \
+	after=$$( ($(GENERATED)) | xargs sha256sum | sha256sum ); \
+	if [ "$$before" != "$$after" ]; then \
+		git status --short -- gen $(foreach m,$(MODULES),$(m)/go.mod $(m)/go.sum); \
+		echo "verify: generated code or go.mod/go.sum files were stale; they are now regenerated: review and commit them"; exit 1; \
+	fi
+	@echo "verify: generated code and go.mod files are up to date"
+
+.PHONY: demo
+demo: build ## Run the seed scenario on an embedded broker and FTP server, print the outcomes.
+	go run ./e2e/cmd/demo --bin bin
+
+.PHONY: dev
+dev: build ## Like demo, but keep running for kcat and grpcurl.
+	go run ./e2e/cmd/demo --bin bin --keep
+
+.PHONY: clean
+clean: ## Remove build outputs.
+	rm -rf bin

@@ -1,0 +1,278 @@
+# Shared helpers for the end-to-end scripts; source it, don't run it:
+#   . "$(dirname "$0")/lib.sh"
+#
+# Layout:
+#   state  $E2E_STATE_DIR, else <repo>/.e2e   configs, data, logs, PID files
+#   cache  $E2E_CACHE_DIR, else /var/cache/ftp-pooler-e2e   Kafka jars, pure-ftpd
+#
+# A server started by start_bg has <state>/<name>.pid (its PID),
+# <state>/<name>.ident (its kernel start time and program name, so a reused
+# PID is never signalled) and <state>/<name>.log (stdout and stderr).
+
+set -euo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(git -C "$E2E_DIR" rev-parse --show-toplevel 2>/dev/null || (cd "$E2E_DIR/../.." && pwd))
+STATE_DIR=${E2E_STATE_DIR:-$REPO_ROOT/.e2e}
+CACHE_DIR=${E2E_CACHE_DIR:-/var/cache/ftp-pooler-e2e}
+
+# Versions. Kafka comes from Maven Central; 4.1.2 is the newest 4.1.x served.
+KAFKA_VERSION=${KAFKA_VERSION:-4.1.2}
+LOG4J_VERSION=2.24.3
+SLF4J_VERSION=1.7.36
+KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
+KAFKA_LIBS=$KAFKA_HOME/libs
+PUREFTPD_ROOT=$CACHE_DIR/pure-ftpd/root
+
+die() {
+	echo "e2e: error: $*" >&2
+	exit 1
+}
+
+note() { # only with E2E_VERBOSE=1: success stays quiet
+	if [[ ${E2E_VERBOSE:-0} == 1 ]]; then echo "e2e: $*" >&2; fi
+}
+
+ensure_state_dir() {
+	mkdir -p "$STATE_DIR"
+}
+
+# Field 22 of /proc/<pid>/stat (start time in clock ticks since boot) and the
+# process group; parsed after the last ')' because comm may hold spaces.
+_proc_field() { # pid field_number(as in proc(5))
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	stat=${stat##*) }
+	# After "comm)", the next field is field 3 (state).
+	local -a f
+	read -r -a f <<<"$stat"
+	echo "${f[$(($2 - 3))]}"
+}
+
+_proc_alive() { # pid: running, not a zombie
+	local st
+	st=$(_proc_field "$1" 3) || return 1
+	[[ $st != Z && $st != X ]]
+}
+
+# pid_of <name>: prints the PID if <name> is running as we started it.
+pid_of() {
+	local name=$1 pidf="$STATE_DIR/$1.pid" identf="$STATE_DIR/$1.ident" pid start prog
+	[[ -f $pidf && -f $identf ]] || return 1
+	pid=$(<"$pidf")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	read -r start prog <"$identf" || return 1
+	_proc_alive "$pid" || return 1
+	[[ $(_proc_field "$pid" 22) == "$start" ]] || return 1
+	# The command line must still name the program we started (vsftpd and
+	# pure-ftpd may retitle themselves, but keep the program name).
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$prog" || return 1
+	echo "$pid"
+}
+
+is_running() { pid_of "$1" >/dev/null; }
+
+# start_bg <name> <program> [args...]: runs the program in its own session
+# (so it is its own process group: stop_pid also ends the per-connection
+# children), detached from the terminal, logging to <state>/<name>.log.
+# Does nothing if <name> is already running.
+start_bg() {
+	local name=$1
+	shift
+	ensure_state_dir
+	if is_running "$name"; then
+		note "$name already running (pid $(pid_of "$name"))"
+		return 0
+	fi
+	rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.ident"
+	local log="$STATE_DIR/$name.log"
+	{ echo "=== $(date -Is) starting $name: $*"; } >>"$log"
+	# setsid execs the program in place (the background child is never a
+	# group leader), so $! is the server's own PID.
+	setsid "$@" </dev/null >>"$log" 2>&1 &
+	local pid=$! i start
+	# Wait for the exec (cmdline changes from bash's to the program's).
+	for ((i = 0; i < 100; i++)); do
+		if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(basename "$1")"; then break; fi
+		_proc_alive "$pid" || break
+		sleep 0.02
+	done
+	if ! _proc_alive "$pid"; then
+		tail -n 30 "$log" >&2 || true
+		die "$name exited at once (see $log)"
+	fi
+	start=$(_proc_field "$pid" 22)
+	echo "$pid" >"$STATE_DIR/$name.pid"
+	echo "$start $(basename "$1")" >"$STATE_DIR/$name.ident"
+	note "$name started (pid $pid)"
+}
+
+# _group_pids <pgid>: PIDs of live (non-zombie) processes in that group.
+_group_pids() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '{
+		pid = $1; sub(/^.*\) /, ""); split($0, f, " ")
+		if (f[3] == g && f[1] != "Z" && f[1] != "X") print pid
+	}' || true
+}
+
+# stop_pid <name> [signal]: SIGTERM (or the signal given, e.g. KILL) to the
+# process we started and to its process group, wait up to 20 s, then SIGKILL.
+# A stale PID file (process gone, or PID reused by something else) is removed
+# without signalling anything.
+stop_pid() {
+	local name=$1 sig=${2:-TERM} pid pgid i
+	if ! pid=$(pid_of "$name"); then
+		rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.ident"
+		return 0
+	fi
+	pgid=$(_proc_field "$pid" 5)
+	local target=$pid
+	# Signal the whole group only if it is the group start_bg created.
+	[[ $pgid == "$pid" ]] && target=-$pid
+	kill "-$sig" -- "$target" 2>/dev/null || true
+	for ((i = 0; i < 200; i++)); do
+		if [[ $target == -* ]]; then
+			[[ -z $(_group_pids "$pid") ]] && break
+		else
+			_proc_alive "$pid" || break
+		fi
+		sleep 0.1
+	done
+	if [[ $target == -* && -n $(_group_pids "$pid") ]] || _proc_alive "$pid"; then
+		echo "e2e: $name (pid $pid) still running after 20 s: SIGKILL" >&2
+		kill -KILL -- "$target" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do
+			_proc_alive "$pid" || break
+			sleep 0.1
+		done
+		_proc_alive "$pid" && die "could not stop $name (pid $pid)"
+	fi
+	rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.ident"
+	echo "=== $(date -Is) stopped $name (SIG$sig)" >>"$STATE_DIR/$name.log"
+	note "$name stopped"
+}
+
+# port_open <host> <port>
+port_open() {
+	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# wait_port <host> <port> <timeout_s>: 0 once a TCP connect succeeds.
+wait_port() {
+	local host=$1 port=$2 deadline=$((SECONDS + $3))
+	while ((SECONDS <= deadline)); do
+		port_open "$host" "$port" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_port_closed <host> <port> <timeout_s>
+wait_port_closed() {
+	local host=$1 port=$2 deadline=$((SECONDS + $3))
+	while ((SECONDS <= deadline)); do
+		port_open "$host" "$port" || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_log <file> <extended-regex> <timeout_s>: 0 once a line matches.
+wait_log() {
+	local file=$1 pattern=$2 deadline=$((SECONDS + $3))
+	while ((SECONDS <= deadline)); do
+		grep -qE -- "$pattern" "$file" 2>/dev/null && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# wait_banner <host> <port> <timeout_s>: 0 once the port greets with "220".
+wait_banner() {
+	local host=$1 port=$2 deadline=$((SECONDS + $3)) line
+	while ((SECONDS <= deadline)); do
+		if exec 3<>"/dev/tcp/$host/$port" 2>/dev/null; then
+			line=
+			IFS= read -r -t 2 line <&3 || true
+			exec 3>&- 3<&-
+			[[ $line == 220* ]] && return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_ready <name> <host> <port> <timeout_s> [log-regex]: waits for the port
+# (and the log line, if given); fails at once, with the log tail, if the
+# process dies.
+wait_ready() {
+	local name=$1 host=$2 port=$3 deadline=$((SECONDS + $4)) pattern=${5:-}
+	local log="$STATE_DIR/$name.log"
+	while ((SECONDS <= deadline)); do
+		if ! is_running "$name"; then
+			tail -n 40 "$log" >&2 || true
+			die "$name died while starting (log: $log)"
+		fi
+		if port_open "$host" "$port" && { [[ -z $pattern ]] || grep -qE -- "$pattern" "$log"; }; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	tail -n 40 "$log" >&2 || true
+	die "$name not ready on $host:$port after $4 s (log: $log)"
+}
+
+# print_logs [name...]: the last E2E_LOG_LINES (200) lines of each server log
+# in the state dir (all of them without names), for test failure diagnostics.
+print_logs() {
+	local n=${E2E_LOG_LINES:-200} f
+	local -a files=()
+	if (($#)); then
+		for f in "$@"; do files+=("$STATE_DIR/$f.log"); done
+	else
+		shopt -s nullglob
+		files=("$STATE_DIR"/*.log)
+		shopt -u nullglob
+	fi
+	for f in "${files[@]}"; do
+		[[ -f $f ]] || continue
+		echo "----- $f (last $n lines) -----"
+		tail -n "$n" "$f"
+	done
+}
+
+# set_env_var <key> <value>: records KEY=VALUE in <state>/env, a file the
+# tests can read (shell syntax, one assignment a line, no quoting needed).
+set_env_var() {
+	ensure_state_dir
+	local f="$STATE_DIR/env" tmp
+	tmp=$(mktemp "$STATE_DIR/.env.XXXXXX")
+	{ [[ -f $f ]] && grep -v "^$1=" "$f" || true; } >"$tmp"
+	echo "$1=$2" >>"$tmp"
+	sort -o "$tmp" "$tmp"
+	mv "$tmp" "$f"
+}
+
+java_bin() {
+	if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then echo "$JAVA_HOME/bin/java"; else command -v java || die "java not found (OpenJDK 17 needed)"; fi
+}
+
+pureftpd_bin() {
+	if [[ -x $PUREFTPD_ROOT/usr/sbin/pure-ftpd ]]; then
+		echo "$PUREFTPD_ROOT/usr/sbin/pure-ftpd"
+	elif command -v pure-ftpd >/dev/null; then
+		command -v pure-ftpd
+	else
+		die "pure-ftpd not installed: run scripts/e2e/install.sh"
+	fi
+}
+
+purepw_bin() {
+	if [[ -x $PUREFTPD_ROOT/usr/bin/pure-pw ]]; then
+		echo "$PUREFTPD_ROOT/usr/bin/pure-pw"
+	elif command -v pure-pw >/dev/null; then
+		command -v pure-pw
+	else
+		die "pure-pw not installed: run scripts/e2e/install.sh"
+	fi
+}
