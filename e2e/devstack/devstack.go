@@ -63,6 +63,7 @@ func (b *Broker) Close() { b.cluster.Close() }
 // FTPServer is an in-process FTP server over a directory.
 type FTPServer struct {
 	srv *ftpserver.Server
+	l   net.Listener
 	// Addr is 127.0.0.1:port; Host and Port split it.
 	Addr string
 	Host string
@@ -100,14 +101,15 @@ func StartFTP(root, user, password string) (*FTPServer, error) {
 		l.Close()
 		return nil, err
 	}
-	s := &FTPServer{srv: srv, Addr: l.Addr().String(), Host: "127.0.0.1", Port: port, Root: root, done: make(chan error, 1)}
+	s := &FTPServer{srv: srv, l: l, Addr: l.Addr().String(), Host: "127.0.0.1", Port: port, Root: root, done: make(chan error, 1)}
 	go func() { s.done <- srv.Serve(l) }()
 	return s, nil
 }
 
-// Close stops accepting connections.
+// Close stops accepting connections. It closes the listener rather than
+// calling goftp's Shutdown, which races with a Serve that just started.
 func (s *FTPServer) Close() error {
-	err := s.srv.Shutdown()
+	err := s.l.Close()
 	<-s.done
 	return err
 }

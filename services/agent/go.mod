@@ -5,6 +5,8 @@ go 1.26.0
 require (
 	github.com/ftp-pooler/ftp-pooler/services/internal v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
+	go.uber.org/goleak v1.3.0
+	goftp.io/server/v2 v2.0.3
 	golang.org/x/sync v0.23.0
 )
 

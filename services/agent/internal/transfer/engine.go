@@ -211,6 +211,9 @@ func (e *Engine) run(ctx context.Context, job *Job) (written int64, err error) {
 		return written, err
 	}
 
+	if ctx.Err() != nil {
+		return written, e.copyError(ctx, ctx.Err(), "")
+	}
 	approved, reason, err := job.Commit(ctx, written)
 	if err != nil {
 		return written, failure.Wrap(failure.ConnectionError, err, "asking the dispatcher to commit")

@@ -1,0 +1,184 @@
+package pool
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/ftptest"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newSet(t *testing.T, ep *config.Endpoint, cfg Config) *Set {
+	t.Helper()
+	if cfg.MaxTotal == 0 {
+		cfg.MaxTotal = 100
+	}
+	if cfg.DefaultMax == 0 {
+		cfg.DefaultMax = 10
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = time.Minute
+	}
+	if cfg.CheckAfter == 0 {
+		cfg.CheckAfter = time.Minute
+	}
+	s := NewSet(cfg, []*config.Endpoint{ep}, func(ep *config.Endpoint) Dialer {
+		return &remote.Dialer{Endpoint: ep, ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second, BufferSize: 64 << 10}
+	}, Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() { s.closeIdle(0) })
+	return s
+}
+
+func TestReuseLogsInOnce(t *testing.T) {
+	srv := ftptest.Start(t)
+	p, _ := newSet(t, srv.Endpoint, Config{}).Pool("srv")
+	ctx := context.Background()
+	for range 20 {
+		c, err := p.Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Size(ctx, "/nope"); failure.CodeOf(err) != failure.FileNotFound {
+			t.Fatalf("SIZE of a missing file: %v", err)
+		}
+		p.Put(c) // an FTP error reply leaves the connection usable
+	}
+	if n := srv.Logins(); n != 1 {
+		t.Fatalf("%d logins for 20 sequential uses, want 1", n)
+	}
+}
+
+func TestLimitBlocksUntilPut(t *testing.T) {
+	srv := ftptest.Start(t)
+	srv.Endpoint.MaxConnections = 2
+	p, _ := newSet(t, srv.Endpoint, Config{}).Pool("srv")
+	ctx := context.Background()
+	a, err := p.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := p.Get(short); err == nil {
+		t.Fatal("a third connection beyond max_connections = 2")
+	}
+	got := make(chan *remote.Conn)
+	go func() {
+		c, err := p.Get(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	time.Sleep(50 * time.Millisecond)
+	p.Put(a)
+	select {
+	case c := <-got:
+		if c != a {
+			t.Error("the waiter did not get the returned connection")
+		}
+		p.Put(c)
+	case <-time.After(2 * time.Second):
+		t.Fatal("the waiter was not woken by Put")
+	}
+	p.Put(b)
+	if n := srv.Logins(); n != 2 {
+		t.Fatalf("%d logins, want 2", n)
+	}
+}
+
+func TestDroppedConnectionsReplaced(t *testing.T) {
+	srv := ftptest.Start(t)
+	// Check every idle connection before reuse, as one idle past the
+	// server's timeout would be.
+	p, _ := newSet(t, srv.Endpoint, Config{CheckAfter: time.Nanosecond}).Pool("srv")
+	ctx := context.Background()
+	c, err := p.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Put(c)
+	srv.DropAll() // the server went away and came back
+	c, err = p.Get(ctx)
+	if err != nil {
+		t.Fatalf("Get after the server dropped its connections: %v", err)
+	}
+	if err := c.NoOp(ctx); err != nil {
+		t.Fatalf("the replacement does not work: %v", err)
+	}
+	p.Put(c)
+	if n := srv.Logins(); n != 2 {
+		t.Fatalf("%d logins, want 2 (the dropped one replaced)", n)
+	}
+}
+
+func TestBrokenConnectionsAreNotReturned(t *testing.T) {
+	srv := ftptest.Start(t)
+	s := newSet(t, srv.Endpoint, Config{})
+	p, _ := s.Pool("srv")
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := p.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := c.NoOp(ctx); err == nil {
+		t.Fatal("NoOp with a cancelled context succeeded")
+	}
+	if !c.Broken() {
+		t.Fatal("an interrupted connection is not marked broken")
+	}
+	p.Put(c)
+	if st := s.Stats()[0]; st.Idle != 0 || st.Busy != 0 {
+		t.Fatalf("broken connection kept: %+v", st)
+	}
+}
+
+func TestIdleEviction(t *testing.T) {
+	srv := ftptest.Start(t)
+	s := newSet(t, srv.Endpoint, Config{IdleTimeout: 50 * time.Millisecond})
+	p, _ := s.Pool("srv")
+	c, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Put(c)
+	time.Sleep(60 * time.Millisecond)
+	s.closeIdle(s.cfg.IdleTimeout)
+	if st := s.Stats()[0]; st.Idle != 0 {
+		t.Fatalf("idle connection not evicted: %+v", st)
+	}
+	s.mu.Lock()
+	total := s.total
+	s.mu.Unlock()
+	if total != 0 {
+		t.Fatalf("agent-wide count %d after eviction", total)
+	}
+}
+
+func TestWrongPasswordFailsFast(t *testing.T) {
+	srv := ftptest.Start(t)
+	ep := *srv.Endpoint
+	ep.Password = "wrong"
+	p, _ := newSet(t, &ep, Config{}).Pool("srv")
+	_, err := p.Get(context.Background())
+	if failure.CodeOf(err) != failure.AuthFailed {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if st := p.set.Stats()[0]; st.Busy != 0 {
+		t.Fatalf("failed dial still counted: %+v", st)
+	}
+}

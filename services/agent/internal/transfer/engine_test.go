@@ -1,0 +1,253 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/ftptest"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/pool"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type env struct {
+	engine    *Engine
+	srcDir    string
+	dstDir    string
+	ftp       *ftptest.Server
+	committed []int64
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{srcDir: t.TempDir(), dstDir: t.TempDir(), ftp: ftptest.Start(t)}
+	conns := &config.Connections{Path: "connections.ini", Endpoints: map[string]*config.Endpoint{
+		"src": {ID: "src", Type: config.TypeLocal, BasePath: e.srcDir},
+		"dst": {ID: "dst", Type: config.TypeLocal, BasePath: e.dstDir},
+		"srv": e.ftp.Endpoint,
+	}}
+	pools := pool.NewSet(pool.Config{MaxTotal: 10, DefaultMax: 4, IdleTimeout: time.Minute, CheckAfter: time.Minute},
+		[]*config.Endpoint{e.ftp.Endpoint}, func(ep *config.Endpoint) pool.Dialer {
+			return &remote.Dialer{Endpoint: ep, ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second, BufferSize: 64 << 10}
+		}, pool.Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := config.Default().Transfer
+	cfg.BufferSize = 64 << 10
+	eng, err := NewEngine(conns, pools, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.engine = eng
+	t.Cleanup(func() {
+		eng.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = pools.Run(ctx) // closes idle connections
+	})
+	return e
+}
+
+func (e *env) job(src, srcPath, dst, dstPath string, approve bool) *Job {
+	j := &Job{Lease: &leasev1.Lease{LeaseId: "l1", Token: 42, Attempt: 1, Transfer: &leasev1.TransferSpec{
+		TaskId: "t", SrcId: src, SrcPath: srcPath, DstId: dst, DstPath: dstPath,
+	}}}
+	j.Commit = func(_ context.Context, n int64) (bool, string, error) {
+		e.committed = append(e.committed, n)
+		return approve, "lease moved on", nil
+	}
+	return j
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func noTemps(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, dir := range dirs {
+		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && strings.Contains(d.Name(), ".ftp-pooler.") {
+				t.Errorf("temporary file left: %s", p)
+			}
+			return nil
+		})
+	}
+}
+
+func TestDirections(t *testing.T) {
+	e := newEnv(t)
+	big := strings.Repeat("0123456789abcdef", 1<<14) // 256 KiB: several buffers
+	write(t, filepath.Join(e.srcDir, "a.txt"), big)
+	write(t, filepath.Join(e.ftp.Root, "remote.txt"), "from the server")
+	tests := []struct {
+		name, src, srcPath, dst, dstPath string
+		check                            string // file that must hold want
+		want                             string
+	}{
+		{"copy", "src", "a.txt", "dst", "/x/y/a.txt", filepath.Join(e.dstDir, "x/y/a.txt"), big},
+		{"upload", "src", "a.txt", "srv", "/up/dir/a.txt", filepath.Join(e.ftp.Root, "up/dir/a.txt"), big},
+		{"download", "srv", "/remote.txt", "dst", "remote.txt", filepath.Join(e.dstDir, "remote.txt"), "from the server"},
+		{"relay", "srv", "/remote.txt", "srv", "/copy/remote.txt", filepath.Join(e.ftp.Root, "copy/remote.txt"), "from the server"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			j := e.job(tc.src, tc.srcPath, tc.dst, tc.dstPath, true)
+			o := e.engine.Run(context.Background(), j)
+			if o.Status != leasev1.Status_STATUS_SUCCEEDED {
+				t.Fatalf("%s: %s %s", tc.name, o.ErrorCode, o.ErrorMessage)
+			}
+			if o.BytesTransferred != int64(len(tc.want)) || o.SourceSize != int64(len(tc.want)) || j.Done.Load() != int64(len(tc.want)) {
+				t.Errorf("bytes %d, source size %d, progress %d; want %d", o.BytesTransferred, o.SourceSize, j.Done.Load(), len(tc.want))
+			}
+			got, err := os.ReadFile(tc.check)
+			if err != nil || string(got) != tc.want {
+				t.Errorf("destination holds %d bytes (%v)", len(got), err)
+			}
+		})
+	}
+	noTemps(t, e.dstDir, e.ftp.Root)
+}
+
+// TestSymlinkEscapeRejected also pins the os.Root error text isEscape matches.
+func TestSymlinkEscapeRejected(t *testing.T) {
+	e := newEnv(t)
+	outside := t.TempDir()
+	write(t, filepath.Join(outside, "secret"), "secret")
+	if err := os.Symlink(outside, filepath.Join(e.dstDir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(e.srcDir, "secret-link")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(e.srcDir, "a.txt"), "a")
+	for _, j := range []*Job{
+		e.job("src", "a.txt", "dst", "link/a.txt", true),
+		e.job("src", "secret-link", "dst", "stolen.txt", true),
+	} {
+		o := e.engine.Run(context.Background(), j)
+		if o.ErrorCode != failure.PathRejected || o.Retryable {
+			t.Errorf("%s -> %s: %v %s, want PATH_REJECTED", j.Lease.Transfer.SrcPath, j.Lease.Transfer.DstPath, o.ErrorCode, o.ErrorMessage)
+		}
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 1 {
+		t.Errorf("written outside the base: %v", entries)
+	}
+	if _, err := os.Stat(filepath.Join(e.dstDir, "stolen.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("a file outside the source base was copied")
+	}
+}
+
+func TestCommitRefusedLeavesNothing(t *testing.T) {
+	e := newEnv(t)
+	write(t, filepath.Join(e.srcDir, "a.txt"), "a")
+	write(t, filepath.Join(e.ftp.Root, "r.txt"), "r")
+	for _, j := range []*Job{
+		e.job("src", "a.txt", "dst", "a.txt", false),
+		e.job("srv", "/r.txt", "srv", "/r2.txt", false),
+	} {
+		o := e.engine.Run(context.Background(), j)
+		if o.ErrorCode != failure.Cancelled || !strings.Contains(o.ErrorMessage, "lease moved on") {
+			t.Errorf("refused commit: %v %s", o.ErrorCode, o.ErrorMessage)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.dstDir, "a.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("a refused commit left the file in place")
+	}
+	if _, err := os.Stat(filepath.Join(e.ftp.Root, "r2.txt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("a refused commit left the remote file in place")
+	}
+	noTemps(t, e.dstDir, e.ftp.Root)
+	if len(e.committed) != 2 || e.committed[0] != 1 {
+		t.Errorf("commit asked with %v, want the verified sizes", e.committed)
+	}
+}
+
+func TestFailuresBeforeWriting(t *testing.T) {
+	e := newEnv(t)
+	write(t, filepath.Join(e.dstDir, "exists.txt"), "old")
+	write(t, filepath.Join(e.srcDir, "a.txt"), "new")
+	if err := os.MkdirAll(filepath.Join(e.srcDir, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	keep := e.job("src", "a.txt", "dst", "exists.txt", true)
+	keep.Lease.Transfer.Overwrite = leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL
+	tests := []struct {
+		name string
+		job  *Job
+		want failure.Code
+	}{
+		{"missing local", e.job("src", "nope.txt", "dst", "x", true), failure.FileNotFound},
+		{"missing remote", e.job("srv", "/nope.txt", "dst", "x", true), failure.FileNotFound},
+		{"directory source", e.job("src", "dir", "dst", "x", true), failure.InvalidTask},
+		{"unknown endpoint", e.job("nope", "a", "dst", "x", true), failure.UnknownEndpoint},
+		{"keep existing", keep, failure.DestinationExists},
+		{"traversal", e.job("src", "a.txt", "dst", "../x", true), failure.PathRejected},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := e.engine.Run(context.Background(), tc.job)
+			if o.ErrorCode != tc.want || o.Retryable != failure.Retryable(tc.want) {
+				t.Fatalf("%v (retryable %v) %s, want %v", o.ErrorCode, o.Retryable, o.ErrorMessage, tc.want)
+			}
+		})
+	}
+	if got, _ := os.ReadFile(filepath.Join(e.dstDir, "exists.txt")); string(got) != "old" {
+		t.Errorf("kept file overwritten: %q", got)
+	}
+	noTemps(t, e.dstDir)
+}
+
+func TestCancelReachesTheCopy(t *testing.T) {
+	e := newEnv(t)
+	write(t, filepath.Join(e.ftp.Root, "big.bin"), strings.Repeat("x", 64<<20))
+	ctx, cancel := context.WithCancelCause(context.Background())
+	j := e.job("srv", "/big.bin", "dst", "big.bin", true)
+	j.Commit = func(context.Context, int64) (bool, string, error) {
+		t.Error("a cancelled transfer asked to commit")
+		return false, "", nil
+	}
+	go func() {
+		for j.Done.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel(failure.New(failure.Cancelled, "operator"))
+	}()
+	o := e.engine.Run(ctx, j)
+	if o.ErrorCode != failure.Cancelled {
+		t.Fatalf("cancelled mid-copy: %v %s", o.ErrorCode, o.ErrorMessage)
+	}
+	noTemps(t, e.dstDir)
+}
+
+func TestTempNameFitsAndIsUnique(t *testing.T) {
+	long := strings.Repeat("é", 200) // 400 bytes
+	name := tempName("dir/"+long, 7, "tmp")
+	if len(filepath.Base(name)) > 255 {
+		t.Fatalf("temp name of %d bytes", len(filepath.Base(name)))
+	}
+	if !strings.HasPrefix(name, "dir/.") || !strings.HasSuffix(name, ".7.ftp-pooler.tmp") {
+		t.Fatalf("temp name %q", name)
+	}
+	if tempName("a/b.txt", 1, "tmp") == tempName("a/b.txt", 2, "tmp") {
+		t.Fatal("two deliveries share a temporary name")
+	}
+}
