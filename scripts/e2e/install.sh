@@ -73,8 +73,9 @@ if [[ ! -f $CACHE_DIR/pure-ftpd/.complete ]] && ! command -v pure-ftpd >/dev/nul
 		apt_update_once
 		(cd "$tmp" && apt-get download -qq pure-ftpd >/dev/null) || die "apt-get download pure-ftpd failed"
 	fi
-	deb=$(ls "$tmp"/pure-ftpd_*.deb 2>/dev/null | head -n1)
-	[[ -n $deb ]] || die "apt-get download pure-ftpd left no .deb"
+	debs=("$tmp"/pure-ftpd_*.deb)
+	deb=${debs[0]}
+	[[ -f $deb ]] || die "apt-get download pure-ftpd left no .deb"
 	mkdir -p "$tmp/root"
 	dpkg -x "$deb" "$tmp/root" || die "dpkg -x $deb failed"
 	dpkg-deb -f "$deb" Version >"$tmp/root/VERSION"
@@ -140,9 +141,12 @@ if [[ $(cat "$KAFKA_HOME/.complete" 2>/dev/null) != "$pom_sum" ]]; then
 		die "Maven could not fetch Kafka $KAFKA_VERSION (log: $KAFKA_HOME/mvn.log)"
 	fi
 	# Exactly one SLF4J binding, or the logs go nowhere.
-	bindings=$(ls "$KAFKA_HOME/libs.tmp" | grep -cE '^(log4j-slf4j-impl|slf4j-reload4j|slf4j-log4j12|logback-classic|slf4j-simple|log4j-slf4j2-impl)-' || true)
+	bindings=0
+	for j in "$KAFKA_HOME"/libs.tmp/{log4j-slf4j-impl,log4j-slf4j2-impl,slf4j-reload4j,slf4j-log4j12,slf4j-simple,logback-classic}-[0-9]*.jar; do
+		[[ -f $j ]] && bindings=$((bindings + 1))
+	done
 	[[ $bindings == 1 ]] || die "expected one SLF4J binding in $KAFKA_HOME/libs.tmp, found $bindings"
-	ls "$KAFKA_HOME/libs.tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null 2>&1 || die "kafka_2.13-$KAFKA_VERSION.jar missing after Maven"
+	[[ -f $KAFKA_HOME/libs.tmp/kafka_2.13-$KAFKA_VERSION.jar ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after Maven"
 	mv "$KAFKA_HOME/libs.tmp" "$KAFKA_LIBS"
 	echo "$pom_sum" >"$KAFKA_HOME/.complete"
 fi

@@ -39,7 +39,7 @@ require_libs() {
 }
 
 java_cmd() { # main class and args; classpath = the cached jars
-	"$(java_bin)" -Xms128m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+	"$(java_bin)" -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.net.preferIPv4Stack=true \
 		-Dlog4j2.configurationFile="$KAFKA_STATE/tools-log4j2.properties" \
 		"$@"
 }
@@ -119,8 +119,14 @@ rootLogger.appenderRef.err.ref = ERR
 EOF
 }
 
-cluster_id() { # a random Kafka Uuid: 16 bytes, URL-safe base64, no padding
-	head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+cluster_id() { # a random Kafka Uuid: 16 bytes, URL-safe base64, no padding;
+	# not starting with "-", which the tool's argument parser takes for an option.
+	local id
+	while :; do
+		id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+		[[ $id == -* ]] || break
+	done
+	echo "$id"
 }
 
 do_start() {
@@ -144,7 +150,7 @@ do_start() {
 		die "kafka storage format failed"
 	fi
 	start_bg kafka "$(java_bin)" -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-		-Djava.awt.headless=true \
+		-Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
 		-Dlog4j2.configurationFile="$KAFKA_STATE/log4j2.properties" \
 		-Dkafka.logs.dir="$KAFKA_STATE" \
 		-cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_STATE/server.properties"

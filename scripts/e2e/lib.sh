@@ -9,6 +9,7 @@
 # <state>/<name>.ident (its kernel start time and program name, so a reused
 # PID is never signalled) and <state>/<name>.log (stdout and stderr).
 
+# shellcheck disable=SC2034 # its variables are for the scripts that source it
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,9 +38,10 @@ ensure_state_dir() {
 	mkdir -p "$STATE_DIR"
 }
 
-# Field 22 of /proc/<pid>/stat (start time in clock ticks since boot) and the
-# process group; parsed after the last ')' because comm may hold spaces.
-_proc_field() { # pid field_number(as in proc(5))
+# _proc_field <pid> <n>: field n (numbered as in proc(5): 3 state, 4 ppid,
+# 22 start time) of /proc/<pid>/stat, parsed after the last ')' because the
+# command name may hold spaces.
+_proc_field() {
 	local stat
 	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
 	stat=${stat##*) }
@@ -72,9 +74,9 @@ pid_of() {
 
 is_running() { pid_of "$1" >/dev/null; }
 
-# start_bg <name> <program> [args...]: runs the program in its own session
-# (so it is its own process group: stop_pid also ends the per-connection
-# children), detached from the terminal, logging to <state>/<name>.log.
+# start_bg <name> <program> [args...]: runs the program in a session of its
+# own, detached from the terminal (stdin /dev/null), logging to
+# <state>/<name>.log.
 # Does nothing if <name> is already running.
 start_bg() {
 	local name=$1
@@ -89,7 +91,13 @@ start_bg() {
 	{ echo "=== $(date -Is) starting $name: $*"; } >>"$log"
 	# setsid execs the program in place (the background child is never a
 	# group leader), so $! is the server's own PID.
-	setsid "$@" </dev/null >>"$log" 2>&1 &
+	# START_BG_STDIN=log: stdin is the log too (vsftpd reports a bad config
+	# as "500 OOPS" on fd 0, where an inetd client would be).
+	if [[ ${START_BG_STDIN:-} == log ]]; then
+		setsid "$@" 0>>"$log" >>"$log" 2>&1 &
+	else
+		setsid "$@" </dev/null >>"$log" 2>&1 &
+	fi
 	local pid=$! i start
 	# Wait for the exec (cmdline changes from bash's to the program's).
 	for ((i = 0; i < 100; i++)); do
@@ -107,45 +115,76 @@ start_bg() {
 	note "$name started (pid $pid)"
 }
 
-# _group_pids <pgid>: PIDs of live (non-zombie) processes in that group.
-_group_pids() {
-	cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '{
-		pid = $1; sub(/^.*\) /, ""); split($0, f, " ")
-		if (f[3] == g && f[1] != "Z" && f[1] != "X") print pid
-	}' || true
+# _tree <pid>: "pid starttime" of that process, its descendants and its
+# process group, live ones only (one pass over /proc). vsftpd puts each
+# session in a new session of its own, so the group alone is not enough; the
+# list is taken before signalling, while the sessions are still our children.
+_tree() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+		{ pid = $1; sub(/^.*\) /, ""); split($0, f, " ")
+		  state[pid] = f[1]; ppid[pid] = f[2]; pgrp[pid] = f[3]; st[pid] = f[20] }
+		END {
+			if (!(root in ppid)) exit
+			in_tree[root] = 1
+			do {
+				added = 0
+				for (p in ppid) if (!(p in in_tree) && ((ppid[p] in in_tree) || pgrp[p] == root)) { in_tree[p] = 1; added = 1 }
+			} while (added)
+			for (p in in_tree) if (state[p] != "Z" && state[p] != "X") print p, st[p]
+		}' || true
+}
+
+# _tree_alive "pid start"...: prints the entries still running as themselves.
+_tree_alive() {
+	local e p s
+	for e in "$@"; do
+		p=${e% *} s=${e#* }
+		_proc_alive "$p" && [[ $(_proc_field "$p" 22) == "$s" ]] && echo "$e"
+	done
+	return 0
+}
+
+_tree_signal() { # signal "pid start"...
+	local sig=$1 e
+	shift
+	for e in "$@"; do kill "-$sig" "${e% *}" 2>/dev/null || true; done
 }
 
 # stop_pid <name> [signal]: SIGTERM (or the signal given, e.g. KILL) to the
-# process we started and to its process group, wait up to 20 s, then SIGKILL.
-# A stale PID file (process gone, or PID reused by something else) is removed
-# without signalling anything.
+# process we started and to its children (a server's sessions); children
+# still there after 2 s get SIGKILL (vsftpd's per-session processes ignore
+# SIGTERM), the process itself after 20 s. A stale PID file (process gone, or
+# PID reused by something else) is removed without signalling anything.
 stop_pid() {
-	local name=$1 sig=${2:-TERM} pid pgid i
+	local name=$1 sig=${2:-TERM} pid i e
 	if ! pid=$(pid_of "$name"); then
 		rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.ident"
 		return 0
 	fi
-	pgid=$(_proc_field "$pid" 5)
-	local target=$pid
-	# Signal the whole group only if it is the group start_bg created.
-	[[ $pgid == "$pid" ]] && target=-$pid
-	kill "-$sig" -- "$target" 2>/dev/null || true
-	for ((i = 0; i < 200; i++)); do
-		if [[ $target == -* ]]; then
-			[[ -z $(_group_pids "$pid") ]] && break
-		else
-			_proc_alive "$pid" || break
+	local -a procs left kids
+	mapfile -t procs < <(_tree "$pid")
+	# The server first (so it accepts no new session), then the rest.
+	kill "-$sig" "$pid" 2>/dev/null || true
+	_tree_signal "$sig" "${procs[@]}"
+	for ((i = 1; i <= 200; i++)); do
+		mapfile -t left < <(_tree_alive "${procs[@]}")
+		((${#left[@]} == 0)) && break
+		if ((i == 20)); then
+			kids=()
+			for e in "${left[@]}"; do [[ ${e% *} != "$pid" ]] && kids+=("$e"); done
+			_tree_signal KILL "${kids[@]}"
 		fi
 		sleep 0.1
 	done
-	if [[ $target == -* && -n $(_group_pids "$pid") ]] || _proc_alive "$pid"; then
+	if ((${#left[@]})); then
 		echo "e2e: $name (pid $pid) still running after 20 s: SIGKILL" >&2
-		kill -KILL -- "$target" 2>/dev/null || true
+		_tree_signal KILL "${left[@]}"
 		for ((i = 0; i < 50; i++)); do
-			_proc_alive "$pid" || break
+			mapfile -t left < <(_tree_alive "${left[@]}")
+			((${#left[@]} == 0)) && break
 			sleep 0.1
 		done
-		_proc_alive "$pid" && die "could not stop $name (pid $pid)"
+		((${#left[@]} == 0)) || die "could not stop $name (pid $pid)"
 	fi
 	rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.ident"
 	echo "=== $(date -Is) stopped $name (SIG$sig)" >>"$STATE_DIR/$name.log"
@@ -245,12 +284,16 @@ print_logs() {
 # tests can read (shell syntax, one assignment a line, no quoting needed).
 set_env_var() {
 	ensure_state_dir
-	local f="$STATE_DIR/env" tmp
+	local f="$STATE_DIR/env" tmp lock
+	# kafka.sh and ftp.sh may run at the same time.
+	exec {lock}>"$STATE_DIR/.env.lock"
+	flock "$lock"
 	tmp=$(mktemp "$STATE_DIR/.env.XXXXXX")
-	{ [[ -f $f ]] && grep -v "^$1=" "$f" || true; } >"$tmp"
+	if [[ -f $f ]]; then grep -v "^$1=" "$f" >"$tmp" || true; else : >"$tmp"; fi
 	echo "$1=$2" >>"$tmp"
 	sort -o "$tmp" "$tmp"
 	mv "$tmp" "$f"
+	exec {lock}>&-
 }
 
 java_bin() {

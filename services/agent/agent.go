@@ -149,6 +149,13 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 	defer engine.Close()
 
 	slots := session.NewSlots(cfg.Agent.Slots)
+	var ftpEndpoints []string
+	for _, ep := range endpoints {
+		if ep.Type == config.TypeFTP {
+			ftpEndpoints = append(ftpEndpoints, ep.ID)
+		}
+	}
+	quotas := session.NewQuotas(poolReporter{pools}, ftpEndpoints)
 	m.Slots.Set(float64(cfg.Agent.Slots))
 	host, _ := os.Hostname()
 	scfg := session.Config{
@@ -176,7 +183,7 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 			return fmt.Errorf("dispatcher %s: %w", addr, err)
 		}
 		defer conn.Close()
-		c := session.NewClient(scfg, addr, conn, engine, slots, m, logger)
+		c := session.NewClient(scfg, addr, conn, engine, slots, quotas, m, logger)
 		c.Observe = observe
 		clients = append(clients, c)
 	}
@@ -197,9 +204,6 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 		logger.Info("serving metrics and health", "http_address", addr.String())
 	}
 
-	if cfg.Pool.PrewarmEnabled {
-		go pools.Prewarm(ctx, cfg.Pool.PrewarmSessionsPerConnection)
-	}
 	logger.Info("agent started", "version", buildinfo.Version(), "slots", cfg.Agent.Slots,
 		"dispatchers", cfg.Agent.Dispatchers.String(), "endpoints", conns.IDs())
 
@@ -245,6 +249,18 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 	}
 	logger.Info("agent stopped")
 	return err
+}
+
+// poolReporter adapts the pool set to what sessions report.
+type poolReporter struct{ *pool.Set }
+
+func (p poolReporter) Report() []*leasev1.EndpointPool {
+	stats := p.Stats()
+	out := make([]*leasev1.EndpointPool, 0, len(stats))
+	for _, s := range stats {
+		out = append(out, &leasev1.EndpointPool{EndpointId: s.Endpoint, Open: uint32(s.Open), Idle: uint32(s.Idle)})
+	}
+	return out
 }
 
 // direction names the kind of transfer for metrics.

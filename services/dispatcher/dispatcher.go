@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	go forwardLogs(logCtx, producer.Logs(), kafkaLogger)
 
 	tracker := watermark.New()
-	p := &pipeline{kafka: cfg.Kafka, conns: conns, metrics: m, logger: logger.With("component", "pipeline"),
+	p := &pipeline{kafka: cfg.Kafka, conns: conns, defaultLimit: cfg.Pool.MaxSessionsPerConnection, metrics: m, logger: logger.With("component", "pipeline"),
 		now: time.Now, byCode: map[string]uint64{}}
 	pub := publish.New(publish.Config{
 		InputTopic:    cfg.Kafka.InputTopic,
@@ -144,6 +144,15 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		MaxBatch:      cfg.Kafka.BatchMaxOutcomes,
 		RetryBackoff:  time.Duration(cfg.Kafka.BaseBackoffMS) * time.Millisecond,
 	}, producer, consumer, tracker, m, logger, nil)
+	endpoints := map[string]lease.Endpoint{}
+	for _, id := range conns.IDs() {
+		ep, _ := conns.Endpoint(id)
+		limit := ep.MaxConnections
+		if limit == 0 {
+			limit = cfg.Pool.MaxSessionsPerConnection
+		}
+		endpoints[id] = lease.Endpoint{ID: id, FTP: ep.Type == config.TypeFTP, Limit: limit}
+	}
 	sched := lease.New(lease.Config{
 		DispatcherID: cfg.Dispatcher.InstanceID,
 		TTL:          cfg.Lease.TTL.D(),
@@ -151,10 +160,27 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		MaxAttempts:  cfg.Retry.MaxAttempts,
 		BaseBackoff:  cfg.Retry.BaseBackoff.D(),
 		MaxBackoff:   cfg.Retry.MaxBackoff.D(),
+		Endpoints:    endpoints,
+		Breaker: lease.BreakerConfig{
+			FailureThreshold: cfg.CircuitBreaker.FailureThreshold,
+			SuccessThreshold: cfg.CircuitBreaker.SuccessThreshold,
+			OpenFor:          time.Duration(cfg.CircuitBreaker.TimeoutSeconds) * time.Second,
+			HalfOpenMax:      cfg.CircuitBreaker.HalfOpenMaxCalls,
+		},
 	}, lease.SystemClock, m, logger, p.finish)
+	// Until the group's size is known, hold FTP tasks back rather than risk
+	// two dispatchers each granting the whole of a connection limit.
+	sched.SetGroup(0, 0)
+	members, err := intake.NewMembership(consumer, cfg.Kafka.ConsumerGroup, clientID(cfg.Dispatcher.InstanceID), sched.SetGroup, logger)
+	if err != nil {
+		consumer.Close()
+		producer.Close()
+		return err
+	}
 	p.sched, p.pub = sched, pub
 	in := intake.New(intake.Config{Topic: cfg.Kafka.InputTopic, MaxBuffered: cfg.Kafka.MaxBufferedTasks},
 		consumer, tracker, p, m, logger)
+	in.OnRebalance = members.Refresh
 	m.SetGauges(metrics.Gauges{
 		QueueDepth:      func() float64 { q, _ := sched.Counts(); return float64(q) },
 		LeasesInFlight:  func() float64 { _, l := sched.Counts(); return float64(l) },
@@ -221,6 +247,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	g, gctx := errgroup.WithContext(context.Background())
 	intakeDone, pubDone := make(chan struct{}), make(chan struct{})
 	g.Go(func() error { return sched.Run(schedCtx) })
+	g.Go(func() error { return members.Run(intakeCtx) })
 	g.Go(func() error { defer close(pubDone); return pub.Run(pubCtx) })
 	g.Go(func() error { defer close(intakeDone); return in.Run(intakeCtx) })
 	g.Go(func() error { return serve(leaseGRPC, leaseL) })

@@ -34,7 +34,7 @@ func clientConfig(k config.Kafka, clientID string, own kafka.ConfigMap) (*kafka.
 }
 
 func newConsumer(k config.Kafka, instanceID string) (*kafka.Consumer, error) {
-	cm, err := clientConfig(k, "ftp-pooler-dispatcher-"+instanceID, kafka.ConfigMap{
+	cm, err := clientConfig(k, clientID(instanceID), kafka.ConfigMap{
 		"group.id":                      k.ConsumerGroup,
 		"enable.auto.commit":            false,
 		"enable.auto.offset.store":      false,
@@ -73,7 +73,7 @@ func newProducer(k config.Kafka, instanceID string) (*kafka.Producer, error) {
 		// original, which librdkafka would reject.
 		own["retries"] = 1
 	}
-	cm, err := clientConfig(k, "ftp-pooler-dispatcher-"+instanceID, own)
+	cm, err := clientConfig(k, clientID(instanceID), own)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +83,10 @@ func newProducer(k config.Kafka, instanceID string) (*kafka.Producer, error) {
 	}
 	return p, nil
 }
+
+// clientID names this dispatcher's Kafka clients; group members are told
+// apart by it, so it must be unique per dispatcher.
+func clientID(instanceID string) string { return "ftp-pooler-dispatcher-" + instanceID }
 
 func transactionalID(k config.Kafka, instanceID string) string {
 	if k.TransactionalID != "" {

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,13 +24,15 @@ var traceHeaders = map[string]bool{"traceparent": true, "tracestate": true, "bag
 // pipeline connects intake, scheduler and publisher: it decides where each
 // record goes and turns finished tasks into outcome messages.
 type pipeline struct {
-	kafka   config.Kafka
-	conns   *config.Connections
-	sched   *lease.Scheduler
-	pub     *publish.Publisher
-	metrics *metrics.Metrics
-	logger  *slog.Logger
-	now     func() time.Time
+	kafka config.Kafka
+	conns *config.Connections
+	// defaultLimit is pool.max_sessions_per_connection.
+	defaultLimit int
+	sched        *lease.Scheduler
+	pub          *publish.Publisher
+	metrics      *metrics.Metrics
+	logger       *slog.Logger
+	now          func() time.Time
 
 	mu     sync.Mutex
 	byCode map[string]uint64 // outcomes, by error code; "success" and "DLQ" too
@@ -60,7 +63,7 @@ func (p *pipeline) Handle(rec *task.Record) {
 		return
 	}
 	headers := pickTraceHeaders(rec.Headers)
-	if ferr := task.Check(t, p.conns); ferr != nil {
+	if ferr := task.Check(t, p.conns, p.defaultLimit); ferr != nil {
 		p.logger.Warn("task cannot run", "task_id", t.ID, "error_code", failure.Name(ferr.Code), "error", ferr.Error())
 		o := &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: ferr.Code, ErrorMessage: ferr.Error(), SourceSize: -1}
 		p.pub.Submit(p.record(rec.Partition, rec.Offset, t, headers, o, 0, ""))
@@ -82,6 +85,7 @@ func (p *pipeline) Handle(rec *task.Record) {
 		Payload:    &origin{task: t, headers: headers},
 		Spec: &leasev1.TransferSpec{
 			TaskId: t.ID, SrcId: t.SrcID, SrcPath: t.SrcPath, DstId: t.DstID, DstPath: t.DstPath, Overwrite: overwrite,
+			Origin: fmt.Sprintf("%s/%d/%d", rec.Topic, rec.Partition, rec.Offset),
 		},
 	})
 }
@@ -119,6 +123,8 @@ func (p *pipeline) record(partition int32, offset int64, t *task.Task, headers [
 		Timestamp:        outcome.Timestamp(p.now()),
 		Attempts:         attempts,
 		Agent:            agentID,
+		ResumedFrom:      o.ResumedFrom,
+		AlreadyDone:      o.AlreadyDone,
 		Metadata:         t.Metadata,
 	}
 	topic, code := p.kafka.ResultTopic, ""

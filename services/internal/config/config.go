@@ -328,6 +328,10 @@ func (c *Config) Validate(role Role) error {
 			bad("lease.heartbeat_interval", "must be at most half of lease.ttl (%s), got %s", c.Lease.TTL, c.Lease.HeartbeatInterval)
 		}
 		positiveDur("dispatcher.drain_timeout", c.Dispatcher.DrainTimeout)
+		positive("circuit_breaker.failure_threshold", c.CircuitBreaker.FailureThreshold)
+		positive("circuit_breaker.success_threshold", c.CircuitBreaker.SuccessThreshold)
+		positive("circuit_breaker.timeout_seconds", c.CircuitBreaker.TimeoutSeconds)
+		positive("circuit_breaker.half_open_max_calls", c.CircuitBreaker.HalfOpenMaxCalls)
 		if c.Dispatcher.Listen == "" {
 			bad("dispatcher.listen", "must not be empty")
 		}

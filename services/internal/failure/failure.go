@@ -56,6 +56,9 @@ type Error struct {
 	Msg string
 	// Err is the underlying cause, if any.
 	Err error
+	// Endpoint is the endpoint whose failure this is, when it is one's:
+	// circuit breakers count connection failures per endpoint.
+	Endpoint string
 }
 
 // New returns a classified failure with a formatted message.
@@ -82,6 +85,12 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Retryable reports whether trying again may help.
 func (e *Error) Retryable() bool { return Retryable(e.Code) }
+
+// At records the endpoint the failure belongs to.
+func (e *Error) At(endpoint string) *Error {
+	e.Endpoint = endpoint
+	return e
+}
 
 // CodeOf returns the code of the first classified failure in err's chain,
 // or UnknownError when nobody classified it.

@@ -47,6 +47,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Result
 	//	*ConnectRequest_Release
 	//	*ConnectRequest_Commit
+	//	*ConnectRequest_PoolReport
 	Message       isConnectRequest_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -143,6 +144,15 @@ func (x *ConnectRequest) GetCommit() *Commit {
 	return nil
 }
 
+func (x *ConnectRequest) GetPoolReport() *PoolReport {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectRequest_PoolReport); ok {
+			return x.PoolReport
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Message interface {
 	isConnectRequest_Message()
 }
@@ -177,6 +187,11 @@ type ConnectRequest_Commit struct {
 	Commit *Commit `protobuf:"bytes,6,opt,name=commit,proto3,oneof"`
 }
 
+type ConnectRequest_PoolReport struct {
+	// PoolReport describes the agent's connection pools.
+	PoolReport *PoolReport `protobuf:"bytes,7,opt,name=pool_report,json=poolReport,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Message() {}
 
 func (*ConnectRequest_Credit) isConnectRequest_Message() {}
@@ -188,6 +203,8 @@ func (*ConnectRequest_Result) isConnectRequest_Message() {}
 func (*ConnectRequest_Release) isConnectRequest_Message() {}
 
 func (*ConnectRequest_Commit) isConnectRequest_Message() {}
+
+func (*ConnectRequest_PoolReport) isConnectRequest_Message() {}
 
 // ConnectResponse is one message from a dispatcher to an agent.
 type ConnectResponse struct {
@@ -201,6 +218,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_CommitDecision
 	//	*ConnectResponse_Cancel
 	//	*ConnectResponse_Drain
+	//	*ConnectResponse_Quota
 	Message       isConnectResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -288,6 +306,15 @@ func (x *ConnectResponse) GetDrain() *Drain {
 	return nil
 }
 
+func (x *ConnectResponse) GetQuota() *Quota {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_Quota); ok {
+			return x.Quota
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Message interface {
 	isConnectResponse_Message()
 }
@@ -317,6 +344,11 @@ type ConnectResponse_Drain struct {
 	Drain *Drain `protobuf:"bytes,5,opt,name=drain,proto3,oneof"`
 }
 
+type ConnectResponse_Quota struct {
+	// Quota sets how many connections to an endpoint the agent may hold for this dispatcher.
+	Quota *Quota `protobuf:"bytes,6,opt,name=quota,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Lease) isConnectResponse_Message() {}
@@ -326,6 +358,8 @@ func (*ConnectResponse_CommitDecision) isConnectResponse_Message() {}
 func (*ConnectResponse_Cancel) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Drain) isConnectResponse_Message() {}
+
+func (*ConnectResponse_Quota) isConnectResponse_Message() {}
 
 // Hello is the first message of a session.
 type Hello struct {
@@ -531,7 +565,14 @@ type Lease struct {
 	// The longest the whole transfer may take before it is abandoned.
 	TransferTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=transfer_timeout,json=transferTimeout,proto3" json:"transfer_timeout,omitempty"`
 	// W3C trace context (traceparent, tracestate) of the task.
-	TraceContext  map[string]string `protobuf:"bytes,7,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TraceContext map[string]string `protobuf:"bytes,7,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The token of an earlier delivery whose temporary file holds resume_offset
+	// verified bytes, for the agent to continue; 0 when there is none.
+	ResumeToken uint64 `protobuf:"varint,8,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	// Set when an earlier delivery's commit was approved: the destination may
+	// already hold the result, which the agent then reports without moving
+	// the bytes again.
+	PriorCommit   *PriorCommit `protobuf:"bytes,9,opt,name=prior_commit,json=priorCommit,proto3" json:"prior_commit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,6 +656,75 @@ func (x *Lease) GetTraceContext() map[string]string {
 	return nil
 }
 
+func (x *Lease) GetResumeToken() uint64 {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return 0
+}
+
+func (x *Lease) GetPriorCommit() *PriorCommit {
+	if x != nil {
+		return x.PriorCommit
+	}
+	return nil
+}
+
+// PriorCommit describes an earlier delivery whose commit was approved.
+type PriorCommit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token of that delivery.
+	Token uint64 `protobuf:"varint,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The size it committed.
+	Bytes         int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PriorCommit) Reset() {
+	*x = PriorCommit{}
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriorCommit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriorCommit) ProtoMessage() {}
+
+func (x *PriorCommit) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriorCommit.ProtoReflect.Descriptor instead.
+func (*PriorCommit) Descriptor() ([]byte, []int) {
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PriorCommit) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
+func (x *PriorCommit) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // Progress reports how far a lease has come. It doubles as the lease's heartbeat.
 type Progress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -632,7 +742,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[6]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +754,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[6]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +767,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{6}
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Progress) GetLeaseId() string {
@@ -704,7 +814,7 @@ type Commit struct {
 
 func (x *Commit) Reset() {
 	*x = Commit{}
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[7]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +826,7 @@ func (x *Commit) String() string {
 func (*Commit) ProtoMessage() {}
 
 func (x *Commit) ProtoReflect() protoreflect.Message {
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[7]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +839,7 @@ func (x *Commit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Commit.ProtoReflect.Descriptor instead.
 func (*Commit) Descriptor() ([]byte, []int) {
-	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{7}
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Commit) GetLeaseId() string {
@@ -771,7 +881,7 @@ type CommitDecision struct {
 
 func (x *CommitDecision) Reset() {
 	*x = CommitDecision{}
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[8]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +893,7 @@ func (x *CommitDecision) String() string {
 func (*CommitDecision) ProtoMessage() {}
 
 func (x *CommitDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[8]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +906,7 @@ func (x *CommitDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitDecision.ProtoReflect.Descriptor instead.
 func (*CommitDecision) Descriptor() ([]byte, []int) {
-	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{8}
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommitDecision) GetLeaseId() string {
@@ -842,7 +952,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[9]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +964,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[9]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +977,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{9}
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Result) GetLeaseId() string {
@@ -907,7 +1017,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[10]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1029,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[10]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1042,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{10}
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Release) GetLeaseId() string {
@@ -971,7 +1081,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[11]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1093,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[11]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1106,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{11}
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Cancel) GetLeaseId() string {
@@ -1020,6 +1130,196 @@ func (x *Cancel) GetReason() string {
 	return ""
 }
 
+// Quota is the dispatcher's grant of connections to one endpoint. Every
+// endpoint's connection limit holds for the whole fleet: a dispatcher grants
+// each agent a quota from its share of the limit and leases a task to an
+// agent only within the quotas of the task's endpoints. An agent holds at
+// most the sum of its dispatchers' quotas per endpoint, closing idle
+// connections when a quota shrinks, and acknowledges with a PoolReport.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's id in the connections file.
+	EndpointId string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// How many logged-in connections the agent may hold for this dispatcher.
+	Connections uint32 `protobuf:"varint,2,opt,name=connections,proto3" json:"connections,omitempty"`
+	// Increases with every Quota the dispatcher sends on the stream.
+	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Quota) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *Quota) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *Quota) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// PoolReport tells the dispatcher what the agent's pools hold, and which
+// quota changes the agent has applied.
+type PoolReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The seq of the last Quota the agent applied: any connections above the
+	// new quotas are closed.
+	QuotaSeq uint64 `protobuf:"varint,1,opt,name=quota_seq,json=quotaSeq,proto3" json:"quota_seq,omitempty"`
+	// Per-endpoint state.
+	Endpoints     []*EndpointPool `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolReport) Reset() {
+	*x = PoolReport{}
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolReport) ProtoMessage() {}
+
+func (x *PoolReport) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolReport.ProtoReflect.Descriptor instead.
+func (*PoolReport) Descriptor() ([]byte, []int) {
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PoolReport) GetQuotaSeq() uint64 {
+	if x != nil {
+		return x.QuotaSeq
+	}
+	return 0
+}
+
+func (x *PoolReport) GetEndpoints() []*EndpointPool {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+// EndpointPool is one endpoint's pool on an agent.
+type EndpointPool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's id in the connections file.
+	EndpointId string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// Logged-in connections, in use or idle.
+	Open uint32 `protobuf:"varint,2,opt,name=open,proto3" json:"open,omitempty"`
+	// Logged-in connections waiting for a transfer.
+	Idle          uint32 `protobuf:"varint,3,opt,name=idle,proto3" json:"idle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointPool) Reset() {
+	*x = EndpointPool{}
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointPool) ProtoMessage() {}
+
+func (x *EndpointPool) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointPool.ProtoReflect.Descriptor instead.
+func (*EndpointPool) Descriptor() ([]byte, []int) {
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EndpointPool) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *EndpointPool) GetOpen() uint32 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
+func (x *EndpointPool) GetIdle() uint32 {
+	if x != nil {
+		return x.Idle
+	}
+	return 0
+}
+
 // Drain tells the agent that the dispatcher is shutting down: no new leases
 // follow; leases in flight should finish within the grace period.
 type Drain struct {
@@ -1032,7 +1332,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[12]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1344,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[12]
+	mi := &file_ftppooler_lease_v1_lease_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1357,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{12}
+	return file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Drain) GetGracePeriod() *durationpb.Duration {
@@ -1071,21 +1371,24 @@ var File_ftppooler_lease_v1_lease_service_proto protoreflect.FileDescriptor
 
 const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\n" +
-	"&ftppooler/lease/v1/lease_service.proto\x12\x12ftppooler.lease.v1\x1a!ftppooler/lease/v1/transfer.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe5\x02\n" +
+	"&ftppooler/lease/v1/lease_service.proto\x12\x12ftppooler.lease.v1\x1a!ftppooler/lease/v1/transfer.proto\x1a\x1egoogle/protobuf/duration.proto\"\xa8\x03\n" +
 	"\x0eConnectRequest\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.ftppooler.lease.v1.HelloH\x00R\x05hello\x124\n" +
 	"\x06credit\x18\x02 \x01(\v2\x1a.ftppooler.lease.v1.CreditH\x00R\x06credit\x12:\n" +
 	"\bprogress\x18\x03 \x01(\v2\x1c.ftppooler.lease.v1.ProgressH\x00R\bprogress\x124\n" +
 	"\x06result\x18\x04 \x01(\v2\x1a.ftppooler.lease.v1.ResultH\x00R\x06result\x127\n" +
 	"\arelease\x18\x05 \x01(\v2\x1b.ftppooler.lease.v1.ReleaseH\x00R\arelease\x124\n" +
-	"\x06commit\x18\x06 \x01(\v2\x1a.ftppooler.lease.v1.CommitH\x00R\x06commitB\t\n" +
-	"\amessage\"\xc0\x02\n" +
+	"\x06commit\x18\x06 \x01(\v2\x1a.ftppooler.lease.v1.CommitH\x00R\x06commit\x12A\n" +
+	"\vpool_report\x18\a \x01(\v2\x1e.ftppooler.lease.v1.PoolReportH\x00R\n" +
+	"poolReportB\t\n" +
+	"\amessage\"\xf3\x02\n" +
 	"\x0fConnectResponse\x127\n" +
 	"\awelcome\x18\x01 \x01(\v2\x1b.ftppooler.lease.v1.WelcomeH\x00R\awelcome\x121\n" +
 	"\x05lease\x18\x02 \x01(\v2\x19.ftppooler.lease.v1.LeaseH\x00R\x05lease\x12M\n" +
 	"\x0fcommit_decision\x18\x03 \x01(\v2\".ftppooler.lease.v1.CommitDecisionH\x00R\x0ecommitDecision\x124\n" +
 	"\x06cancel\x18\x04 \x01(\v2\x1a.ftppooler.lease.v1.CancelH\x00R\x06cancel\x121\n" +
-	"\x05drain\x18\x05 \x01(\v2\x19.ftppooler.lease.v1.DrainH\x00R\x05drainB\t\n" +
+	"\x05drain\x18\x05 \x01(\v2\x19.ftppooler.lease.v1.DrainH\x00R\x05drain\x121\n" +
+	"\x05quota\x18\x06 \x01(\v2\x19.ftppooler.lease.v1.QuotaH\x00R\x05quotaB\t\n" +
 	"\amessage\"n\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
@@ -1097,7 +1400,7 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x126\n" +
 	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\" \n" +
 	"\x06Credit\x12\x16\n" +
-	"\x06window\x18\x01 \x01(\rR\x06window\"\x8e\x03\n" +
+	"\x06window\x18\x01 \x01(\rR\x06window\"\xf5\x03\n" +
 	"\x05Lease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x18\n" +
@@ -1105,10 +1408,15 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\btransfer\x18\x04 \x01(\v2 .ftppooler.lease.v1.TransferSpecR\btransfer\x12#\n" +
 	"\rresume_offset\x18\x05 \x01(\x03R\fresumeOffset\x12D\n" +
 	"\x10transfer_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0ftransferTimeout\x12P\n" +
-	"\rtrace_context\x18\a \x03(\v2+.ftppooler.lease.v1.Lease.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\rtrace_context\x18\a \x03(\v2+.ftppooler.lease.v1.Lease.TraceContextEntryR\ftraceContext\x12!\n" +
+	"\fresume_token\x18\b \x01(\x04R\vresumeToken\x12B\n" +
+	"\fprior_commit\x18\t \x01(\v2\x1f.ftppooler.lease.v1.PriorCommitR\vpriorCommit\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"{\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\vPriorCommit\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\x04R\x05token\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\"{\n" +
 	"\bProgress\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x1d\n" +
@@ -1136,7 +1444,21 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\x06Cancel\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"E\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\\\n" +
+	"\x05Quota\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12 \n" +
+	"\vconnections\x18\x02 \x01(\rR\vconnections\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"i\n" +
+	"\n" +
+	"PoolReport\x12\x1b\n" +
+	"\tquota_seq\x18\x01 \x01(\x04R\bquotaSeq\x12>\n" +
+	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"W\n" +
+	"\fEndpointPool\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\x12\n" +
+	"\x04open\x18\x02 \x01(\rR\x04open\x12\x12\n" +
+	"\x04idle\x18\x03 \x01(\rR\x04idle\"E\n" +
 	"\x05Drain\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod2f\n" +
 	"\fLeaseService\x12V\n" +
@@ -1154,7 +1476,7 @@ func file_ftppooler_lease_v1_lease_service_proto_rawDescGZIP() []byte {
 	return file_ftppooler_lease_v1_lease_service_proto_rawDescData
 }
 
-var file_ftppooler_lease_v1_lease_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_ftppooler_lease_v1_lease_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_ftppooler_lease_v1_lease_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),      // 0: ftppooler.lease.v1.ConnectRequest
 	(*ConnectResponse)(nil),     // 1: ftppooler.lease.v1.ConnectResponse
@@ -1162,44 +1484,52 @@ var file_ftppooler_lease_v1_lease_service_proto_goTypes = []any{
 	(*Welcome)(nil),             // 3: ftppooler.lease.v1.Welcome
 	(*Credit)(nil),              // 4: ftppooler.lease.v1.Credit
 	(*Lease)(nil),               // 5: ftppooler.lease.v1.Lease
-	(*Progress)(nil),            // 6: ftppooler.lease.v1.Progress
-	(*Commit)(nil),              // 7: ftppooler.lease.v1.Commit
-	(*CommitDecision)(nil),      // 8: ftppooler.lease.v1.CommitDecision
-	(*Result)(nil),              // 9: ftppooler.lease.v1.Result
-	(*Release)(nil),             // 10: ftppooler.lease.v1.Release
-	(*Cancel)(nil),              // 11: ftppooler.lease.v1.Cancel
-	(*Drain)(nil),               // 12: ftppooler.lease.v1.Drain
-	nil,                         // 13: ftppooler.lease.v1.Lease.TraceContextEntry
-	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
-	(*TransferSpec)(nil),        // 15: ftppooler.lease.v1.TransferSpec
-	(*Outcome)(nil),             // 16: ftppooler.lease.v1.Outcome
+	(*PriorCommit)(nil),         // 6: ftppooler.lease.v1.PriorCommit
+	(*Progress)(nil),            // 7: ftppooler.lease.v1.Progress
+	(*Commit)(nil),              // 8: ftppooler.lease.v1.Commit
+	(*CommitDecision)(nil),      // 9: ftppooler.lease.v1.CommitDecision
+	(*Result)(nil),              // 10: ftppooler.lease.v1.Result
+	(*Release)(nil),             // 11: ftppooler.lease.v1.Release
+	(*Cancel)(nil),              // 12: ftppooler.lease.v1.Cancel
+	(*Quota)(nil),               // 13: ftppooler.lease.v1.Quota
+	(*PoolReport)(nil),          // 14: ftppooler.lease.v1.PoolReport
+	(*EndpointPool)(nil),        // 15: ftppooler.lease.v1.EndpointPool
+	(*Drain)(nil),               // 16: ftppooler.lease.v1.Drain
+	nil,                         // 17: ftppooler.lease.v1.Lease.TraceContextEntry
+	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(*TransferSpec)(nil),        // 19: ftppooler.lease.v1.TransferSpec
+	(*Outcome)(nil),             // 20: ftppooler.lease.v1.Outcome
 }
 var file_ftppooler_lease_v1_lease_service_proto_depIdxs = []int32{
 	2,  // 0: ftppooler.lease.v1.ConnectRequest.hello:type_name -> ftppooler.lease.v1.Hello
 	4,  // 1: ftppooler.lease.v1.ConnectRequest.credit:type_name -> ftppooler.lease.v1.Credit
-	6,  // 2: ftppooler.lease.v1.ConnectRequest.progress:type_name -> ftppooler.lease.v1.Progress
-	9,  // 3: ftppooler.lease.v1.ConnectRequest.result:type_name -> ftppooler.lease.v1.Result
-	10, // 4: ftppooler.lease.v1.ConnectRequest.release:type_name -> ftppooler.lease.v1.Release
-	7,  // 5: ftppooler.lease.v1.ConnectRequest.commit:type_name -> ftppooler.lease.v1.Commit
-	3,  // 6: ftppooler.lease.v1.ConnectResponse.welcome:type_name -> ftppooler.lease.v1.Welcome
-	5,  // 7: ftppooler.lease.v1.ConnectResponse.lease:type_name -> ftppooler.lease.v1.Lease
-	8,  // 8: ftppooler.lease.v1.ConnectResponse.commit_decision:type_name -> ftppooler.lease.v1.CommitDecision
-	11, // 9: ftppooler.lease.v1.ConnectResponse.cancel:type_name -> ftppooler.lease.v1.Cancel
-	12, // 10: ftppooler.lease.v1.ConnectResponse.drain:type_name -> ftppooler.lease.v1.Drain
-	14, // 11: ftppooler.lease.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	14, // 12: ftppooler.lease.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
-	15, // 13: ftppooler.lease.v1.Lease.transfer:type_name -> ftppooler.lease.v1.TransferSpec
-	14, // 14: ftppooler.lease.v1.Lease.transfer_timeout:type_name -> google.protobuf.Duration
-	13, // 15: ftppooler.lease.v1.Lease.trace_context:type_name -> ftppooler.lease.v1.Lease.TraceContextEntry
-	16, // 16: ftppooler.lease.v1.Result.outcome:type_name -> ftppooler.lease.v1.Outcome
-	14, // 17: ftppooler.lease.v1.Drain.grace_period:type_name -> google.protobuf.Duration
-	0,  // 18: ftppooler.lease.v1.LeaseService.Connect:input_type -> ftppooler.lease.v1.ConnectRequest
-	1,  // 19: ftppooler.lease.v1.LeaseService.Connect:output_type -> ftppooler.lease.v1.ConnectResponse
-	19, // [19:20] is the sub-list for method output_type
-	18, // [18:19] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	7,  // 2: ftppooler.lease.v1.ConnectRequest.progress:type_name -> ftppooler.lease.v1.Progress
+	10, // 3: ftppooler.lease.v1.ConnectRequest.result:type_name -> ftppooler.lease.v1.Result
+	11, // 4: ftppooler.lease.v1.ConnectRequest.release:type_name -> ftppooler.lease.v1.Release
+	8,  // 5: ftppooler.lease.v1.ConnectRequest.commit:type_name -> ftppooler.lease.v1.Commit
+	14, // 6: ftppooler.lease.v1.ConnectRequest.pool_report:type_name -> ftppooler.lease.v1.PoolReport
+	3,  // 7: ftppooler.lease.v1.ConnectResponse.welcome:type_name -> ftppooler.lease.v1.Welcome
+	5,  // 8: ftppooler.lease.v1.ConnectResponse.lease:type_name -> ftppooler.lease.v1.Lease
+	9,  // 9: ftppooler.lease.v1.ConnectResponse.commit_decision:type_name -> ftppooler.lease.v1.CommitDecision
+	12, // 10: ftppooler.lease.v1.ConnectResponse.cancel:type_name -> ftppooler.lease.v1.Cancel
+	16, // 11: ftppooler.lease.v1.ConnectResponse.drain:type_name -> ftppooler.lease.v1.Drain
+	13, // 12: ftppooler.lease.v1.ConnectResponse.quota:type_name -> ftppooler.lease.v1.Quota
+	18, // 13: ftppooler.lease.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	18, // 14: ftppooler.lease.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
+	19, // 15: ftppooler.lease.v1.Lease.transfer:type_name -> ftppooler.lease.v1.TransferSpec
+	18, // 16: ftppooler.lease.v1.Lease.transfer_timeout:type_name -> google.protobuf.Duration
+	17, // 17: ftppooler.lease.v1.Lease.trace_context:type_name -> ftppooler.lease.v1.Lease.TraceContextEntry
+	6,  // 18: ftppooler.lease.v1.Lease.prior_commit:type_name -> ftppooler.lease.v1.PriorCommit
+	20, // 19: ftppooler.lease.v1.Result.outcome:type_name -> ftppooler.lease.v1.Outcome
+	15, // 20: ftppooler.lease.v1.PoolReport.endpoints:type_name -> ftppooler.lease.v1.EndpointPool
+	18, // 21: ftppooler.lease.v1.Drain.grace_period:type_name -> google.protobuf.Duration
+	0,  // 22: ftppooler.lease.v1.LeaseService.Connect:input_type -> ftppooler.lease.v1.ConnectRequest
+	1,  // 23: ftppooler.lease.v1.LeaseService.Connect:output_type -> ftppooler.lease.v1.ConnectResponse
+	23, // [23:24] is the sub-list for method output_type
+	22, // [22:23] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_ftppooler_lease_v1_lease_service_proto_init() }
@@ -1215,6 +1545,7 @@ func file_ftppooler_lease_v1_lease_service_proto_init() {
 		(*ConnectRequest_Result)(nil),
 		(*ConnectRequest_Release)(nil),
 		(*ConnectRequest_Commit)(nil),
+		(*ConnectRequest_PoolReport)(nil),
 	}
 	file_ftppooler_lease_v1_lease_service_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -1222,6 +1553,7 @@ func file_ftppooler_lease_v1_lease_service_proto_init() {
 		(*ConnectResponse_CommitDecision)(nil),
 		(*ConnectResponse_Cancel)(nil),
 		(*ConnectResponse_Drain)(nil),
+		(*ConnectResponse_Quota)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1229,7 +1561,7 @@ func file_ftppooler_lease_v1_lease_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ftppooler_lease_v1_lease_service_proto_rawDesc), len(file_ftppooler_lease_v1_lease_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -242,7 +242,10 @@ type TransferSpec struct {
 	// The path of the destination file on the destination endpoint.
 	DstPath string `protobuf:"bytes,5,opt,name=dst_path,json=dstPath,proto3" json:"dst_path,omitempty"`
 	// What to do when the destination already exists.
-	Overwrite     OverwritePolicy `protobuf:"varint,6,opt,name=overwrite,proto3,enum=ftppooler.lease.v1.OverwritePolicy" json:"overwrite,omitempty"`
+	Overwrite OverwritePolicy `protobuf:"varint,6,opt,name=overwrite,proto3,enum=ftppooler.lease.v1.OverwritePolicy" json:"overwrite,omitempty"`
+	// The Kafka record the task came from, "topic/partition/offset": the same
+	// for every delivery of that record, whichever dispatcher makes it.
+	Origin        string `protobuf:"bytes,7,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -319,6 +322,13 @@ func (x *TransferSpec) GetOverwrite() OverwritePolicy {
 	return OverwritePolicy_OVERWRITE_POLICY_UNSPECIFIED
 }
 
+func (x *TransferSpec) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
 // Outcome is what an agent reports when a lease ends.
 type Outcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -335,7 +345,16 @@ type Outcome struct {
 	// True when trying again later may succeed.
 	Retryable bool `protobuf:"varint,6,opt,name=retryable,proto3" json:"retryable,omitempty"`
 	// The size of the source file in bytes, or -1 when unknown.
-	SourceSize    int64 `protobuf:"varint,7,opt,name=source_size,json=sourceSize,proto3" json:"source_size,omitempty"`
+	SourceSize int64 `protobuf:"varint,7,opt,name=source_size,json=sourceSize,proto3" json:"source_size,omitempty"`
+	// The endpoint whose failure this is (for its circuit breaker); empty
+	// when the failure is not an endpoint's.
+	FailedEndpoint string `protobuf:"bytes,8,opt,name=failed_endpoint,json=failedEndpoint,proto3" json:"failed_endpoint,omitempty"`
+	// True when the destination already held this task's committed result
+	// and no bytes were moved.
+	AlreadyDone bool `protobuf:"varint,9,opt,name=already_done,json=alreadyDone,proto3" json:"already_done,omitempty"`
+	// The offset the transfer resumed from, when it continued an earlier
+	// delivery's temporary file.
+	ResumedFrom   int64 `protobuf:"varint,10,opt,name=resumed_from,json=resumedFrom,proto3" json:"resumed_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,18 +438,40 @@ func (x *Outcome) GetSourceSize() int64 {
 	return 0
 }
 
+func (x *Outcome) GetFailedEndpoint() string {
+	if x != nil {
+		return x.FailedEndpoint
+	}
+	return ""
+}
+
+func (x *Outcome) GetAlreadyDone() bool {
+	if x != nil {
+		return x.AlreadyDone
+	}
+	return false
+}
+
+func (x *Outcome) GetResumedFrom() int64 {
+	if x != nil {
+		return x.ResumedFrom
+	}
+	return 0
+}
+
 var File_ftppooler_lease_v1_transfer_proto protoreflect.FileDescriptor
 
 const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
 	"\n" +
-	"!ftppooler/lease/v1/transfer.proto\x12\x12ftppooler.lease.v1\x1a\x1egoogle/protobuf/duration.proto\"\xce\x01\n" +
+	"!ftppooler/lease/v1/transfer.proto\x12\x12ftppooler.lease.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe6\x01\n" +
 	"\fTransferSpec\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x15\n" +
 	"\x06src_id\x18\x02 \x01(\tR\x05srcId\x12\x19\n" +
 	"\bsrc_path\x18\x03 \x01(\tR\asrcPath\x12\x15\n" +
 	"\x06dst_id\x18\x04 \x01(\tR\x05dstId\x12\x19\n" +
 	"\bdst_path\x18\x05 \x01(\tR\adstPath\x12A\n" +
-	"\toverwrite\x18\x06 \x01(\x0e2#.ftppooler.lease.v1.OverwritePolicyR\toverwrite\"\xc3\x02\n" +
+	"\toverwrite\x18\x06 \x01(\x0e2#.ftppooler.lease.v1.OverwritePolicyR\toverwrite\x12\x16\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\"\xb2\x03\n" +
 	"\aOutcome\x122\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1a.ftppooler.lease.v1.StatusR\x06status\x12+\n" +
 	"\x11bytes_transferred\x18\x02 \x01(\x03R\x10bytesTransferred\x125\n" +
@@ -440,7 +481,11 @@ const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
 	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\x12\x1c\n" +
 	"\tretryable\x18\x06 \x01(\bR\tretryable\x12\x1f\n" +
 	"\vsource_size\x18\a \x01(\x03R\n" +
-	"sourceSize*l\n" +
+	"sourceSize\x12'\n" +
+	"\x0ffailed_endpoint\x18\b \x01(\tR\x0efailedEndpoint\x12!\n" +
+	"\falready_done\x18\t \x01(\bR\valreadyDone\x12!\n" +
+	"\fresumed_from\x18\n" +
+	" \x01(\x03R\vresumedFrom*l\n" +
 	"\x0fOverwritePolicy\x12 \n" +
 	"\x1cOVERWRITE_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18OVERWRITE_POLICY_REPLACE\x10\x01\x12\x19\n" +

@@ -55,7 +55,8 @@ type Pool struct {
 	set    *Set
 	ep     *config.Endpoint
 	dialer Dialer
-	max    int
+	max    int // the limit now: the dispatchers' quotas, at most cap
+	cap    int // the configured limit
 
 	mu   sync.Mutex
 	idle []*remote.Conn // most recently used last
@@ -74,7 +75,7 @@ func NewSet(cfg Config, endpoints []*config.Endpoint, dialer func(*config.Endpoi
 		if limit <= 0 {
 			limit = cfg.DefaultMax
 		}
-		s.pools[ep.ID] = &Pool{set: s, ep: ep, dialer: dialer(ep), max: limit}
+		s.pools[ep.ID] = &Pool{set: s, ep: ep, dialer: dialer(ep), max: limit, cap: limit}
 	}
 	return s
 }
@@ -159,9 +160,13 @@ func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
 	return c, nil
 }
 
-// Put returns a connection; a broken one is closed and its room freed.
+// Put returns a connection; a broken one, or one above a limit that
+// shrank, is closed and its room freed.
 func (p *Pool) Put(c *remote.Conn) {
-	if c.Broken() {
+	p.mu.Lock()
+	over := p.open > p.max
+	p.mu.Unlock()
+	if c.Broken() || over {
 		p.discard(c)
 		return
 	}
@@ -170,6 +175,32 @@ func (p *Pool) Put(c *remote.Conn) {
 	p.idle = append(p.idle, c)
 	p.mu.Unlock()
 	p.set.notify()
+}
+
+// SetLimit sets how many connections the pool may hold (the dispatchers'
+// quotas), capped by the configured limit. Idle connections above a lower
+// limit are closed at once, busy ones when they come back.
+func (s *Set) SetLimit(id string, n int) {
+	p, ok := s.pools[id]
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	p.max = min(n, p.cap)
+	var drop []*remote.Conn
+	for p.open > p.max && len(p.idle) > 0 {
+		drop = append(drop, p.idle[0])
+		p.idle = slices.Delete(p.idle, 0, 1)
+		p.open--
+	}
+	p.mu.Unlock()
+	for _, c := range drop {
+		_ = c.Close()
+		s.free()
+	}
+	if len(drop) == 0 {
+		s.notify() // a raised limit may let a waiter dial
+	}
 }
 
 // discard closes a connection taken from the pool.
@@ -188,8 +219,8 @@ func (p *Pool) release() {
 
 // Stats is a pool's state.
 type Stats struct {
-	Endpoint        string
-	Idle, Busy, Max int
+	Endpoint              string
+	Open, Idle, Busy, Max int
 }
 
 // Stats reports every pool's state.
@@ -197,7 +228,7 @@ func (s *Set) Stats() []Stats {
 	out := make([]Stats, 0, len(s.pools))
 	for id, p := range s.pools {
 		p.mu.Lock()
-		out = append(out, Stats{Endpoint: id, Idle: len(p.idle), Busy: p.busy, Max: p.max})
+		out = append(out, Stats{Endpoint: id, Open: p.open, Idle: len(p.idle), Busy: p.busy, Max: p.max})
 		p.mu.Unlock()
 	}
 	slices.SortFunc(out, func(a, b Stats) int {
@@ -314,31 +345,4 @@ func (s *Set) closeIdle(age time.Duration) {
 			s.logger.Debug("closed idle connections", "endpoint", p.ep.ID, "closed", len(drop))
 		}
 	}
-}
-
-// Prewarm logs in n connections per endpoint, so the first tasks do not pay
-// for logins. Failures are logged, not fatal: the endpoint may come up later.
-func (s *Set) Prewarm(ctx context.Context, n int) {
-	var wg sync.WaitGroup
-	for id, p := range s.pools {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Hold every connection until all are dialed, or Get would
-			// hand the first one back n times.
-			var got []*remote.Conn
-			for range min(n, p.max) {
-				c, err := p.Get(ctx)
-				if err != nil {
-					s.logger.Warn("prewarm failed", "endpoint", id, "error", err)
-					break
-				}
-				got = append(got, c)
-			}
-			for _, c := range got {
-				p.Put(c)
-			}
-		}()
-	}
-	wg.Wait()
 }

@@ -182,3 +182,41 @@ func TestWrongPasswordFailsFast(t *testing.T) {
 		t.Fatalf("failed dial still counted: %+v", st)
 	}
 }
+
+func TestSetLimitClosesIdleAboveIt(t *testing.T) {
+	srv := ftptest.Start(t)
+	s := newSet(t, srv.Endpoint, Config{})
+	p, _ := s.Pool("srv")
+	ctx := context.Background()
+	var conns []*remote.Conn
+	for range 3 {
+		c, err := p.Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	p.Put(conns[0])
+	p.Put(conns[1])
+	s.SetLimit("srv", 1) // one busy, two idle: both idle ones must go
+	if st := s.Stats()[0]; st.Open != 1 || st.Idle != 0 || st.Max != 1 {
+		t.Fatalf("after SetLimit(1): %+v", st)
+	}
+	p.Put(conns[2])
+	if st := s.Stats()[0]; st.Open != 1 || st.Idle != 1 {
+		t.Fatalf("the busy one should come back as the one idle connection: %+v", st)
+	}
+	s.SetLimit("srv", 0)
+	if st := s.Stats()[0]; st.Open != 0 {
+		t.Fatalf("after SetLimit(0): %+v", st)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Get(short); err == nil {
+		t.Fatal("dialed with a limit of 0")
+	}
+	s.SetLimit("srv", 100) // capped at the configured 10
+	if st := s.Stats()[0]; st.Max != 10 {
+		t.Fatalf("limit not capped by the configuration: %+v", st)
+	}
+}

@@ -32,6 +32,10 @@ func (c *Conn) classify(ctx context.Context, op, p string, err error) *failure.E
 	if errors.As(err, &fe) {
 		return fe
 	}
+	return c.classifyNew(ctx, op, p, err).At(c.ep.ID)
+}
+
+func (c *Conn) classifyNew(ctx context.Context, op, p string, err error) *failure.Error {
 	where := op + " " + c.String()
 	if p != "" {
 		where = op + " " + p + " on " + c.String()

@@ -272,15 +272,27 @@ func (r *retrReader) Close() error {
 	return nil
 }
 
-// Stor writes r to a file, creating missing parent directories.
-func (c *Conn) Stor(ctx context.Context, p string, r io.Reader) error {
+// Stor writes r to a file from offset (REST), or from the start when
+// offset is 0.
+func (c *Conn) Stor(ctx context.Context, p string, r io.Reader, offset int64) error {
 	defer c.op(ctx)()
-	err := c.sc.Stor(p, r)
+	err := c.sc.StorFrom(p, r, uint64(offset))
 	c.clearData()
 	if err != nil {
 		return c.classify(ctx, "STOR", p, err)
 	}
 	return nil
+}
+
+// NameList lists the names in a directory.
+func (c *Conn) NameList(ctx context.Context, dir string) ([]string, error) {
+	defer c.op(ctx)()
+	names, err := c.sc.NameList(dir)
+	c.clearData()
+	if err != nil {
+		return nil, c.classify(ctx, "NLST", dir, err)
+	}
+	return names, nil
 }
 
 // Rename renames a file on the server.

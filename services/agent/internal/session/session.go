@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -49,6 +50,7 @@ type Client struct {
 	conn    *grpc.ClientConn
 	runner  Runner
 	slots   *Slots
+	quotas  *Quotas
 	metrics *metrics.Metrics
 	logger  *slog.Logger
 	// Observe, if set, is told of each finished job (for metrics).
@@ -59,8 +61,8 @@ type Client struct {
 }
 
 // NewClient returns a client for the dispatcher at conn.
-func NewClient(cfg Config, addr string, conn *grpc.ClientConn, runner Runner, slots *Slots, m *metrics.Metrics, logger *slog.Logger) *Client {
-	return &Client{cfg: cfg, addr: addr, conn: conn, runner: runner, slots: slots, metrics: m,
+func NewClient(cfg Config, addr string, conn *grpc.ClientConn, runner Runner, slots *Slots, quotas *Quotas, m *metrics.Metrics, logger *slog.Logger) *Client {
+	return &Client{cfg: cfg, addr: addr, conn: conn, runner: runner, slots: slots, quotas: quotas, metrics: m,
 		logger: logger.With("component", "session", "dispatcher", addr)}
 }
 
@@ -98,6 +100,8 @@ type Session struct {
 	mu      sync.Mutex
 	jobs    map[string]*running
 	commits map[string]chan *leasev1.CommitDecision
+	// appliedSeq is the seq of the last quota applied to the pools.
+	appliedSeq atomic.Uint64
 }
 
 type running struct {
@@ -189,6 +193,7 @@ func (c *Client) session(ctx, drain context.Context) error {
 	}
 	c.slots.leave(s)
 	jobs.Wait()
+	c.quotas.drop(s)
 	// Let the sender flush final results and releases before closing.
 	s.enqueue(nil)
 	select {
@@ -259,8 +264,23 @@ func (s *Session) send(ctx context.Context, stream leasev1.LeaseService_ConnectC
 					return err
 				}
 			}
+			// Pool states help the dispatcher pick agents with idle
+			// connections; the last applied quota seq rides along.
+			if err := stream.Send(s.poolReport(s.appliedSeq.Load())); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// poolReport acknowledges quotas up to seq and describes the pools.
+func (s *Session) poolReport(seq uint64) *leasev1.ConnectRequest {
+	if seq > s.appliedSeq.Load() {
+		s.appliedSeq.Store(seq)
+	}
+	return &leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_PoolReport{PoolReport: &leasev1.PoolReport{
+		QuotaSeq: s.appliedSeq.Load(), Endpoints: s.c.quotas.pools.Report(),
+	}}}
 }
 
 func (s *Session) progress() []*leasev1.ConnectRequest {
@@ -292,6 +312,9 @@ func (s *Session) receive(stream leasev1.LeaseService_ConnectClient, jobsCtx con
 			s.cancel(m.Cancel)
 		case *leasev1.ConnectResponse_CommitDecision:
 			s.decide(m.CommitDecision)
+		case *leasev1.ConnectResponse_Quota:
+			s.c.quotas.set(s, m.Quota.EndpointId, m.Quota.Connections)
+			s.enqueue(s.poolReport(m.Quota.Seq))
 		case *leasev1.ConnectResponse_Drain:
 			s.c.logger.Info("dispatcher is draining; no new leases from it", "grace_period", m.Drain.GracePeriod.AsDuration())
 		case *leasev1.ConnectResponse_Welcome:

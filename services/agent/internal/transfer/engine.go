@@ -3,6 +3,11 @@
 // lease is still ours, and only then renames the file into place. All four
 // directions (FTP→local, local→FTP, FTP→FTP streamed through the agent,
 // local→local) share that path.
+//
+// A delivery builds on what earlier ones of the same task left: when an
+// earlier commit was approved and the destination holds its result, nothing
+// moves again; when an earlier delivery died mid-transfer, its temporary
+// file is taken over and the copy continues where it stopped (REST).
 package transfer
 
 import (
@@ -16,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
@@ -43,13 +49,17 @@ type Engine struct {
 	cfg    config.Transfer
 	logger *slog.Logger
 	bufs   sync.Pool
+	// StaleAfter is how old another delivery's temporary file must be
+	// before a retry removes it (its writer is surely gone).
+	StaleAfter time.Duration
 }
 
 // NewEngine opens every local endpoint's root. A base_path that does not
 // exist stops start-up: writing into an unmounted volume's mount point is
 // how files get lost.
 func NewEngine(conns *config.Connections, pools *pool.Set, cfg config.Transfer, logger *slog.Logger) (*Engine, error) {
-	e := &Engine{conns: conns, pools: pools, roots: map[string]*os.Root{}, cfg: cfg, logger: logger.With("component", "transfer")}
+	e := &Engine{conns: conns, pools: pools, roots: map[string]*os.Root{}, cfg: cfg,
+		logger: logger.With("component", "transfer"), StaleAfter: time.Minute}
 	e.bufs.New = func() any { b := make([]byte, cfg.BufferSize); return &b }
 	for _, id := range conns.IDs() {
 		ep, _ := conns.Endpoint(id)
@@ -73,15 +83,28 @@ func (e *Engine) Close() {
 	}
 }
 
+// outcome is what run found out besides the error.
+type outcome struct {
+	written     int64 // bytes this delivery wrote
+	total       int64 // size of the destination file it produced
+	resumedFrom int64
+	alreadyDone bool
+}
+
 // Run performs a job and reports its outcome; it never panics on bad input.
 func (e *Engine) Run(ctx context.Context, job *Job) *leasev1.Outcome {
 	start := time.Now()
 	job.Total.Store(-1)
-	n, err := e.run(ctx, job)
+	res, err := e.run(ctx, job)
 	o := &leasev1.Outcome{
-		BytesTransferred: n,
+		BytesTransferred: res.written,
 		Duration:         durationpb.New(time.Since(start)),
 		SourceSize:       job.Total.Load(),
+		ResumedFrom:      res.resumedFrom,
+		AlreadyDone:      res.alreadyDone,
+	}
+	if res.alreadyDone {
+		o.BytesTransferred = res.total
 	}
 	if err == nil {
 		o.Status = leasev1.Status_STATUS_SUCCEEDED
@@ -92,32 +115,39 @@ func (e *Engine) Run(ctx context.Context, job *Job) *leasev1.Outcome {
 		fe = failure.Wrap(failure.UnknownError, err, "transfer")
 	}
 	o.Status = leasev1.Status_STATUS_FAILED
-	o.ErrorCode, o.ErrorMessage, o.Retryable = fe.Code, fe.Error(), fe.Retryable()
+	o.ErrorCode, o.ErrorMessage, o.Retryable, o.FailedEndpoint = fe.Code, fe.Error(), fe.Retryable(), fe.Endpoint
 	return o
+}
+
+// source is an open source file positioned at its start offset.
+type source struct {
+	r     io.Reader
+	size  int64
+	close func() error
 }
 
 // sink is a destination being written.
 type sink interface {
+	// write appends the rest of the source to the temporary file.
+	write(ctx context.Context, src io.Reader, progress func(int64), buf []byte) (int64, error)
+	// size reports the temporary file's size, flushing it first.
+	verify(ctx context.Context) (int64, error)
+	commit(ctx context.Context, origin string) error
 	abort()
+	// resumed is the size of an earlier delivery's file taken over.
+	resumed() int64
 }
 
-func (e *Engine) run(ctx context.Context, job *Job) (written int64, err error) {
-	spec := job.Lease.Transfer
-	src, err := e.endpoint(spec.SrcId, "src_id")
+func (e *Engine) run(ctx context.Context, job *Job) (res outcome, err error) {
+	l := job.Lease
+	spec := l.Transfer
+	src, srcPath, err := e.locate(spec.SrcId, spec.SrcPath, "src")
 	if err != nil {
-		return 0, err
+		return res, err
 	}
-	dst, err := e.endpoint(spec.DstId, "dst_id")
+	dst, dstPath, err := e.locate(spec.DstId, spec.DstPath, "dst")
 	if err != nil {
-		return 0, err
-	}
-	srcPath, err := resolve(src, spec.SrcPath, "src_path")
-	if err != nil {
-		return 0, err
-	}
-	dstPath, err := resolve(dst, spec.DstPath, "dst_path")
-	if err != nil {
-		return 0, err
+		return res, err
 	}
 
 	// The whole transfer has a deadline: the configured minimum, extended by
@@ -126,7 +156,7 @@ func (e *Engine) run(ctx context.Context, job *Job) (written int64, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	base := time.Duration(e.cfg.TransferTimeoutSeconds) * time.Second
-	if t := job.Lease.TransferTimeout; t != nil && t.AsDuration() > 0 {
+	if t := l.TransferTimeout; t != nil && t.AsDuration() > 0 {
 		base = t.AsDuration()
 	}
 	limit := base
@@ -135,100 +165,166 @@ func (e *Engine) run(ctx context.Context, job *Job) (written int64, err error) {
 	})
 	defer deadline.Stop()
 
-	progress := func(k int64) { job.Done.Add(k) }
-	bufp := e.bufs.Get().(*[]byte)
-	defer e.bufs.Put(bufp)
-
-	// Open the source.
-	var (
-		reader   io.Reader
-		size     int64
-		closeSrc = func() error { return nil }
-	)
-	if src.Type == config.TypeLocal {
-		ls, err := openLocalSource(e.roots[src.ID], srcPath, 0)
-		if err != nil {
-			return 0, err
+	if pc := l.PriorCommit; pc != nil {
+		if done, size := e.committedEarlier(ctx, dst, dstPath, pc); done {
+			return outcome{total: size, alreadyDone: true}, nil
 		}
-		defer ls.f.Close()
-		reader, size = ls.f, ls.size
-	} else {
-		p, _ := e.pools.Pool(src.ID)
-		fs, err := openFTPSource(ctx, p, srcPath, 0)
-		if err != nil {
-			return 0, err
-		}
-		defer fs.close() //nolint:errcheck // closed explicitly below; this covers early returns
-		reader, size, closeSrc = fs.rc, fs.size, fs.close
 	}
-	job.Total.Store(size)
-	if size > 0 {
-		limit = base + time.Duration(float64(size)/float64(e.cfg.MinRateBytesPerSecond)*float64(time.Second))
-		deadline.Reset(limit)
+	if dst.Type == config.TypeLocal {
+		if size, ok := committedRecord(e.roots[dst.ID], dstPath, spec.Origin); ok {
+			// This record's result is already in place (a redelivery after
+			// the commit, whichever dispatcher made it): nothing to move.
+			return outcome{total: size, alreadyDone: true}, nil
+		}
 	}
 
-	// Write the destination's temporary file, abort it on any failure.
-	var open sink
+	// Open the destination first: it may continue an earlier delivery's
+	// file, which decides where the source starts.
+	snk, err := e.openSink(ctx, dst, dstPath, l)
+	if err != nil {
+		return res, err
+	}
 	defer func() {
-		if err != nil && open != nil {
-			open.abort()
+		if err != nil {
+			snk.abort()
 		}
 	}()
-	var verify func() error
-	var commit func() error
-	if dst.Type == config.TypeLocal {
-		ls, err := openLocalSink(e.roots[dst.ID], dstPath, job.Lease.Token, spec.Overwrite, e.cfg.Fsync)
-		if err != nil {
-			return 0, err
+	offset := snk.resumed()
+	res.resumedFrom = offset
+
+	srcFile, err := e.openSource(ctx, src, srcPath, offset)
+	if err != nil && offset > 0 {
+		// The source cannot start mid-file (no REST): start over.
+		e.logger.Info("cannot resume; starting over", "task_id", spec.TaskId, "offset", offset, "error", err)
+		snk.abort()
+		l = withoutResume(l)
+		if snk, err = e.openSink(ctx, dst, dstPath, l); err != nil {
+			return res, err
 		}
-		open = ls
-		if written, err = ls.write(ctx, reader, progress, *bufp); err != nil {
-			return written, e.copyError(ctx, err, ls.tmp)
-		}
-		verify = func() error { return ls.verify(written) }
-		commit = ls.commit
-	} else {
-		p, _ := e.pools.Pool(dst.ID)
-		fsink, err := openFTPSink(ctx, p, dstPath, job.Lease.Token, spec.Overwrite)
-		if err != nil {
-			return 0, err
-		}
-		open = fsink // abort releases its connection on failure
-		if written, err = fsink.write(ctx, reader, progress); err != nil {
-			return written, e.copyError(ctx, err, fsink.tmp)
-		}
-		verify = func() error { return fsink.verify(ctx, written) }
-		commit = func() error { return fsink.commit(ctx) }
+		offset, res.resumedFrom = 0, 0
+		srcFile, err = e.openSource(ctx, src, srcPath, 0)
 	}
-	// The source's final reply tells a complete download from a cut one.
-	if err := closeSrc(); err != nil {
-		return written, err
+	if err != nil {
+		return res, err
 	}
-	if size >= 0 && written != size {
-		return written, failure.New(failure.IOError, "read %d bytes of %s, whose size is %d", written, spec.SrcPath, size)
+	defer srcFile.close() //nolint:errcheck // closed explicitly below; this covers early returns
+	job.Total.Store(srcFile.size)
+	job.Done.Store(offset)
+	if srcFile.size > 0 {
+		limit = base + time.Duration(float64(srcFile.size-offset)/float64(e.cfg.MinRateBytesPerSecond)*float64(time.Second))
+		deadline.Reset(limit)
 	}
-	if err := verify(); err != nil {
-		return written, err
+	if srcFile.size >= 0 && offset > srcFile.size {
+		return res, failure.New(failure.IOError, "the earlier delivery's file holds %d bytes, more than the source's %d", offset, srcFile.size)
 	}
 
-	if ctx.Err() != nil {
-		return written, e.copyError(ctx, ctx.Err(), "")
-	}
-	approved, reason, err := job.Commit(ctx, written)
+	bufp := e.bufs.Get().(*[]byte)
+	defer e.bufs.Put(bufp)
+	res.written, err = snk.write(ctx, srcFile.r, func(k int64) { job.Done.Add(k) }, *bufp)
 	if err != nil {
-		return written, failure.Wrap(failure.ConnectionError, err, "asking the dispatcher to commit")
+		return res, e.copyError(ctx, err, spec.DstPath)
+	}
+	// The source's final reply tells a complete download from a cut one.
+	if err := srcFile.close(); err != nil {
+		return res, err
+	}
+	size, err := snk.verify(ctx)
+	if err != nil {
+		return res, err
+	}
+	if size != offset+res.written {
+		return res, failure.New(failure.IOError, "the temporary file holds %d bytes after writing %d", size, offset+res.written).At(dst.ID)
+	}
+	if srcFile.size >= 0 && size != srcFile.size {
+		return res, failure.New(failure.IOError, "wrote %d bytes of %s, whose size is %d", size, spec.SrcPath, srcFile.size)
+	}
+	res.total = size
+	if ctx.Err() != nil {
+		return res, e.copyError(ctx, ctx.Err(), "")
+	}
+	approved, reason, err := job.Commit(ctx, size)
+	if err != nil {
+		return res, failure.Wrap(failure.ConnectionError, err, "asking the dispatcher to commit")
 	}
 	if !approved {
-		return written, failure.New(failure.Cancelled, "the dispatcher refused the commit: %s", reason)
+		return res, failure.New(failure.Cancelled, "the dispatcher refused the commit: %s", reason)
 	}
-	if err := commit(); err != nil {
-		return written, err
+	return res, snk.commit(ctx, spec.Origin)
+}
+
+func withoutResume(l *leasev1.Lease) *leasev1.Lease {
+	c := proto.Clone(l).(*leasev1.Lease)
+	c.ResumeToken, c.ResumeOffset = 0, 0
+	return c
+}
+
+// locate finds an endpoint and resolves a path on it.
+func (e *Engine) locate(id, p, side string) (*config.Endpoint, string, error) {
+	ep, ok := e.conns.Endpoint(id)
+	if !ok {
+		return nil, "", failure.New(failure.UnknownEndpoint, "%s_id %q is not an endpoint in this agent's %s", side, id, e.conns.Path)
 	}
-	if fsink, ok := open.(*ftpSink); ok {
-		fsink.release()
+	if ep.Type == config.TypeLocal {
+		rel, err := taskpath.Local(ep.BasePath, p)
+		if err != nil {
+			return nil, "", failure.Wrap(failure.PathRejected, err, "%s_path", side)
+		}
+		return ep, rel, nil
 	}
-	open = nil
-	return written, nil
+	if err := taskpath.Remote(p); err != nil {
+		return nil, "", failure.Wrap(failure.PathRejected, err, "%s_path", side)
+	}
+	return ep, p, nil
+}
+
+func (e *Engine) openSource(ctx context.Context, ep *config.Endpoint, p string, offset int64) (*source, error) {
+	if ep.Type == config.TypeLocal {
+		ls, err := openLocalSource(e.roots[ep.ID], p, offset)
+		if err != nil {
+			return nil, err
+		}
+		return &source{r: ls.f, size: ls.size, close: func() error { return ls.f.Close() }}, nil
+	}
+	pl, _ := e.pools.Pool(ep.ID)
+	fs, err := openFTPSource(ctx, pl, p, offset)
+	if err != nil {
+		return nil, err
+	}
+	return &source{r: fs.rc, size: fs.size, close: fs.close}, nil
+}
+
+func (e *Engine) openSink(ctx context.Context, ep *config.Endpoint, p string, l *leasev1.Lease) (sink, error) {
+	if ep.Type == config.TypeLocal {
+		return openLocalSink(e.roots[ep.ID], p, l, e.cfg.Fsync, e.StaleAfter)
+	}
+	pl, _ := e.pools.Pool(ep.ID)
+	return openFTPSink(ctx, pl, p, l)
+}
+
+// committedEarlier checks an earlier delivery's approved commit: its
+// temporary file is gone (renamed) and the destination has its size.
+func (e *Engine) committedEarlier(ctx context.Context, ep *config.Endpoint, p string, pc *leasev1.PriorCommit) (bool, int64) {
+	if ep.Type == config.TypeLocal {
+		root := e.roots[ep.ID]
+		st, err := root.Stat(p)
+		if err != nil || st.Size() != pc.Bytes {
+			return false, 0
+		}
+		_, err = root.Lstat(tempName(p, pc.Token, "tmp"))
+		return errors.Is(err, os.ErrNotExist), st.Size()
+	}
+	pl, _ := e.pools.Pool(ep.ID)
+	conn, err := pl.Get(ctx)
+	if err != nil {
+		return false, 0
+	}
+	defer pl.Put(conn)
+	size, err := conn.Size(ctx, p)
+	if err != nil || size != pc.Bytes {
+		return false, 0
+	}
+	exists, err := conn.Exists(ctx, tempName(p, pc.Token, "part"))
+	return err == nil && !exists, size
 }
 
 // copyError classifies a failed copy: a context cause wins, then whatever
@@ -245,26 +341,4 @@ func (e *Engine) copyError(ctx context.Context, err error, target string) error 
 		return fe
 	}
 	return classifyLocal("write", target, err)
-}
-
-func (e *Engine) endpoint(id, field string) (*config.Endpoint, error) {
-	ep, ok := e.conns.Endpoint(id)
-	if !ok {
-		return nil, failure.New(failure.UnknownEndpoint, "%s %q is not an endpoint in this agent's %s", field, id, e.conns.Path)
-	}
-	return ep, nil
-}
-
-func resolve(ep *config.Endpoint, p, field string) (string, error) {
-	if ep.Type == config.TypeLocal {
-		rel, err := taskpath.Local(ep.BasePath, p)
-		if err != nil {
-			return "", failure.Wrap(failure.PathRejected, err, "%s", field)
-		}
-		return rel, nil
-	}
-	if err := taskpath.Remote(p); err != nil {
-		return "", failure.Wrap(failure.PathRejected, err, "%s", field)
-	}
-	return p, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -241,6 +242,9 @@ func TestCancelReachesTheCopy(t *testing.T) {
 func TestTempNameFitsAndIsUnique(t *testing.T) {
 	long := strings.Repeat("é", 200) // 400 bytes
 	name := tempName("dir/"+long, 7, "tmp")
+	if !strings.HasPrefix(path.Base(name), tempPrefix("dir/"+long)) {
+		t.Fatalf("temp name %q does not start with the shared prefix", name)
+	}
 	if len(filepath.Base(name)) > 255 {
 		t.Fatalf("temp name of %d bytes", len(filepath.Base(name)))
 	}
@@ -249,5 +253,109 @@ func TestTempNameFitsAndIsUnique(t *testing.T) {
 	}
 	if tempName("a/b.txt", 1, "tmp") == tempName("a/b.txt", 2, "tmp") {
 		t.Fatal("two deliveries share a temporary name")
+	}
+}
+
+func TestResumeTakesOverTheEarlierFile(t *testing.T) {
+	e := newEnv(t)
+	content := strings.Repeat("abcdefghij", 100_000) // 1,000,000 bytes
+	write(t, filepath.Join(e.ftp.Root, "big.txt"), content)
+	// An earlier delivery (token 7) died after writing 300,000 bytes.
+	write(t, filepath.Join(e.dstDir, tempName("big.txt", 7, "tmp")), content[:300_000])
+	j := e.job("srv", "/big.txt", "dst", "big.txt", true)
+	j.Lease.Attempt, j.Lease.ResumeToken, j.Lease.ResumeOffset = 2, 7, 250_000
+	o := e.engine.Run(context.Background(), j)
+	if o.Status != leasev1.Status_STATUS_SUCCEEDED {
+		t.Fatalf("%v %s", o.ErrorCode, o.ErrorMessage)
+	}
+	if o.ResumedFrom != 300_000 || o.BytesTransferred != 700_000 {
+		t.Fatalf("resumed from %d, moved %d; want 300000 and 700000", o.ResumedFrom, o.BytesTransferred)
+	}
+	if got, _ := os.ReadFile(filepath.Join(e.dstDir, "big.txt")); string(got) != content {
+		t.Fatalf("resumed file differs (%d bytes)", len(got))
+	}
+	noTemps(t, e.dstDir)
+
+	// Upload resume: the earlier .part on the server is continued with REST.
+	write(t, filepath.Join(e.srcDir, "up.txt"), content)
+	write(t, filepath.Join(e.ftp.Root, tempName("up.txt", 9, "part")), content[:123_456])
+	j = e.job("src", "up.txt", "srv", "/up.txt", true)
+	j.Lease.Attempt, j.Lease.ResumeToken = 2, 9
+	o = e.engine.Run(context.Background(), j)
+	if o.Status != leasev1.Status_STATUS_SUCCEEDED || o.ResumedFrom != 123_456 {
+		t.Fatalf("upload resume: %v %s resumed from %d", o.ErrorCode, o.ErrorMessage, o.ResumedFrom)
+	}
+	if got, _ := os.ReadFile(filepath.Join(e.ftp.Root, "up.txt")); string(got) != content {
+		t.Fatalf("resumed upload differs (%d bytes)", len(got))
+	}
+	noTemps(t, e.ftp.Root)
+}
+
+func TestRedeliveryAfterCommitMovesNothing(t *testing.T) {
+	e := newEnv(t)
+	write(t, filepath.Join(e.srcDir, "a.txt"), "payload")
+	j := e.job("src", "a.txt", "dst", "a.txt", true)
+	j.Lease.Transfer.Origin = "ftp-tasks/2/17"
+	if o := e.engine.Run(context.Background(), j); o.Status != leasev1.Status_STATUS_SUCCEEDED || o.AlreadyDone {
+		t.Fatalf("first delivery: %v", o)
+	}
+	// The same record delivered again (the outcome was lost with its
+	// dispatcher): the result is recognised, nothing is asked or moved.
+	write(t, filepath.Join(e.srcDir, "a.txt"), "changed since")
+	j2 := e.job("src", "a.txt", "dst", "a.txt", true)
+	j2.Lease.Transfer.Origin = "ftp-tasks/2/17"
+	j2.Commit = func(context.Context, int64) (bool, string, error) {
+		t.Error("a redelivery of a committed record asked to commit")
+		return false, "", nil
+	}
+	o := e.engine.Run(context.Background(), j2)
+	if o.Status != leasev1.Status_STATUS_SUCCEEDED || !o.AlreadyDone || o.BytesTransferred != 7 {
+		t.Fatalf("redelivery: %v", o)
+	}
+	if got, _ := os.ReadFile(filepath.Join(e.dstDir, "a.txt")); string(got) != "payload" {
+		t.Fatalf("destination rewritten: %q", got)
+	}
+	// Another record for the same destination is transferred normally.
+	j3 := e.job("src", "a.txt", "dst", "a.txt", true)
+	j3.Lease.Transfer.Origin = "ftp-tasks/2/18"
+	if o := e.engine.Run(context.Background(), j3); o.AlreadyDone || o.Status != leasev1.Status_STATUS_SUCCEEDED {
+		t.Fatalf("a different record was skipped: %v", o)
+	}
+
+	// FTP destination: the dispatcher tells of the approved commit.
+	write(t, filepath.Join(e.ftp.Root, "done.txt"), "payload")
+	j4 := e.job("src", "a.txt", "srv", "/done.txt", true)
+	j4.Lease.PriorCommit = &leasev1.PriorCommit{Token: 3, Bytes: 7}
+	if o := e.engine.Run(context.Background(), j4); !o.AlreadyDone {
+		t.Fatalf("prior commit not recognised: %v", o)
+	}
+	// If the earlier delivery's temporary file is still there, its rename
+	// did not happen: transfer again.
+	write(t, filepath.Join(e.ftp.Root, tempName("/done.txt", 3, "part")), "payload")
+	j5 := e.job("src", "a.txt", "srv", "/done.txt", true)
+	j5.Lease.PriorCommit = &leasev1.PriorCommit{Token: 3, Bytes: 7}
+	if o := e.engine.Run(context.Background(), j5); o.AlreadyDone || o.Status != leasev1.Status_STATUS_SUCCEEDED {
+		t.Fatalf("a prior commit whose rename did not happen was trusted: %v", o)
+	}
+}
+
+func TestRetryRemovesStaleTemporaryFiles(t *testing.T) {
+	e := newEnv(t)
+	e.engine.StaleAfter = 0
+	write(t, filepath.Join(e.srcDir, "a.txt"), "a")
+	stale := filepath.Join(e.dstDir, tempName("a.txt", 3, "tmp"))
+	other := filepath.Join(e.dstDir, tempName("b.txt", 3, "tmp"))
+	write(t, stale, "crashed agent's leftovers")
+	write(t, other, "another file's")
+	j := e.job("src", "a.txt", "dst", "a.txt", true)
+	j.Lease.Attempt = 2
+	if o := e.engine.Run(context.Background(), j); o.Status != leasev1.Status_STATUS_SUCCEEDED {
+		t.Fatalf("%v", o)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("a stale temporary file of the same destination survived the retry")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Error("another destination's temporary file was removed")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"path"
+	"strings"
 	"time"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
@@ -58,15 +59,16 @@ type ftpSink struct {
 	final     string
 	tmp       string
 	overwrite leasev1.OverwritePolicy
+	offset    int64
 }
 
-func openFTPSink(ctx context.Context, p *pool.Pool, final string, token uint64, overwrite leasev1.OverwritePolicy) (*ftpSink, error) {
+func openFTPSink(ctx context.Context, p *pool.Pool, final string, l *leasev1.Lease) (*ftpSink, error) {
 	conn, err := p.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s := &ftpSink{pool: p, conn: conn, final: final, tmp: tempName(final, token, "part"), overwrite: overwrite}
-	if overwrite == leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL {
+	s := &ftpSink{pool: p, conn: conn, final: final, tmp: tempName(final, l.Token, "part"), overwrite: l.Transfer.Overwrite}
+	if s.overwrite == leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL {
 		exists, err := conn.Exists(ctx, final)
 		if err != nil {
 			s.release()
@@ -81,39 +83,75 @@ func openFTPSink(ctx context.Context, p *pool.Pool, final string, token uint64, 
 		s.release()
 		return nil, err
 	}
+	if l.ResumeToken != 0 {
+		prev := tempName(final, l.ResumeToken, "part")
+		if size, err := conn.Size(ctx, prev); err == nil && size > 0 {
+			if err := conn.Rename(ctx, prev, s.tmp); err == nil {
+				s.offset = size
+			}
+		}
+	}
+	if l.Attempt > 1 {
+		s.removeStale(ctx)
+	}
+	if conn.Broken() {
+		s.release()
+		return nil, failure.New(failure.ConnectionError, "connection to %s lost while preparing the upload", conn).At(conn.Endpoint().ID)
+	}
 	return s, nil
 }
 
-func (s *ftpSink) write(ctx context.Context, src io.Reader, progress func(int64)) (int64, error) {
+// removeStale deletes temporary files other deliveries left for final. FTP
+// gives no cheap modification time, so unlike local cleanup it does not
+// wait for them to age: on a retry, every other delivery's lease is gone.
+func (s *ftpSink) removeStale(ctx context.Context) {
+	dir := path.Dir(s.final)
+	names, err := s.conn.NameList(ctx, dir)
+	if err != nil {
+		return
+	}
+	prefix, own := tempPrefix(s.final), path.Base(s.tmp)
+	for _, n := range names {
+		n = path.Base(n)
+		if n != own && strings.HasPrefix(n, prefix) && strings.HasSuffix(n, ".ftp-pooler.part") {
+			_ = s.conn.Delete(ctx, path.Join(dir, n))
+		}
+	}
+}
+
+func (s *ftpSink) resumed() int64 { return s.offset }
+
+func (s *ftpSink) write(ctx context.Context, src io.Reader, progress func(int64), _ []byte) (int64, error) {
 	var n int64
-	err := s.conn.Stor(ctx, s.tmp, &counting{r: src, add: func(k int64) { n += k; progress(k) }})
+	err := s.conn.Stor(ctx, s.tmp, &counting{r: src, add: func(k int64) { n += k; progress(k) }}, s.offset)
 	return n, err
 }
 
-func (s *ftpSink) verify(ctx context.Context, n int64) error {
+func (s *ftpSink) verify(ctx context.Context) (int64, error) {
 	size, err := s.conn.Size(ctx, s.tmp)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if size >= 0 && size != n {
-		return failure.New(failure.IOError, "%s on %s holds %d bytes after uploading %d", s.tmp, s.conn, size, n)
+	if size < 0 {
+		return 0, failure.New(failure.IOError, "%s does not report file sizes (SIZE); the upload cannot be verified", s.conn).At(s.conn.Endpoint().ID)
 	}
-	return nil
+	return size, nil
 }
 
-func (s *ftpSink) commit(ctx context.Context) error {
+func (s *ftpSink) commit(ctx context.Context, _ string) error {
 	err := s.conn.Rename(ctx, s.tmp, s.final)
-	if err == nil || s.overwrite == leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL || s.conn.Broken() {
-		return err
+	if err != nil && s.overwrite != leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL && !s.conn.Broken() {
+		// Some servers refuse to rename over an existing file: replace it.
+		if exists, _ := s.conn.Exists(ctx, s.final); exists {
+			if err = s.conn.Delete(ctx, s.final); err == nil {
+				err = s.conn.Rename(ctx, s.tmp, s.final)
+			}
+		}
 	}
-	// Some servers refuse to rename over an existing file: replace it.
-	if exists, _ := s.conn.Exists(ctx, s.final); !exists {
-		return err
+	if err == nil {
+		s.release()
 	}
-	if err := s.conn.Delete(ctx, s.final); err != nil {
-		return err
-	}
-	return s.conn.Rename(ctx, s.tmp, s.final)
+	return err
 }
 
 // abort deletes the temporary file, on the same connection when it still

@@ -8,12 +8,21 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 )
+
+// originXattr records on a committed local file which Kafka record it
+// answers and its size, so a redelivery of that record (after a crash
+// between commit and outcome) finds its result in place.
+const originXattr = "user.ftp-pooler.origin"
 
 // isEscape reports whether os.Root refused a path for leaving the root
 // (through ".." or a symlink). The os package does not export the error, so
@@ -71,6 +80,29 @@ func openLocalSource(root *os.Root, rel string, offset int64) (*localSource, err
 	return &localSource{f: f, size: st.Size()}, nil
 }
 
+// committedRecord reports whether the file at p is the committed result of
+// the record origin, and its size.
+func committedRecord(root *os.Root, p, origin string) (int64, bool) {
+	if origin == "" {
+		return 0, false
+	}
+	f, err := root.Open(p)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	buf := make([]byte, 512)
+	n, err := unix.Fgetxattr(int(f.Fd()), originXattr, buf)
+	if err != nil {
+		return 0, false
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return 0, false
+	}
+	return st.Size(), string(buf[:n]) == origin+" "+strconv.FormatInt(st.Size(), 10)
+}
+
 // localSink writes a temporary file next to the destination and renames it
 // into place on commit, so the destination name never shows a partial file.
 type localSink struct {
@@ -80,31 +112,88 @@ type localSink struct {
 	f         *os.File
 	fsync     bool
 	overwrite leasev1.OverwritePolicy
+	offset    int64
 }
 
-func openLocalSink(root *os.Root, final string, token uint64, overwrite leasev1.OverwritePolicy, fsync bool) (*localSink, error) {
+func openLocalSink(root *os.Root, final string, l *leasev1.Lease, fsync bool, staleAfter time.Duration) (*localSink, error) {
 	dir := path.Dir(final)
 	if err := root.MkdirAll(dir, 0o755); err != nil {
 		return nil, classifyLocal("create directory", dir, err)
 	}
+	overwrite := l.Transfer.Overwrite
 	if overwrite == leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL {
 		if _, err := root.Lstat(final); err == nil {
 			return nil, failure.New(failure.DestinationExists, "%s exists and the task asked not to overwrite it", final)
 		}
 	}
-	tmp := tempName(final, token, "tmp")
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return nil, classifyLocal("create", tmp, err)
+	s := &localSink{root: root, final: final, tmp: tempName(final, l.Token, "tmp"), fsync: fsync, overwrite: overwrite}
+	if l.ResumeToken != 0 {
+		// Take the earlier delivery's file over under our own name: the
+		// rename is atomic, and its writer cannot commit it any more.
+		prev := tempName(final, l.ResumeToken, "tmp")
+		if st, err := root.Lstat(prev); err == nil && st.Mode().IsRegular() && st.Size() > 0 {
+			if err := root.Rename(prev, s.tmp); err == nil {
+				s.offset = st.Size()
+			}
+		}
 	}
-	return &localSink{root: root, final: final, tmp: tmp, f: f, fsync: fsync, overwrite: overwrite}, nil
+	if l.Attempt > 1 {
+		removeStaleLocal(root, final, s.tmp, staleAfter)
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if s.offset > 0 {
+		flags = os.O_WRONLY
+	}
+	f, err := root.OpenFile(s.tmp, flags, 0o644)
+	if err != nil {
+		return nil, classifyLocal("create", s.tmp, err)
+	}
+	s.f = f
+	if s.offset > 0 {
+		// Not O_APPEND: copy_file_range refuses append-mode files.
+		if s.offset, err = f.Seek(0, io.SeekEnd); err != nil {
+			s.abort()
+			return nil, classifyLocal("seek", s.tmp, err)
+		}
+	}
+	return s, nil
+}
+
+// removeStaleLocal deletes temporary files other deliveries left for final
+// (a crashed agent's), once they are old enough that no writer is alive.
+func removeStaleLocal(root *os.Root, final, mine string, staleAfter time.Duration) {
+	dir := path.Dir(final)
+	d, err := root.Open(dir)
+	if err != nil {
+		return
+	}
+	entries, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return
+	}
+	prefix, own := tempPrefix(final), path.Base(mine)
+	for _, e := range entries {
+		name := e.Name()
+		if name == own || !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, ".ftp-pooler.tmp") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) >= staleAfter {
+			_ = root.Remove(path.Join(dir, name))
+		}
+	}
 }
 
 // tempName is a hidden sibling of final that names its delivery, so two
 // deliveries never share one and stale ones are recognisable.
 func tempName(final string, token uint64, suffix string) string {
-	dir, base := path.Split(final)
-	// Keep the whole name within the 255-byte limit of most file systems.
+	return fmt.Sprintf("%s%d.ftp-pooler.%s", path.Join(path.Dir(final), tempPrefix(final)), token, suffix)
+}
+
+// tempPrefix is the part of a temporary name shared by every delivery of
+// final: "." + base name (cut to keep the name within 255 bytes) + ".".
+func tempPrefix(final string) string {
+	base := path.Base(final)
 	const keep = 180
 	if len(base) > keep {
 		cut := keep
@@ -113,10 +202,12 @@ func tempName(final string, token uint64, suffix string) string {
 		}
 		base = base[:cut]
 	}
-	return fmt.Sprintf("%s.%s.%d.ftp-pooler.%s", dir, base, token, suffix)
+	return "." + base + "."
 }
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+func (s *localSink) resumed() int64 { return s.offset }
 
 // write copies src into the temporary file. A plain *os.File source (a
 // local copy) goes through copy_file_range in chunks, counting progress
@@ -125,11 +216,7 @@ func (s *localSink) write(ctx context.Context, src io.Reader, progress func(int6
 	if lf, ok := src.(*os.File); ok {
 		return copyFileChunks(ctx, s.f, lf, progress)
 	}
-	n, err := io.CopyBuffer(writerOnly{s.f}, &counting{r: src, add: progress}, buf)
-	if err != nil {
-		return n, err
-	}
-	return n, nil
+	return io.CopyBuffer(writerOnly{s.f}, &counting{r: src, add: progress}, buf)
 }
 
 const chunk = 64 << 20
@@ -137,8 +224,8 @@ const chunk = 64 << 20
 func copyFileChunks(ctx context.Context, dst, src *os.File, progress func(int64)) (int64, error) {
 	var total int64
 	for {
-		if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
-			return total, err
+		if ctx.Err() != nil {
+			return total, context.Cause(ctx)
 		}
 		n, err := dst.ReadFrom(io.LimitReader(src, chunk))
 		total += n
@@ -152,25 +239,30 @@ func copyFileChunks(ctx context.Context, dst, src *os.File, progress func(int64)
 	}
 }
 
-// verify flushes (when configured) and checks the written size.
-func (s *localSink) verify(n int64) error {
+// verify flushes (when configured) and returns the written size.
+func (s *localSink) verify(context.Context) (int64, error) {
 	if s.fsync {
 		if err := s.f.Sync(); err != nil {
-			return classifyLocal("fsync", s.tmp, err)
+			return 0, classifyLocal("fsync", s.tmp, err)
 		}
 	}
 	st, err := s.f.Stat()
 	if err != nil {
-		return classifyLocal("stat", s.tmp, err)
+		return 0, classifyLocal("stat", s.tmp, err)
 	}
-	if st.Size() != n {
-		return failure.New(failure.IOError, "%s holds %d bytes after writing %d", s.tmp, st.Size(), n)
-	}
-	return nil
+	return st.Size(), nil
 }
 
-// commit makes the file visible under its final name.
-func (s *localSink) commit() error {
+// commit makes the file visible under its final name, marked with the
+// record it answers.
+func (s *localSink) commit(_ context.Context, origin string) error {
+	if origin != "" {
+		if st, err := s.f.Stat(); err == nil {
+			// Best effort: file systems without user xattrs just lose the
+			// redelivery shortcut.
+			_ = unix.Fsetxattr(int(s.f.Fd()), originXattr, []byte(origin+" "+strconv.FormatInt(st.Size(), 10)), 0)
+		}
+	}
 	if err := s.f.Close(); err != nil {
 		return classifyLocal("close", s.tmp, err)
 	}

@@ -53,6 +53,8 @@ type Intake struct {
 	assigned   map[int32]bool
 	paused     bool
 	lastLagRun time.Time
+	// OnRebalance, if set, is called after every assignment change.
+	OnRebalance func()
 }
 
 // New returns an intake; Run subscribes.
@@ -139,6 +141,7 @@ func (in *Intake) handle(m *kafka.Message) {
 func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
+		defer in.rebalanced()
 		for _, tp := range e.Partitions {
 			in.assigned[tp.Partition] = true
 			in.tracker.Assign(tp.Partition)
@@ -152,6 +155,7 @@ func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		// decide again for the whole assignment.
 		in.paused = false
 	case kafka.RevokedPartitions:
+		defer in.rebalanced()
 		parts := make([]int32, 0, len(e.Partitions))
 		for _, tp := range e.Partitions {
 			parts = append(parts, tp.Partition)
@@ -173,6 +177,12 @@ func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		}
 	}
 	return nil
+}
+
+func (in *Intake) rebalanced() {
+	if in.OnRebalance != nil {
+		in.OnRebalance()
+	}
 }
 
 func (in *Intake) assign(c *kafka.Consumer, parts []kafka.TopicPartition) error {

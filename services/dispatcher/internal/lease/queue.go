@@ -75,9 +75,13 @@ func (q *queue) nextDue() (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// pop returns the next ready task of the first route, from the cursor on,
-// that fits; nil when none does.
-func (q *queue) pop(fits func(routeKey) bool) *Task {
+// scan offers the front task of each route, once per route, starting at
+// the cursor; take returns true when it leased the task. The cursor moves
+// on after every route, so routes take turns and a route whose task cannot
+// be placed now (its endpoint saturated or its breaker open) does not hold
+// up the others. scan returns how many tasks were taken.
+func (q *queue) scan(take func(*Task) bool) int {
+	taken := 0
 	for n := len(q.ring); n > 0 && len(q.ring) > 0; n-- {
 		if q.cursor >= len(q.ring) {
 			q.cursor = 0
@@ -85,22 +89,20 @@ func (q *queue) pop(fits func(routeKey) bool) *Task {
 		r := q.ring[q.cursor]
 		t := r.front()
 		if t == nil {
-			q.dropRoute(q.cursor)
+			q.dropRoute(q.cursor) // moves another route to the cursor
 			continue
 		}
-		if !fits(r.key) {
-			q.cursor++
-			continue
+		if take(t) {
+			r.head++
+			taken++
+			if r.front() == nil {
+				q.dropRoute(q.cursor)
+				continue
+			}
 		}
-		r.head++
-		if r.front() == nil {
-			q.dropRoute(q.cursor)
-		} else {
-			q.cursor++
-		}
-		return t
+		q.cursor++
 	}
-	return nil
+	return taken
 }
 
 // front returns the first task still queued, skipping lazily removed ones.

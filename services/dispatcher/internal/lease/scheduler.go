@@ -66,6 +66,7 @@ type Task struct {
 	Payload any
 
 	route     routeKey
+	needs     []need
 	state     taskState
 	attempt   uint32 // deliveries so far
 	failures  uint32 // deliveries that ended in a retryable failure
@@ -74,6 +75,10 @@ type Task struct {
 	lastMsg   string
 	lease     *lease
 	cancel    string // why an operator cancelled it, once they did
+	// What earlier deliveries left that the next one can build on.
+	resumeToken  uint64
+	resumeOffset int64
+	prior        *leasev1.PriorCommit
 }
 
 // Finished is a task whose outcome is decided.
@@ -92,6 +97,9 @@ type Config struct {
 	MaxAttempts  int
 	BaseBackoff  time.Duration
 	MaxBackoff   time.Duration
+	// Endpoints are the connections file's endpoints, for connection limits.
+	Endpoints map[string]Endpoint
+	Breaker   BreakerConfig
 	// Rand draws backoff jitter; nil means a random seed.
 	Rand *rand.Rand
 }
@@ -118,6 +126,8 @@ type Scheduler struct {
 	recent   *recentTasks
 	finished []Finished
 	idle     chan struct{} // closed when no lease is in flight; see WaitIdle
+	budgets  map[string]*budget
+	breakers map[string]*breaker
 }
 
 // New returns a scheduler that hands finished tasks to onFinish, in batches,
@@ -126,7 +136,17 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 	if cfg.Rand == nil {
 		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
+	budgets, breakers := map[string]*budget{}, map[string]*breaker{}
+	for id, ep := range cfg.Endpoints {
+		if ep.FTP {
+			budgets[id] = &budget{limit: ep.Limit, share: ep.Limit}
+			breakers[id] = &breaker{}
+			m.BreakerState.WithLabelValues(id).Set(0)
+		}
+	}
 	return &Scheduler{
+		budgets:  budgets,
+		breakers: breakers,
 		cfg:      cfg,
 		clock:    clock,
 		logger:   logger.With("component", "scheduler"),
@@ -176,6 +196,7 @@ func (s *Scheduler) setState(t *Task, st taskState) {
 func (s *Scheduler) Enqueue(t *Task) {
 	s.update(func() {
 		t.route = routeKey{src: t.Spec.SrcId, dst: t.Spec.DstId}
+		t.needs = s.needsOf(t.Spec)
 		s.tasks[t.Key] = t
 		s.byID[t.ID] = t
 		s.setState(t, stateQueued)
@@ -202,33 +223,81 @@ func (s *Scheduler) Tick() {
 	})
 }
 
-// dispatchLocked leases ready tasks to sessions with credit, one task per
-// session per round so load spreads evenly.
+// dispatchLocked leases ready tasks. Routes take turns; each route's next
+// task goes to the agent best placed to run it: one with an idle connection
+// to its endpoints, else one with spare quota, else one the budget can
+// grant quota to. A task no agent can take now stays queued without
+// holding up other routes; when only another agent's unused quota is in the
+// way, that quota is taken back for next time.
 func (s *Scheduler) dispatchLocked() {
 	if s.draining || len(s.sessions) == 0 {
 		return
 	}
-	fits := func(routeKey) bool { return true }
+	now := s.clock.Now()
 	for {
-		progressed := false
-		for i := range s.sessions {
-			sess := s.sessions[(s.rr+i)%len(s.sessions)]
-			if sess.draining || uint32(len(sess.leases)) >= sess.window {
-				continue
+		credit := false
+		for _, sess := range s.sessions {
+			if !sess.draining && uint32(len(sess.leases)) < sess.window {
+				credit = true
+				break
 			}
-			t := s.queue.pop(fits)
-			if t == nil {
-				s.rr++
-				return
+		}
+		if !credit {
+			return
+		}
+		taken := s.queue.scan(func(t *Task) bool {
+			if !s.allowLocked(t.needs, now) {
+				return false
+			}
+			sess := s.placeLocked(t)
+			if sess == nil {
+				return false
 			}
 			s.leaseLocked(t, sess)
-			progressed = true
-		}
-		s.rr++
-		if !progressed {
+			return true
+		})
+		if taken == 0 {
 			return
 		}
 	}
+}
+
+// placeLocked picks the session for a task, or nil.
+func (s *Scheduler) placeLocked(t *Task) *Session {
+	var withSpare, withGrant *Session
+	n := len(s.sessions)
+	for i := range n {
+		sess := s.sessions[(s.rr+i)%n]
+		if sess.draining || uint32(len(sess.leases)) >= sess.window {
+			continue
+		}
+		if spare(sess, t.needs) {
+			if idleFor(sess, t.needs) {
+				s.rr = (s.rr + i + 1) % n
+				return sess
+			}
+			if withSpare == nil {
+				withSpare = sess
+			}
+		} else if withGrant == nil && s.grantable(sess, t.needs) {
+			withGrant = sess
+		}
+	}
+	s.rr = (s.rr + 1) % n
+	if withSpare != nil {
+		return withSpare
+	}
+	if withGrant != nil {
+		return withGrant
+	}
+	// The budget is used up. If an agent sits on quota it does not use,
+	// take it back (once per endpoint at a time) so this task can run soon.
+	for _, nd := range t.needs {
+		if b := s.budgets[nd.endpoint]; b != nil && b.reclaiming == 0 && b.granted >= b.share {
+			s.reclaimLocked(nd.endpoint, nil)
+		}
+	}
+	return nil
 }
 
 func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
@@ -249,6 +318,8 @@ func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
 	s.setState(t, stateLeased)
 	s.leases[l.id] = l
 	sess.leases[l.id] = l
+	s.claimLocked(sess, t.needs)
+	l.probe = s.breakerLeasedLocked(t.needs)
 	s.metrics.LeasesGranted.Inc()
 	sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Lease{Lease: &leasev1.Lease{
 		LeaseId:      l.id,
@@ -256,6 +327,9 @@ func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
 		Attempt:      t.attempt,
 		Transfer:     t.Spec,
 		TraceContext: t.Trace,
+		ResumeToken:  t.resumeToken,
+		ResumeOffset: t.resumeOffset,
+		PriorCommit:  t.prior,
 	}}})
 }
 
@@ -268,6 +342,7 @@ func (s *Scheduler) endLeaseLocked(l *lease) {
 	delete(s.leases, l.id)
 	delete(l.sess.leases, l.id)
 	l.task.lease = nil
+	s.unclaimLocked(l.sess, l.task.needs)
 	if len(s.leases) == 0 && s.idle != nil {
 		close(s.idle)
 		s.idle = nil
@@ -278,12 +353,26 @@ func (s *Scheduler) endLeaseLocked(l *lease) {
 // gone) and decides what happens to its task.
 func (s *Scheduler) loseLeaseLocked(l *lease, code failure.Code, msg string) {
 	s.endLeaseLocked(l)
+	s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
 	t := l.task
+	s.rememberLocked(t, l)
 	if t.cancel != "" {
 		s.finishLocked(t, cancelled(t.cancel), l.sess.agentID)
 		return
 	}
 	s.retryLocked(t, code, msg, l.sess.agentID)
+}
+
+// rememberLocked keeps what a lost delivery achieved for the next one: an
+// approved commit (the result may already be in place) or progress (its
+// temporary file may be continued).
+func (s *Scheduler) rememberLocked(t *Task, l *lease) {
+	switch {
+	case l.committed:
+		t.prior = &leasev1.PriorCommit{Token: l.token, Bytes: l.committedBytes}
+	case l.bytesDone > 0:
+		t.resumeToken, t.resumeOffset = l.token, l.bytesDone
+	}
 }
 
 // retryLocked queues a task again after backoff, or fails it when its
@@ -354,6 +443,9 @@ func (s *Scheduler) Attach(hello *leasev1.Hello, addr string) *Session {
 		slots:       hello.Slots,
 		addr:        addr,
 		leases:      map[string]*lease{},
+		quota:       map[string]uint32{},
+		busy:        map[string]uint32{},
+		pool:        map[string]*leasev1.EndpointPool{},
 		connectedAt: s.clock.Now(),
 		out:         newOutbox(),
 	}
@@ -389,6 +481,7 @@ func (s *Scheduler) Detach(sess *Session, cause error) {
 			s.loseLeaseLocked(l, failure.ConnectionError,
 				fmt.Sprintf("agent %s disconnected during the transfer", sess.agentID))
 		}
+		s.releaseSessionLocked(sess)
 	})
 	sess.out.close()
 	s.logger.Info("agent disconnected", "agent_id", sess.agentID, "leases_taken_back", lost, "cause", cause)
@@ -442,7 +535,7 @@ func (s *Scheduler) Commit(sess *Session, c *leasev1.Commit) *leasev1.CommitDeci
 		d.Reason = "the task was cancelled: " + l.task.cancel
 	default:
 		now := s.clock.Now()
-		l.committed = true
+		l.committed, l.committedBytes = true, c.Bytes
 		l.heartbeat, l.expires = now, now.Add(s.cfg.TTL)
 		d.Approved = true
 	}
@@ -462,12 +555,22 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) {
 			o = &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: failure.UnknownError,
 				ErrorMessage: "agent sent a result without an outcome", SourceSize: -1}
 		}
+		now := s.clock.Now()
+		wait := s.breakerResultLocked(t.needs, l.probe, o, now)
 		switch {
 		case o.Status == leasev1.Status_STATUS_SUCCEEDED:
 			s.finishLocked(t, o, sess.agentID)
 		case t.cancel != "":
 			s.finishLocked(t, cancelled(t.cancel), sess.agentID)
+		case o.Retryable && wait:
+			// The endpoint's breaker is open: the task waits for it without
+			// using up its attempts.
+			t.lastCode, t.lastMsg = o.ErrorCode, o.ErrorMessage
+			s.requeueLocked(t, s.breakerWaitLocked(t.needs, now))
 		case o.Retryable:
+			// The agent removed its temporary file: the next delivery
+			// starts over.
+			t.resumeToken, t.resumeOffset, t.prior = 0, 0, nil
 			s.retryLocked(t, o.ErrorCode, o.ErrorMessage, sess.agentID)
 		default:
 			s.finishLocked(t, o, sess.agentID)
@@ -485,6 +588,8 @@ func (s *Scheduler) Release(sess *Session, r *leasev1.Release) {
 		}
 		s.metrics.Releases.Inc()
 		s.endLeaseLocked(l)
+		s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
+		s.rememberLocked(l.task, l)
 		if l.task.cancel != "" {
 			s.finishLocked(l.task, cancelled(l.task.cancel), sess.agentID)
 			return

@@ -50,11 +50,19 @@ const (
 )
 
 func newHarness(t *testing.T, maxAttempts int) *harness {
+	return newHarnessWith(t, maxAttempts, nil)
+}
+
+// newHarnessWith also configures endpoints (FTP ones get budgets and
+// breakers) and the breaker.
+func newHarnessWith(t *testing.T, maxAttempts int, endpoints map[string]Endpoint) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, metrics: metrics.New()}
 	h.sched = New(Config{
 		DispatcherID: "d0", TTL: ttl, Heartbeat: time.Second, MaxAttempts: maxAttempts,
 		BaseBackoff: baseBackoff, MaxBackoff: 8 * time.Second, Rand: rand.New(rand.NewPCG(1, 2)),
+		Endpoints: endpoints,
+		Breaker:   BreakerConfig{FailureThreshold: 2, SuccessThreshold: 1, OpenFor: 5 * time.Second, HalfOpenMax: 1},
 	}, h.clock, h.metrics, slog.New(slog.NewTextHandler(io.Discard, nil)), func(f []Finished) {
 		h.mu.Lock()
 		h.finished = append(h.finished, f...)

@@ -113,6 +113,8 @@ func (srv *Server) receive(stream leasev1.LeaseService_ConnectServer, sess *Sess
 		case *leasev1.ConnectRequest_Commit:
 			d := srv.sched.Commit(sess, m.Commit)
 			sess.Out().Push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_CommitDecision{CommitDecision: d}})
+		case *leasev1.ConnectRequest_PoolReport:
+			srv.sched.PoolReport(sess, m.PoolReport)
 		case *leasev1.ConnectRequest_Hello:
 			return status.Error(codes.InvalidArgument, "hello may only be sent once per session")
 		default:

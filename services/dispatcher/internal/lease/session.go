@@ -22,6 +22,12 @@ type Session struct {
 	connectedAt time.Time
 	leases      map[string]*lease
 	out         *outbox
+	// Connection accounting, per FTP endpoint id.
+	quota    map[string]uint32 // granted by this dispatcher
+	busy     map[string]uint32 // used by this dispatcher's leases on the agent
+	pool     map[string]*leasev1.EndpointPool
+	quotaSeq uint64
+	reclaims []reclaim
 }
 
 // AgentID is the agent's identifier.
@@ -41,6 +47,10 @@ type lease struct {
 	bytesDone  int64
 	bytesTotal int64
 	committed  bool
+	// committedBytes is the size the approved commit verified.
+	committedBytes int64
+	// probe marks a lease sent to test an endpoint whose breaker is half-open.
+	probe bool
 }
 
 // outbox queues messages for one agent. Pushing never blocks, so the

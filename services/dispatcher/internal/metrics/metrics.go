@@ -30,6 +30,7 @@ type Metrics struct {
 	PublishBatch    prometheus.Histogram
 	ConsumerLag     *prometheus.GaugeVec // partition
 	IntakePaused    prometheus.Gauge
+	BreakerState    *prometheus.GaugeVec // endpoint
 }
 
 // Gauges are the live values the gauge functions read.
@@ -64,6 +65,7 @@ func New() *Metrics {
 			prometheus.ExponentialBuckets(1, 2, 12)),
 		ConsumerLag:  f.gaugeVec("ftp_pooler_consumer_lag_messages", "Messages between the committed offset and the end of each assigned partition.", "partition"),
 		IntakePaused: f.gauge("ftp_pooler_intake_paused", "1 while consumption is paused (operator or buffer full)."),
+		BreakerState: f.gaugeVec("ftp_pooler_circuit_breaker_state", "Per-endpoint circuit breaker: 0 closed, 1 half-open, 2 open.", "endpoint"),
 	}
 }
 

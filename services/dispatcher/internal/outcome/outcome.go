@@ -41,9 +41,14 @@ type Outcome struct {
 	ErrorCode    string `json:"error_code,omitempty"`
 	ErrorMessage string `json:"error_message,omitempty"`
 	// Additions to the original format.
-	Attempts uint32          `json:"attempts"`
-	Agent    string          `json:"agent,omitempty"`
-	Metadata json.RawMessage `json:"metadata,omitempty"`
+	Attempts uint32 `json:"attempts"`
+	Agent    string `json:"agent,omitempty"`
+	// ResumedFrom is the offset a resumed transfer continued from.
+	ResumedFrom int64 `json:"resumed_from,omitempty"`
+	// AlreadyDone is true when a redelivery found the task's committed
+	// result in place and moved nothing.
+	AlreadyDone bool            `json:"already_done,omitempty"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
 }
 
 // Encode returns the JSON message.

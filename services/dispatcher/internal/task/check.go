@@ -12,7 +12,8 @@ import (
 
 // Check decides whether a task can be performed with these endpoints. A task
 // that cannot fails at once with a specific code, without being leased.
-func Check(t *Task, conns *config.Connections) *failure.Error {
+// defaultLimit is the connection limit of endpoints without max_connections.
+func Check(t *Task, conns *config.Connections, defaultLimit int) *failure.Error {
 	src, ok := conns.Endpoint(t.SrcID)
 	if !ok {
 		return failure.New(failure.UnknownEndpoint, "src_id %q is not an endpoint in %s (known: %v)", t.SrcID, conns.Path, conns.IDs())
@@ -31,6 +32,15 @@ func Check(t *Task, conns *config.Connections) *failure.Error {
 	}
 	if sameFile(src, srcPath, dst, dstPath) {
 		return failure.New(failure.InvalidTask, "source and destination are the same file (%s:%s)", t.SrcID, t.SrcPath)
+	}
+	if src == dst && src.Type == config.TypeFTP {
+		limit := src.MaxConnections
+		if limit == 0 {
+			limit = defaultLimit
+		}
+		if limit < 2 {
+			return failure.New(failure.InvalidTask, "a copy within %s needs 2 connections to it, but its max_connections is %d", t.SrcID, limit)
+		}
 	}
 	return nil
 }

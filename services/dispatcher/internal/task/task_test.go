@@ -109,6 +109,10 @@ pass = p
 type = ftp
 host = 127.0.0.1
 port = 2122
+[single]
+type = ftp
+host = 127.0.0.1
+max_connections = 1
 [local]
 type = local
 base_path = /data/storage
@@ -143,11 +147,12 @@ func TestCheck(t *testing.T) {
 		{name: "ftp same path", task: Task{SrcID: "remote-ftp", SrcPath: "/a//b.txt", DstID: "remote-ftp", DstPath: "/a/b.txt"}, want: failure.InvalidTask},
 		{name: "local same file", task: Task{SrcID: "local", SrcPath: "/data/storage/x", DstID: "local", DstPath: "x"}, want: failure.InvalidTask},
 		{name: "local same file across nested bases", task: Task{SrcID: "local", SrcPath: "x", DstID: "archive", DstPath: "storage/x"}, want: failure.InvalidTask},
+		{name: "copy within an endpoint allowing one connection", task: Task{SrcID: "single", SrcPath: "/a", DstID: "single", DstPath: "/b"}, want: failure.InvalidTask},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			err := Check(&tc.task, conns)
+			err := Check(&tc.task, conns, 10)
 			if tc.want == 0 {
 				if err != nil {
 					t.Fatalf("Check = %v", err)

@@ -1,0 +1,64 @@
+package session
+
+import (
+	"sync"
+
+	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+)
+
+// Pools is what sessions need of the agent's connection pools.
+type Pools interface {
+	// SetLimit sets how many connections to an endpoint may be held.
+	SetLimit(endpoint string, n int)
+	// Report describes every pool.
+	Report() []*leasev1.EndpointPool
+}
+
+// Quotas adds up the connection quotas every dispatcher granted: an agent
+// may hold, per endpoint, the sum of its sessions' quotas.
+type Quotas struct {
+	pools Pools
+	mu    sync.Mutex
+	bySes map[*Session]map[string]uint32
+}
+
+// NewQuotas starts with no quota anywhere: no connection is opened before
+// a dispatcher grants one.
+func NewQuotas(pools Pools, endpoints []string) *Quotas {
+	q := &Quotas{pools: pools, bySes: map[*Session]map[string]uint32{}}
+	for _, ep := range endpoints {
+		pools.SetLimit(ep, 0)
+	}
+	return q
+}
+
+func (q *Quotas) set(sess *Session, endpoint string, n uint32) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m := q.bySes[sess]
+	if m == nil {
+		m = map[string]uint32{}
+		q.bySes[sess] = m
+	}
+	m[endpoint] = n
+	q.applyLocked(endpoint)
+}
+
+// drop forgets a session's quotas when its stream ends.
+func (q *Quotas) drop(sess *Session) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	m := q.bySes[sess]
+	delete(q.bySes, sess)
+	for ep := range m {
+		q.applyLocked(ep)
+	}
+}
+
+func (q *Quotas) applyLocked(endpoint string) {
+	total := 0
+	for _, m := range q.bySes {
+		total += int(m[endpoint])
+	}
+	q.pools.SetLimit(endpoint, total)
+}

@@ -1,0 +1,246 @@
+package lease
+
+import (
+	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+)
+
+// Endpoint is what the scheduler knows of an endpoint.
+type Endpoint struct {
+	ID string
+	// FTP endpoints hold connections and have a limit; local ones neither.
+	FTP bool
+	// Limit is max_connections: logged-in connections for the whole fleet.
+	Limit int
+}
+
+// need is one endpoint a task uses and how many connections to it.
+type need struct {
+	endpoint string
+	n        uint32
+}
+
+// needsOf lists the FTP connections a transfer uses: one per FTP side, two
+// when both sides are the same FTP endpoint.
+func (s *Scheduler) needsOf(spec *leasev1.TransferSpec) []need {
+	var out []need
+	for _, id := range []string{spec.SrcId, spec.DstId} {
+		ep, ok := s.cfg.Endpoints[id]
+		if !ok || !ep.FTP {
+			continue
+		}
+		if len(out) == 1 && out[0].endpoint == id {
+			out[0].n++
+			continue
+		}
+		out = append(out, need{endpoint: id, n: 1})
+	}
+	return out
+}
+
+// budget is one FTP endpoint's connections as this dispatcher accounts them.
+//
+// The fleet-wide limit is split between dispatchers (share); this dispatcher
+// grants agents quotas out of its share and leases a task only within the
+// quotas of its endpoints, so no agent ever opens a connection the budget
+// does not cover, however many agents run.
+type budget struct {
+	limit int
+	share int
+	// granted is the sum of quotas granted plus quota taken back but not
+	// yet acknowledged: connections that may be open.
+	granted int
+	// reclaiming counts units taken back and not yet acknowledged.
+	reclaiming int
+}
+
+// setShares recomputes every endpoint's share of its limit for a group of
+// `dispatchers` members in which this one has the given rank, so the shares
+// of all members add up to the limit; 0 dispatchers (group not known yet)
+// means no share at all. A share smaller than what is granted is taken back
+// as leases end.
+func (s *Scheduler) setSharesLocked(dispatchers, rank int) {
+	for id, b := range s.budgets {
+		share := 0
+		if dispatchers > 0 {
+			share = b.limit / dispatchers
+			if rank < b.limit%dispatchers {
+				share++
+			}
+		}
+		if share != b.share {
+			s.logger.Info("connection share changed", "endpoint", id, "limit", b.limit, "share", share,
+				"dispatchers", dispatchers, "rank", rank)
+		}
+		b.share = share
+	}
+	s.shrinkLocked()
+}
+
+// SetGroup applies the consumer group's size and this dispatcher's rank.
+func (s *Scheduler) SetGroup(dispatchers, rank int) {
+	s.update(func() { s.setSharesLocked(dispatchers, rank) })
+}
+
+// spare reports whether sess can run a task with these needs within the
+// quotas it already holds.
+func spare(sess *Session, needs []need) bool {
+	for _, nd := range needs {
+		if sess.quota[nd.endpoint] < sess.busy[nd.endpoint]+nd.n {
+			return false
+		}
+	}
+	return true
+}
+
+// idleFor reports whether sess said it holds an idle connection to every
+// endpoint in needs: the best agent for the task, no login needed.
+func idleFor(sess *Session, needs []need) bool {
+	for _, nd := range needs {
+		if p := sess.pool[nd.endpoint]; p == nil || p.Idle == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// grantable reports whether this dispatcher's shares can cover what sess
+// lacks for needs.
+func (s *Scheduler) grantable(sess *Session, needs []need) bool {
+	for _, nd := range needs {
+		deficit := int(sess.busy[nd.endpoint]+nd.n) - int(sess.quota[nd.endpoint])
+		if deficit <= 0 {
+			continue
+		}
+		b := s.budgets[nd.endpoint]
+		if b == nil || b.granted+deficit > b.share {
+			return false
+		}
+	}
+	return true
+}
+
+// claimLocked raises sess's quotas as needed and counts the task's
+// connections as busy.
+func (s *Scheduler) claimLocked(sess *Session, needs []need) {
+	for _, nd := range needs {
+		want := sess.busy[nd.endpoint] + nd.n
+		if deficit := int(want) - int(sess.quota[nd.endpoint]); deficit > 0 {
+			s.budgets[nd.endpoint].granted += deficit
+			s.setQuotaLocked(sess, nd.endpoint, want)
+		}
+		sess.busy[nd.endpoint] = want
+	}
+}
+
+// unclaimLocked returns a finished lease's connections to its session's
+// spare quota.
+func (s *Scheduler) unclaimLocked(sess *Session, needs []need) {
+	for _, nd := range needs {
+		sess.busy[nd.endpoint] -= min(nd.n, sess.busy[nd.endpoint])
+	}
+	s.shrinkLocked()
+}
+
+func (s *Scheduler) setQuotaLocked(sess *Session, endpoint string, n uint32) {
+	sess.quota[endpoint] = n
+	sess.quotaSeq++
+	sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Quota{Quota: &leasev1.Quota{
+		EndpointId: endpoint, Connections: n, Seq: sess.quotaSeq,
+	}}})
+}
+
+// reclaimLocked takes one unit of spare quota for endpoint back from a
+// session that is not using it, so another agent can have it once the
+// owner has closed the connection and acknowledged. It returns false when
+// no session has spare quota.
+func (s *Scheduler) reclaimLocked(endpoint string, except *Session) bool {
+	var victim *Session
+	for _, sess := range s.sessions {
+		if sess == except || sess.quota[endpoint] <= sess.busy[endpoint] {
+			continue
+		}
+		// Prefer a session whose spare connection is idle: closing it costs nothing.
+		if victim == nil || sess.quota[endpoint]-sess.busy[endpoint] > victim.quota[endpoint]-victim.busy[endpoint] {
+			victim = sess
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	s.setQuotaLocked(victim, endpoint, victim.quota[endpoint]-1)
+	victim.reclaims = append(victim.reclaims, reclaim{seq: victim.quotaSeq, endpoint: endpoint, n: 1})
+	s.budgets[endpoint].reclaiming++
+	return true
+}
+
+// shrinkLocked takes back spare quota above a share that shrank.
+func (s *Scheduler) shrinkLocked() {
+	for id, b := range s.budgets {
+		for b.granted-b.reclaiming > b.share {
+			if !s.reclaimLocked(id, nil) {
+				break
+			}
+		}
+	}
+}
+
+type reclaim struct {
+	seq      uint64
+	endpoint string
+	n        uint32
+}
+
+// PoolReport records an agent's pools and settles the reclaims it applied.
+func (s *Scheduler) PoolReport(sess *Session, r *leasev1.PoolReport) {
+	s.update(func() {
+		for _, p := range r.Endpoints {
+			sess.pool[p.EndpointId] = p
+		}
+		kept := sess.reclaims[:0]
+		for _, rc := range sess.reclaims {
+			if rc.seq <= r.QuotaSeq {
+				b := s.budgets[rc.endpoint]
+				b.granted -= int(rc.n)
+				b.reclaiming -= int(rc.n)
+				continue
+			}
+			kept = append(kept, rc)
+		}
+		sess.reclaims = kept
+	})
+}
+
+// releaseSessionLocked returns everything a departing session was granted.
+func (s *Scheduler) releaseSessionLocked(sess *Session) {
+	for id, q := range sess.quota {
+		s.budgets[id].granted -= int(q)
+	}
+	for _, rc := range sess.reclaims {
+		b := s.budgets[rc.endpoint]
+		b.granted -= int(rc.n)
+		b.reclaiming -= int(rc.n)
+	}
+	sess.quota, sess.reclaims = map[string]uint32{}, nil
+}
+
+// BudgetView is one endpoint's connection accounting, for the admin API.
+type BudgetView struct {
+	Endpoint                string
+	Limit, Share, Granted   int
+	Busy, Idle, Reclaiming  int
+	Breaker                 string
+	LastError, LastErrorAt  string
+	PerAgent                []AgentConnections
+	ConsecutiveFailures     int
+	Paused                  bool
+	QueuedTasksWaitingForIt int
+}
+
+// AgentConnections is one agent's connections to an endpoint.
+type AgentConnections struct {
+	AgentID          string
+	Quota, Busy      uint32
+	Open, Idle       uint32
+	ReportedByAgent  bool
+	ReclaimsInFlight int
+}
