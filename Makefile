@@ -59,6 +59,14 @@ verify: tools ## Fail if generated code or go.mod files are stale.
 	fi
 	@echo "verify: generated code and go.mod files are up to date"
 
+.PHONY: e2e
+e2e: build ## End-to-end suite: the binaries against real Apache Kafka, vsftpd and pure-ftpd (root, Debian).
+	scripts/e2e/run.sh
+
+.PHONY: helm-lint
+helm-lint: ## helm lint --strict, helm template with every ci/*-values.yaml, manifests checked against the Kubernetes API types.
+	scripts/helm-lint.sh
+
 .PHONY: demo
 demo: build ## Run the seed scenario on an embedded broker and FTP server, print the outcomes.
 	go run ./e2e/cmd/demo --bin bin

@@ -37,7 +37,7 @@ type stack struct {
 	cfgPath string
 	conns   string
 	admin   adminv1.AdminServiceClient
-	addrs   dispatcher.Addrs
+	addrs   dispatcher.Addrs // the first dispatcher's
 
 	prod *devstack.Producer
 	cons *devstack.Consumer
@@ -45,10 +45,16 @@ type stack struct {
 	mu   sync.Mutex
 	seen []devstack.Message
 
-	stopDispatcher context.CancelFunc
-	dispatcherDone chan error
-	agents         []agentProc
-	logs           *syncBuffer
+	dispatchers []*dispatcherProc
+	agents      []agentProc
+	logs        *syncBuffer
+}
+
+type dispatcherProc struct {
+	id     string
+	addrs  dispatcher.Addrs
+	cancel context.CancelFunc
+	done   chan error
 }
 
 type agentProc struct {
@@ -163,7 +169,7 @@ type = local
 base_path = %s
 %s`, s.ftpA.Host, s.ftpA.Port, s.ftpB.Host, s.ftpB.Port, s.base, s.other, o.extraINI))
 
-	s.startDispatcher()
+	s.addrs = s.startDispatcher("d0").addrs
 	for range o.agents {
 		s.startAgent(o.slots)
 	}
@@ -196,32 +202,57 @@ func (s *stack) logger(name string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("proc", name)
 }
 
-func (s *stack) startDispatcher() {
+func (s *stack) startDispatcher(id string) *dispatcherProc {
 	s.t.Helper()
-	cfg, conns, err := dispatcher.Load(dispatcher.Options{ConfigPath: s.cfgPath, ConnectionsPath: s.conns, InstanceID: "d0"}, noEnv)
+	cfg, conns, err := dispatcher.Load(dispatcher.Options{ConfigPath: s.cfgPath, ConnectionsPath: s.conns, InstanceID: id}, noEnv)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan dispatcher.Addrs, 1)
-	done := make(chan error, 1)
+	d := &dispatcherProc{id: id, cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		done <- dispatcher.Run(ctx, cfg, conns, s.logger("dispatcher"), func(a dispatcher.Addrs) { started <- a })
+		d.done <- dispatcher.Run(ctx, cfg, conns, s.logger(id), func(a dispatcher.Addrs) { started <- a })
 	}()
 	select {
-	case s.addrs = <-started:
-	case err := <-done:
+	case d.addrs = <-started:
+	case err := <-d.done:
 		cancel()
-		s.t.Fatalf("dispatcher did not start: %v", err)
+		s.t.Fatalf("dispatcher %s did not start: %v", id, err)
 	}
-	s.stopDispatcher, s.dispatcherDone = cancel, done
+	s.dispatchers = append(s.dispatchers, d)
+	return d
+}
+
+// stopDispatcher shuts one dispatcher down gracefully and checks it exited cleanly.
+func (s *stack) stopDispatcher(d *dispatcherProc) {
+	s.t.Helper()
+	d.cancel()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			s.t.Errorf("dispatcher %s: %v", d.id, err)
+		}
+	case <-time.After(30 * time.Second):
+		s.t.Errorf("dispatcher %s did not stop", d.id)
+	}
+	for i, x := range s.dispatchers {
+		if x == d {
+			s.dispatchers = append(s.dispatchers[:i], s.dispatchers[i+1:]...)
+			break
+		}
+	}
 }
 
 func (s *stack) startAgent(slots int) {
 	s.t.Helper()
 	n := len(s.agents)
+	var leaseAddrs []string
+	for _, d := range s.dispatchers {
+		leaseAddrs = append(leaseAddrs, d.addrs.Lease.String())
+	}
 	cfg, conns, err := agent.Load(agent.Options{
-		ConfigPath: s.cfgPath, ConnectionsPath: s.conns, Dispatchers: []string{s.addrs.Lease.String()},
+		ConfigPath: s.cfgPath, ConnectionsPath: s.conns, Dispatchers: leaseAddrs,
 		Slots: slots, AgentID: fmt.Sprintf("agent-%d", n),
 	}, noEnv)
 	if err != nil {
@@ -268,17 +299,8 @@ func (s *stack) stop() {
 		}
 	}
 	s.agents = nil
-	if s.stopDispatcher != nil {
-		s.stopDispatcher()
-		select {
-		case err := <-s.dispatcherDone:
-			if err != nil {
-				s.t.Errorf("dispatcher: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			s.t.Error("dispatcher did not stop")
-		}
-		s.stopDispatcher = nil
+	for len(s.dispatchers) > 0 {
+		s.stopDispatcher(s.dispatchers[len(s.dispatchers)-1])
 	}
 }
 

@@ -40,6 +40,8 @@ type Options struct {
 	HTTPListen      string
 	AgentID         string
 	ShowVersion     bool
+	// CheckConfig validates the files and exits (0 when they are valid).
+	CheckConfig bool
 }
 
 // ParseFlags reads the command line; FTP_POOLER_CONFIG and
@@ -55,6 +57,12 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Op
 	fs.StringVar(&o.HTTPListen, "http-listen", "", "/metrics, /healthz, /readyz `address` (default agent.http_listen; empty disables)")
 	fs.StringVar(&o.AgentID, "agent-id", "", "unique agent `name` (default agent.agent_id, or host name and process id)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.CheckConfig, "check-config", false, "validate the configuration files and exit")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: agent --config config.yaml --connections connections.ini --dispatcher host:port[,host:port...] [flags]")
+		fs.PrintDefaults()
+		fmt.Fprintln(stderr, config.EnvHelp(config.RoleAgent))
+	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

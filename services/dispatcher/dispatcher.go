@@ -43,6 +43,8 @@ type Options struct {
 	HTTPListen      string
 	InstanceID      string
 	ShowVersion     bool
+	// CheckConfig validates the files and exits (0 when they are valid).
+	CheckConfig bool
 }
 
 // ParseFlags reads the command line; FTP_POOLER_CONFIG and
@@ -58,6 +60,12 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Op
 	fs.StringVar(&o.HTTPListen, "http-listen", "", "/metrics, /healthz, /readyz `address` (default api.host:api.port)")
 	fs.StringVar(&o.InstanceID, "instance-id", "", "unique, stable dispatcher `name` (default dispatcher.instance_id or the host name)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.CheckConfig, "check-config", false, "validate the configuration files and exit")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: dispatcher --config config.yaml --connections connections.ini [flags]")
+		fs.PrintDefaults()
+		fmt.Fprintln(stderr, config.EnvHelp(config.RoleDispatcher))
+	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

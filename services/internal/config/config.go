@@ -175,6 +175,37 @@ type Dispatcher struct {
 	InstanceID string `yaml:"instance_id"`
 	// DrainTimeout is how long shutdown waits for leases in flight.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// TLS secures the agents' lease stream; with ClientCAFile set, agents
+	// must present a certificate signed by it (mutual TLS).
+	TLS TLSFiles `yaml:"tls"`
+	// Admin protects the admin API.
+	Admin Admin `yaml:"admin"`
+}
+
+// TLSFiles names PEM files, so a Kubernetes Secret or cert-manager can
+// provide them. Files are re-read when they change, for rotation.
+type TLSFiles struct {
+	// CertFile and KeyFile are this side's certificate and key.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CAFile verifies the server (agent side).
+	CAFile string `yaml:"ca_file"`
+	// ClientCAFile verifies clients; set, it makes TLS mutual (server side).
+	ClientCAFile string `yaml:"client_ca_file"`
+	// ServerName overrides the name checked in the server's certificate.
+	ServerName string `yaml:"server_name"`
+}
+
+// Enabled reports whether any TLS file is configured.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" || t.CAFile != "" || t.ClientCAFile != "" }
+
+// Admin protects the admin API: a bearer token, mutual TLS, or both.
+type Admin struct {
+	// TokenFile holds the bearer token callers must send
+	// ("authorization: Bearer <token>"); FTP_POOLER_ADMIN_TOKEN also sets it.
+	TokenFile string `yaml:"token_file"`
+	// TLS serves the admin API over TLS (mutual with client_ca_file).
+	TLS TLSFiles `yaml:"tls"`
 }
 
 // Agent configures the agent process.
@@ -191,6 +222,9 @@ type Agent struct {
 	DrainTimeout Duration `yaml:"drain_timeout"`
 	// ReconnectMaxBackoff caps the wait between reconnect attempts.
 	ReconnectMaxBackoff Duration `yaml:"reconnect_max_backoff"`
+	// TLS secures the stream to dispatchers: CAFile verifies them; CertFile
+	// and KeyFile are the agent's client certificate for mutual TLS.
+	TLS TLSFiles `yaml:"tls"`
 }
 
 // Default returns the configuration used for every key the file leaves out.
@@ -254,6 +288,26 @@ func Default() Config {
 			DrainTimeout:        Duration(60 * time.Second),
 			ReconnectMaxBackoff: Duration(10 * time.Second),
 		},
+	}
+}
+
+// validate checks that the files form a usable set; server sides need a
+// certificate and key, client sides at least a CA.
+func (t TLSFiles) validate(key string, server bool, bad func(string, string, ...any)) {
+	if !t.Enabled() {
+		return
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad(key+".cert_file", "cert_file and key_file go together")
+	}
+	if server && t.CertFile == "" {
+		bad(key+".cert_file", "required when TLS is configured: the server needs a certificate")
+	}
+	if server && t.CAFile != "" {
+		bad(key+".ca_file", "is for clients; a server verifies clients with client_ca_file")
+	}
+	if !server && t.ClientCAFile != "" {
+		bad(key+".client_ca_file", "is for servers; an agent verifies dispatchers with ca_file")
 	}
 }
 
@@ -338,6 +392,8 @@ func (c *Config) Validate(role Role) error {
 		if c.Dispatcher.InstanceID == "" {
 			bad("dispatcher.instance_id", "must not be empty")
 		}
+		c.Dispatcher.TLS.validate("dispatcher.tls", true, bad)
+		c.Dispatcher.Admin.TLS.validate("dispatcher.admin.tls", true, bad)
 	}
 	if role == RoleAgent {
 		if len(c.Agent.Dispatchers) == 0 {
@@ -358,6 +414,7 @@ func (c *Config) Validate(role Role) error {
 		if c.Transfer.BufferSize < 4096 {
 			bad("transfer.buffer_size", "must be at least 4096 bytes, got %d", c.Transfer.BufferSize)
 		}
+		c.Agent.TLS.validate("agent.tls", false, bad)
 		if c.Pool.PrewarmEnabled {
 			positive("pool.prewarm_sessions_per_connection", c.Pool.PrewarmSessionsPerConnection)
 		}

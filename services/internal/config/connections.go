@@ -52,6 +52,10 @@ type Endpoint struct {
 	TLSCAFile string
 	// TLSInsecureSkipVerify accepts any server certificate (test servers only).
 	TLSInsecureSkipVerify bool
+	// TLSMaxVersion caps the TLS version: "1.2" (the default) or "1.3".
+	// vsftpd 3.0.x, the most common Linux FTP server, cuts uploads over TLS
+	// 1.3 short ("426 Failure reading network stream"), so 1.2 is the default.
+	TLSMaxVersion string
 	// MaxConnections caps logged-in connections to this endpoint; zero means
 	// pool.max_sessions_per_connection.
 	MaxConnections int
@@ -94,7 +98,7 @@ func (c *Connections) IDs() []string {
 var knownEndpointKeys = map[string]bool{
 	"type": true, "host": true, "port": true, "user": true, "pass": true, "password": true,
 	"pass_file": true, "pass_env": true, "passive": true, "timeout": true, "base_path": true,
-	"tls": true, "tls_server_name": true, "tls_ca_file": true, "tls_insecure_skip_verify": true,
+	"tls": true, "tls_server_name": true, "tls_ca_file": true, "tls_insecure_skip_verify": true, "tls_max_version": true,
 	"max_connections": true,
 }
 
@@ -243,6 +247,15 @@ func parseEndpoint(id string, keys map[string]iniValue, dir string, getenv func(
 			return nil, nil, bad("tls_insecure_skip_verify", "%v", err)
 		}
 		ep.TLSInsecureSkipVerify = b
+	}
+	ep.TLSMaxVersion = "1.2"
+	if v, ok := keys["tls_max_version"]; ok {
+		switch mv := strings.TrimSpace(v.value); mv {
+		case "1.2", "1.3":
+			ep.TLSMaxVersion = mv
+		default:
+			return nil, nil, bad("tls_max_version", "must be 1.2 or 1.3, got %q", v.value)
+		}
 	}
 	if v, ok := keys["max_connections"]; ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v.value))

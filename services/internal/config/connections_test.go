@@ -152,6 +152,7 @@ func TestParseConnections(t *testing.T) {
 		{name: "bad port", ini: "[a]\ntype = ftp\nhost = h\nport = 99999\n", wantErr: `key "port"`},
 		{name: "bad passive", ini: "[a]\ntype = ftp\nhost = h\npassive = maybe\n", wantErr: `key "passive"`},
 		{name: "bad tls", ini: "[a]\ntype = ftp\nhost = h\ntls = sometimes\n", wantErr: `key "tls"`},
+		{name: "bad tls version", ini: "[a]\ntype = ftp\nhost = h\ntls_max_version = 1.1\n", wantErr: `key "tls_max_version"`},
 		{name: "two passwords", ini: "[a]\ntype = ftp\nhost = h\npass = x\npassword = y\n", wantErr: "set only one"},
 		{name: "duplicate section", ini: "[a]\ntype = local\nbase_path = /x\n[a]\ntype = local\nbase_path = /y\n", wantErr: "already defined"},
 		{name: "duplicate key", ini: "[a]\ntype = ftp\nhost = h\nhost = i\n", wantErr: "already set"},

@@ -22,7 +22,21 @@ const (
 	EnvAgentID          = "FTP_POOLER_AGENT_ID"
 	EnvDispatchers      = "FTP_POOLER_DISPATCHERS"
 	EnvLogLevel         = "FTP_POOLER_LOG_LEVEL"
+	EnvAdminToken       = "FTP_POOLER_ADMIN_TOKEN"
 )
+
+// EnvHelp lists the environment variables a role reads, for --help.
+func EnvHelp(role Role) string {
+	vars := []string{EnvConfig + "  config.yaml path (--config)", EnvConnections + "  connections.ini path (--connections)", EnvLogLevel + "  logging.level"}
+	if role == RoleDispatcher {
+		vars = append(vars, EnvBootstrapServers+"  kafka.bootstrap_servers", EnvInstanceID+"  dispatcher.instance_id (--instance-id)",
+			EnvAdminToken+"  bearer token required by the admin API")
+	} else {
+		vars = append(vars, EnvDispatchers+"  agent.dispatchers (--dispatcher)", EnvAgentID+"  agent.agent_id (--agent-id)")
+	}
+	return "\nEnvironment:\n  " + strings.Join(vars, "\n  ") + "\n  OTEL_*  OpenTelemetry exporter settings (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER, ...)\n" +
+		"  pass_env keys of connections.ini name further variables holding FTP passwords"
+}
 
 // LoadFile overlays the YAML file at path onto Default(). Unknown keys are
 // errors: a misspelt key silently ignored is a production incident waiting

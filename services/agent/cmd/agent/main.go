@@ -47,6 +47,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(1)
 	}
+	if opts.CheckConfig {
+		fmt.Printf("%s and %s are valid (%d endpoints)\n", opts.ConfigPath, opts.ConnectionsPath, len(conns.Endpoints))
+		return
+	}
 	logger, err := logging.New(cfg.Logging, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)

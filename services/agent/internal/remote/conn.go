@@ -155,6 +155,10 @@ func tlsConfig(ep *config.Endpoint) (*tls.Config, error) {
 		// connection's session, and no other connection's session leaks in.
 		ClientSessionCache: tls.NewLRUClientSessionCache(4),
 		MinVersion:         tls.VersionTLS12,
+		MaxVersion:         tls.VersionTLS12,
+	}
+	if ep.TLSMaxVersion == "1.3" {
+		cfg.MaxVersion = tls.VersionTLS13
 	}
 	if ep.TLSServerName != "" {
 		cfg.ServerName = ep.TLSServerName
