@@ -35,9 +35,11 @@ type stack struct {
 	base    string              // local endpoint's base_path
 	other   string              // second local endpoint's base_path
 	cfgPath string
-	conns   string
-	admin   adminv1.AdminServiceClient
-	addrs   dispatcher.Addrs // the first dispatcher's
+	// agentCfgPath is the config agents read (the same file by default).
+	agentCfgPath string
+	conns        string
+	admin        adminv1.AdminServiceClient
+	addrs        dispatcher.Addrs // the first dispatcher's
 
 	prod *devstack.Producer
 	cons *devstack.Consumer
@@ -67,7 +69,12 @@ type stackOptions struct {
 	slots    int
 	delivery string
 	extraINI string // appended to connections.ini
-	extraYML string // appended to config.yaml
+	extraYML string // appended to config.yaml (top level)
+	// dispatcherYML and agentYML are appended to their sections, indented.
+	dispatcherYML string
+	agentYML      string
+	// adminToken is sent with every admin call.
+	adminToken string
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
@@ -140,10 +147,13 @@ dispatcher:
   admin_listen: 127.0.0.1:0
   http_listen: 127.0.0.1:0
   drain_timeout: 5s
+%s
 agent:
   drain_timeout: 5s
   reconnect_max_backoff: 500ms
-%s`, s.broker.Addr, o.delivery, o.extraYML))
+%s
+%s`, s.broker.Addr, o.delivery, o.dispatcherYML, o.agentYML, o.extraYML))
+	s.agentCfgPath = s.cfgPath
 	s.conns = filepath.Join(dir, "connections.ini")
 	writeFile(t, s.conns, fmt.Sprintf(`[remote-ftp]
 type = ftp
@@ -173,7 +183,8 @@ base_path = %s
 	for range o.agents {
 		s.startAgent(o.slots)
 	}
-	conn, err := grpc.NewClient(s.addrs.Admin.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.addrs.Admin.String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(bearerToken(o.adminToken)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,13 +257,19 @@ func (s *stack) stopDispatcher(d *dispatcherProc) {
 
 func (s *stack) startAgent(slots int) {
 	s.t.Helper()
+	s.startAgentWith(slots, s.agentCfgPath)
+}
+
+// startAgentWith starts an agent reading its own config file.
+func (s *stack) startAgentWith(slots int, cfgPath string) {
+	s.t.Helper()
 	n := len(s.agents)
 	var leaseAddrs []string
 	for _, d := range s.dispatchers {
 		leaseAddrs = append(leaseAddrs, d.addrs.Lease.String())
 	}
 	cfg, conns, err := agent.Load(agent.Options{
-		ConfigPath: s.cfgPath, ConnectionsPath: s.conns, Dispatchers: leaseAddrs,
+		ConfigPath: cfgPath, ConnectionsPath: s.conns, Dispatchers: leaseAddrs,
 		Slots: slots, AgentID: fmt.Sprintf("agent-%d", n),
 	}, noEnv)
 	if err != nil {
@@ -364,6 +381,18 @@ func (s *stack) outcome(taskID string) devstack.Message {
 }
 
 func noEnv(string) string { return "" }
+
+// bearerToken sends "authorization: Bearer <token>" with each call.
+type bearerToken string
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	if b == "" {
+		return nil, nil
+	}
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return false }
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()

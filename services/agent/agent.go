@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/status"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/tlsfiles"
 )
 
 // Options are the command line: file locations and flag overrides.
@@ -181,10 +183,18 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 		m.Bytes.WithLabelValues(dir, job.Lease.Transfer.SrcId, job.Lease.Transfer.DstId).Add(float64(o.BytesTransferred))
 		m.Duration.WithLabelValues(dir).Observe(o.Duration.AsDuration().Seconds())
 	}
+	creds := insecure.NewCredentials()
+	if cfg.Agent.TLS.Enabled() {
+		tcfg, err := tlsfiles.Client(cfg.Agent.TLS)
+		if err != nil {
+			return fmt.Errorf("agent.tls: %w", err)
+		}
+		creds = credentials.NewTLS(tcfg)
+	}
 	var clients []*session.Client
 	for _, addr := range cfg.Agent.Dispatchers {
 		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		)
 		if err != nil {

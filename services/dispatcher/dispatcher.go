@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -28,10 +29,12 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/lease"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/metrics"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/publish"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/rate"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/watermark"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/buildinfo"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/status"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/tlsfiles"
 )
 
 // Options are the command line: file locations and flag overrides.
@@ -144,7 +147,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 
 	tracker := watermark.New()
 	p := &pipeline{kafka: cfg.Kafka, conns: conns, defaultLimit: cfg.Pool.MaxSessionsPerConnection, metrics: m, logger: logger.With("component", "pipeline"),
-		now: time.Now, byCode: map[string]uint64{}}
+		now: time.Now, byCode: map[string]uint64{}, rates: rate.New(nil)}
 	pub := publish.New(publish.Config{
 		InputTopic:    cfg.Kafka.InputTopic,
 		Transactional: cfg.Kafka.Delivery == config.DeliveryExactlyOnce,
@@ -197,13 +200,20 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		Buffered:        func() float64 { return float64(tracker.Outstanding()) },
 	})
 
+	leaseSec, adminSec, err := security(cfg.Dispatcher, os.Getenv)
+	if err != nil {
+		consumer.Close()
+		producer.Close()
+		return err
+	}
 	healthSrv := health.NewServer()
-	leaseGRPC := newGRPCServer(logger)
+	leaseGRPC := newGRPCServer(logger, leaseSec)
 	leasev1.RegisterLeaseServiceServer(leaseGRPC, lease.NewServer(sched, logger))
 	healthpb.RegisterHealthServer(leaseGRPC, healthSrv)
-	adminGRPC := newGRPCServer(logger)
+	adminGRPC := newGRPCServer(logger, adminSec)
 	adminv1.RegisterAdminServiceServer(adminGRPC, admin.NewServer(admin.Sources{
-		Scheduler: sched, Intake: in, Tracker: tracker, Publishing: pub.Pending, OutcomesByCode: p.outcomesByCode,
+		Scheduler: sched, Intake: in, Tracker: tracker, Connections: conns, Publishing: pub.Pending,
+		OutcomesByCode: p.outcomesByCode, OutcomesPerSecond: p.rates.PerSecond, Lag: in.Lag,
 	}))
 	healthpb.RegisterHealthServer(adminGRPC, healthSrv)
 	reflection.Register(adminGRPC)
@@ -300,6 +310,32 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		return nil
 	})
 	return g.Wait()
+}
+
+// security loads the lease stream's and the admin API's TLS and token.
+func security(d config.Dispatcher, getenv func(string) string) (lease, admin serverSecurity, err error) {
+	if d.TLS.Enabled() {
+		if lease.tls, err = tlsfiles.Server(d.TLS); err != nil {
+			return lease, admin, fmt.Errorf("dispatcher.tls: %w", err)
+		}
+	}
+	if d.Admin.TLS.Enabled() {
+		if admin.tls, err = tlsfiles.Server(d.Admin.TLS); err != nil {
+			return lease, admin, fmt.Errorf("dispatcher.admin.tls: %w", err)
+		}
+	}
+	admin.token = getenv(config.EnvAdminToken)
+	if d.Admin.TokenFile != "" {
+		b, err := os.ReadFile(d.Admin.TokenFile)
+		if err != nil {
+			return lease, admin, fmt.Errorf("dispatcher.admin.token_file: %w", err)
+		}
+		admin.token = strings.TrimSpace(string(b))
+		if admin.token == "" {
+			return lease, admin, fmt.Errorf("dispatcher.admin.token_file: %s is empty", d.Admin.TokenFile)
+		}
+	}
+	return lease, admin, nil
 }
 
 func serve(s *grpc.Server, l net.Listener) error {

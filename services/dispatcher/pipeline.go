@@ -12,6 +12,7 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/metrics"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/outcome"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/publish"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/rate"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/task"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
@@ -36,6 +37,7 @@ type pipeline struct {
 
 	mu     sync.Mutex
 	byCode map[string]uint64 // outcomes, by error code; "success" and "DLQ" too
+	rates  *rate.Window
 }
 
 // origin is what a lease.Task carries for its outcome.
@@ -154,6 +156,7 @@ func (p *pipeline) count(code string) {
 	p.mu.Lock()
 	p.byCode[code]++
 	p.mu.Unlock()
+	p.rates.Add(code)
 }
 
 func (p *pipeline) outcomesByCode() map[string]uint64 {

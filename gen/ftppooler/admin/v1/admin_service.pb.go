@@ -88,6 +88,140 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{0}
 }
 
+// BreakerState is an endpoint circuit breaker's state.
+type BreakerState int32
+
+const (
+	// Not set (local endpoints have no breaker).
+	BreakerState_BREAKER_STATE_UNSPECIFIED BreakerState = 0
+	// Tasks run.
+	BreakerState_BREAKER_STATE_CLOSED BreakerState = 1
+	// Tasks wait; a few probe leases test the endpoint.
+	BreakerState_BREAKER_STATE_HALF_OPEN BreakerState = 2
+	// Tasks wait after repeated connection failures.
+	BreakerState_BREAKER_STATE_OPEN BreakerState = 3
+)
+
+// Enum value maps for BreakerState.
+var (
+	BreakerState_name = map[int32]string{
+		0: "BREAKER_STATE_UNSPECIFIED",
+		1: "BREAKER_STATE_CLOSED",
+		2: "BREAKER_STATE_HALF_OPEN",
+		3: "BREAKER_STATE_OPEN",
+	}
+	BreakerState_value = map[string]int32{
+		"BREAKER_STATE_UNSPECIFIED": 0,
+		"BREAKER_STATE_CLOSED":      1,
+		"BREAKER_STATE_HALF_OPEN":   2,
+		"BREAKER_STATE_OPEN":        3,
+	}
+)
+
+func (x BreakerState) Enum() *BreakerState {
+	p := new(BreakerState)
+	*p = x
+	return p
+}
+
+func (x BreakerState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakerState) Descriptor() protoreflect.EnumDescriptor {
+	return file_ftppooler_admin_v1_admin_service_proto_enumTypes[1].Descriptor()
+}
+
+func (BreakerState) Type() protoreflect.EnumType {
+	return &file_ftppooler_admin_v1_admin_service_proto_enumTypes[1]
+}
+
+func (x BreakerState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakerState.Descriptor instead.
+func (BreakerState) EnumDescriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
+
+// TaskEventKind says what happened to a task.
+type TaskEventKind int32
+
+const (
+	// Not set.
+	TaskEventKind_TASK_EVENT_KIND_UNSPECIFIED TaskEventKind = 0
+	// Read from Kafka and queued.
+	TaskEventKind_TASK_EVENT_KIND_QUEUED TaskEventKind = 1
+	// Leased to an agent.
+	TaskEventKind_TASK_EVENT_KIND_LEASED TaskEventKind = 2
+	// The agent reported progress.
+	TaskEventKind_TASK_EVENT_KIND_PROGRESS TaskEventKind = 3
+	// The agent's commit was approved.
+	TaskEventKind_TASK_EVENT_KIND_COMMITTED TaskEventKind = 4
+	// A delivery failed or was lost; the task waits to be tried again.
+	TaskEventKind_TASK_EVENT_KIND_RETRY TaskEventKind = 5
+	// Finished successfully.
+	TaskEventKind_TASK_EVENT_KIND_SUCCEEDED TaskEventKind = 6
+	// Finished with a failure.
+	TaskEventKind_TASK_EVENT_KIND_FAILED TaskEventKind = 7
+	// Dropped because its partition moved to another dispatcher.
+	TaskEventKind_TASK_EVENT_KIND_REVOKED TaskEventKind = 8
+)
+
+// Enum value maps for TaskEventKind.
+var (
+	TaskEventKind_name = map[int32]string{
+		0: "TASK_EVENT_KIND_UNSPECIFIED",
+		1: "TASK_EVENT_KIND_QUEUED",
+		2: "TASK_EVENT_KIND_LEASED",
+		3: "TASK_EVENT_KIND_PROGRESS",
+		4: "TASK_EVENT_KIND_COMMITTED",
+		5: "TASK_EVENT_KIND_RETRY",
+		6: "TASK_EVENT_KIND_SUCCEEDED",
+		7: "TASK_EVENT_KIND_FAILED",
+		8: "TASK_EVENT_KIND_REVOKED",
+	}
+	TaskEventKind_value = map[string]int32{
+		"TASK_EVENT_KIND_UNSPECIFIED": 0,
+		"TASK_EVENT_KIND_QUEUED":      1,
+		"TASK_EVENT_KIND_LEASED":      2,
+		"TASK_EVENT_KIND_PROGRESS":    3,
+		"TASK_EVENT_KIND_COMMITTED":   4,
+		"TASK_EVENT_KIND_RETRY":       5,
+		"TASK_EVENT_KIND_SUCCEEDED":   6,
+		"TASK_EVENT_KIND_FAILED":      7,
+		"TASK_EVENT_KIND_REVOKED":     8,
+	}
+)
+
+func (x TaskEventKind) Enum() *TaskEventKind {
+	p := new(TaskEventKind)
+	*p = x
+	return p
+}
+
+func (x TaskEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_ftppooler_admin_v1_admin_service_proto_enumTypes[2].Descriptor()
+}
+
+func (TaskEventKind) Type() protoreflect.EnumType {
+	return &file_ftppooler_admin_v1_admin_service_proto_enumTypes[2]
+}
+
+func (x TaskEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskEventKind.Descriptor instead.
+func (TaskEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{2}
+}
+
 // ListAgentsRequest has no parameters.
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1159,9 +1293,11 @@ type GetStatsResponse struct {
 	// Outcomes since start by error code, with "success" for successes and "DLQ" for non-tasks.
 	OutcomesByCode map[string]uint64 `protobuf:"bytes,7,rep,name=outcomes_by_code,json=outcomesByCode,proto3" json:"outcomes_by_code,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// Connected agents.
-	Agents        uint32 `protobuf:"varint,8,opt,name=agents,proto3" json:"agents,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Agents uint32 `protobuf:"varint,8,opt,name=agents,proto3" json:"agents,omitempty"`
+	// Outcomes per second over the last minute, by error code ("success", "DLQ" and codes).
+	OutcomesPerSecond map[string]float64 `protobuf:"bytes,9,rep,name=outcomes_per_second,json=outcomesPerSecond,proto3" json:"outcomes_per_second,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetStatsResponse) Reset() {
@@ -1250,6 +1386,13 @@ func (x *GetStatsResponse) GetAgents() uint32 {
 	return 0
 }
 
+func (x *GetStatsResponse) GetOutcomesPerSecond() map[string]float64 {
+	if x != nil {
+		return x.OutcomesPerSecond
+	}
+	return nil
+}
+
 // PartitionBacklog is one assigned partition's state.
 type PartitionBacklog struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1259,8 +1402,10 @@ type PartitionBacklog struct {
 	Outstanding uint32 `protobuf:"varint,2,opt,name=outstanding,proto3" json:"outstanding,omitempty"`
 	// The next offset to commit.
 	CommittedOffset int64 `protobuf:"varint,3,opt,name=committed_offset,json=committedOffset,proto3" json:"committed_offset,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Messages between the committed offset and the end of the partition.
+	Lag           int64 `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionBacklog) Reset() {
@@ -1310,6 +1455,771 @@ func (x *PartitionBacklog) GetOutstanding() uint32 {
 func (x *PartitionBacklog) GetCommittedOffset() int64 {
 	if x != nil {
 		return x.CommittedOffset
+	}
+	return 0
+}
+
+func (x *PartitionBacklog) GetLag() int64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+// ListEndpointsRequest has no parameters.
+type ListEndpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEndpointsRequest) Reset() {
+	*x = ListEndpointsRequest{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEndpointsRequest) ProtoMessage() {}
+
+func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{20}
+}
+
+// ListEndpointsResponse lists every endpoint of the connections file.
+type ListEndpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoints, by id.
+	Endpoints     []*EndpointInfo `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEndpointsResponse) Reset() {
+	*x = ListEndpointsResponse{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEndpointsResponse) ProtoMessage() {}
+
+func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListEndpointsResponse) GetEndpoints() []*EndpointInfo {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+// EndpointInfo is one endpoint as this dispatcher sees it.
+type EndpointInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's id.
+	EndpointId string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	// ftp or local.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// host:port of an FTP endpoint, base_path of a local one.
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// max_connections: the limit for the whole fleet.
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// This dispatcher's share of the limit.
+	Share uint32 `protobuf:"varint,5,opt,name=share,proto3" json:"share,omitempty"`
+	// Connections this dispatcher granted to agents (quotas, including ones being taken back).
+	Granted uint32 `protobuf:"varint,6,opt,name=granted,proto3" json:"granted,omitempty"`
+	// Connections in use by this dispatcher's leases.
+	Busy uint32 `protobuf:"varint,7,opt,name=busy,proto3" json:"busy,omitempty"`
+	// Idle logged-in connections agents report.
+	Idle uint32 `protobuf:"varint,8,opt,name=idle,proto3" json:"idle,omitempty"`
+	// The circuit breaker's state.
+	Breaker BreakerState `protobuf:"varint,9,opt,name=breaker,proto3,enum=ftppooler.admin.v1.BreakerState" json:"breaker,omitempty"`
+	// Consecutive connection failures.
+	ConsecutiveFailures uint32 `protobuf:"varint,10,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// The last connection failure's message.
+	LastError string `protobuf:"bytes,11,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the last connection failure happened.
+	LastErrorAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	// True while an operator paused the endpoint.
+	Paused bool `protobuf:"varint,13,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Tasks waiting that use the endpoint.
+	Queued uint32 `protobuf:"varint,14,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Per agent: quota, busy, open and idle connections.
+	Agents        []*AgentConnections `protobuf:"bytes,15,rep,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointInfo) Reset() {
+	*x = EndpointInfo{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointInfo) ProtoMessage() {}
+
+func (x *EndpointInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointInfo.ProtoReflect.Descriptor instead.
+func (*EndpointInfo) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *EndpointInfo) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *EndpointInfo) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *EndpointInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *EndpointInfo) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetShare() uint32 {
+	if x != nil {
+		return x.Share
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetGranted() uint32 {
+	if x != nil {
+		return x.Granted
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetBusy() uint32 {
+	if x != nil {
+		return x.Busy
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetIdle() uint32 {
+	if x != nil {
+		return x.Idle
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetBreaker() BreakerState {
+	if x != nil {
+		return x.Breaker
+	}
+	return BreakerState_BREAKER_STATE_UNSPECIFIED
+}
+
+func (x *EndpointInfo) GetConsecutiveFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *EndpointInfo) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
+func (x *EndpointInfo) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *EndpointInfo) GetQueued() uint32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetAgents() []*AgentConnections {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+// AgentConnections is one agent's connections to one endpoint.
+type AgentConnections struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's id.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Connections this dispatcher allows the agent.
+	Quota uint32 `protobuf:"varint,2,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Connections the agent uses for this dispatcher's leases.
+	Busy uint32 `protobuf:"varint,3,opt,name=busy,proto3" json:"busy,omitempty"`
+	// Connections the agent holds open (all dispatchers).
+	Open uint32 `protobuf:"varint,4,opt,name=open,proto3" json:"open,omitempty"`
+	// Of those, idle ones.
+	Idle          uint32 `protobuf:"varint,5,opt,name=idle,proto3" json:"idle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentConnections) Reset() {
+	*x = AgentConnections{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentConnections) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentConnections) ProtoMessage() {}
+
+func (x *AgentConnections) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentConnections.ProtoReflect.Descriptor instead.
+func (*AgentConnections) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AgentConnections) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentConnections) GetQuota() uint32 {
+	if x != nil {
+		return x.Quota
+	}
+	return 0
+}
+
+func (x *AgentConnections) GetBusy() uint32 {
+	if x != nil {
+		return x.Busy
+	}
+	return 0
+}
+
+func (x *AgentConnections) GetOpen() uint32 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
+func (x *AgentConnections) GetIdle() uint32 {
+	if x != nil {
+		return x.Idle
+	}
+	return 0
+}
+
+// PauseEndpointRequest names an endpoint.
+type PauseEndpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's id.
+	EndpointId    string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseEndpointRequest) Reset() {
+	*x = PauseEndpointRequest{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseEndpointRequest) ProtoMessage() {}
+
+func (x *PauseEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseEndpointRequest.ProtoReflect.Descriptor instead.
+func (*PauseEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PauseEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+// PauseEndpointResponse reports what is held back.
+type PauseEndpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks waiting that use the endpoint.
+	Queued        uint32 `protobuf:"varint,1,opt,name=queued,proto3" json:"queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseEndpointResponse) Reset() {
+	*x = PauseEndpointResponse{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseEndpointResponse) ProtoMessage() {}
+
+func (x *PauseEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseEndpointResponse.ProtoReflect.Descriptor instead.
+func (*PauseEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PauseEndpointResponse) GetQueued() uint32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+// ResumeEndpointRequest names an endpoint.
+type ResumeEndpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's id.
+	EndpointId    string `protobuf:"bytes,1,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeEndpointRequest) Reset() {
+	*x = ResumeEndpointRequest{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeEndpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeEndpointRequest) ProtoMessage() {}
+
+func (x *ResumeEndpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeEndpointRequest.ProtoReflect.Descriptor instead.
+func (*ResumeEndpointRequest) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ResumeEndpointRequest) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+// ResumeEndpointResponse is empty.
+type ResumeEndpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeEndpointResponse) Reset() {
+	*x = ResumeEndpointResponse{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeEndpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeEndpointResponse) ProtoMessage() {}
+
+func (x *ResumeEndpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeEndpointResponse.ProtoReflect.Descriptor instead.
+func (*ResumeEndpointResponse) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{27}
+}
+
+// WatchRequest selects the events to stream.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only events of this task; empty for all tasks.
+	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Leave out progress events.
+	SkipProgress  bool `protobuf:"varint,2,opt,name=skip_progress,json=skipProgress,proto3" json:"skip_progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WatchRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetSkipProgress() bool {
+	if x != nil {
+		return x.SkipProgress
+	}
+	return false
+}
+
+// WatchResponse is one task event.
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event.
+	Event         *TaskEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WatchResponse) GetEvent() *TaskEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// TaskEvent is a moment in a task's life.
+type TaskEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Kind TaskEventKind `protobuf:"varint,1,opt,name=kind,proto3,enum=ftppooler.admin.v1.TaskEventKind" json:"kind,omitempty"`
+	// When.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The task's id.
+	TaskId string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// The lease's id.
+	LeaseId string `protobuf:"bytes,4,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// The delivery attempt.
+	Attempt uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The agent involved.
+	AgentId string `protobuf:"bytes,6,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Bytes moved by the delivery.
+	BytesDone int64 `protobuf:"varint,7,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	// Source size, or -1 while unknown.
+	BytesTotal int64 `protobuf:"varint,8,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	// Average rate of the delivery so far, bytes per second.
+	BytesPerSecond float64 `protobuf:"fixed64,9,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	// The error code, for retries and failures.
+	ErrorCode string `protobuf:"bytes,10,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// The error message, for retries and failures.
+	ErrorMessage string `protobuf:"bytes,11,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// Events the watcher missed because it read too slowly.
+	Dropped       uint64 `protobuf:"varint,12,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskEvent) Reset() {
+	*x = TaskEvent{}
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskEvent) ProtoMessage() {}
+
+func (x *TaskEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_ftppooler_admin_v1_admin_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
+func (*TaskEvent) Descriptor() ([]byte, []int) {
+	return file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TaskEvent) GetKind() TaskEventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return TaskEventKind_TASK_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *TaskEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *TaskEvent) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TaskEvent) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *TaskEvent) GetBytesTotal() int64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
+}
+
+func (x *TaskEvent) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *TaskEvent) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *TaskEvent) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
 	}
 	return 0
 }
@@ -1386,7 +2296,7 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"\x13PauseIntakeResponse\"\x15\n" +
 	"\x13ResumeIntakeRequest\"\x16\n" +
 	"\x14ResumeIntakeResponse\"\x11\n" +
-	"\x0fGetStatsRequest\"\xd3\x03\n" +
+	"\x0fGetStatsRequest\"\x86\x05\n" +
 	"\x10GetStatsResponse\x12\x16\n" +
 	"\x06queued\x18\x01 \x01(\rR\x06queued\x12\x16\n" +
 	"\x06leased\x18\x02 \x01(\rR\x06leased\x12\x1e\n" +
@@ -1399,20 +2309,99 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"partitions\x18\x06 \x03(\v2$.ftppooler.admin.v1.PartitionBacklogR\n" +
 	"partitions\x12b\n" +
 	"\x10outcomes_by_code\x18\a \x03(\v28.ftppooler.admin.v1.GetStatsResponse.OutcomesByCodeEntryR\x0eoutcomesByCode\x12\x16\n" +
-	"\x06agents\x18\b \x01(\rR\x06agents\x1aA\n" +
+	"\x06agents\x18\b \x01(\rR\x06agents\x12k\n" +
+	"\x13outcomes_per_second\x18\t \x03(\v2;.ftppooler.admin.v1.GetStatsResponse.OutcomesPerSecondEntryR\x11outcomesPerSecond\x1aA\n" +
 	"\x13OutcomesByCodeEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"}\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aD\n" +
+	"\x16OutcomesPerSecondEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x8f\x01\n" +
 	"\x10PartitionBacklog\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12 \n" +
 	"\voutstanding\x18\x02 \x01(\rR\voutstanding\x12)\n" +
-	"\x10committed_offset\x18\x03 \x01(\x03R\x0fcommittedOffset*\x85\x01\n" +
+	"\x10committed_offset\x18\x03 \x01(\x03R\x0fcommittedOffset\x12\x10\n" +
+	"\x03lag\x18\x04 \x01(\x03R\x03lag\"\x16\n" +
+	"\x14ListEndpointsRequest\"W\n" +
+	"\x15ListEndpointsResponse\x12>\n" +
+	"\tendpoints\x18\x01 \x03(\v2 .ftppooler.admin.v1.EndpointInfoR\tendpoints\"\x87\x04\n" +
+	"\fEndpointInfo\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x14\n" +
+	"\x05share\x18\x05 \x01(\rR\x05share\x12\x18\n" +
+	"\agranted\x18\x06 \x01(\rR\agranted\x12\x12\n" +
+	"\x04busy\x18\a \x01(\rR\x04busy\x12\x12\n" +
+	"\x04idle\x18\b \x01(\rR\x04idle\x12:\n" +
+	"\abreaker\x18\t \x01(\x0e2 .ftppooler.admin.v1.BreakerStateR\abreaker\x121\n" +
+	"\x14consecutive_failures\x18\n" +
+	" \x01(\rR\x13consecutiveFailures\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\v \x01(\tR\tlastError\x12>\n" +
+	"\rlast_error_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x16\n" +
+	"\x06paused\x18\r \x01(\bR\x06paused\x12\x16\n" +
+	"\x06queued\x18\x0e \x01(\rR\x06queued\x12<\n" +
+	"\x06agents\x18\x0f \x03(\v2$.ftppooler.admin.v1.AgentConnectionsR\x06agents\"\x7f\n" +
+	"\x10AgentConnections\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05quota\x18\x02 \x01(\rR\x05quota\x12\x12\n" +
+	"\x04busy\x18\x03 \x01(\rR\x04busy\x12\x12\n" +
+	"\x04open\x18\x04 \x01(\rR\x04open\x12\x12\n" +
+	"\x04idle\x18\x05 \x01(\rR\x04idle\"7\n" +
+	"\x14PauseEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\"/\n" +
+	"\x15PauseEndpointResponse\x12\x16\n" +
+	"\x06queued\x18\x01 \x01(\rR\x06queued\"8\n" +
+	"\x15ResumeEndpointRequest\x12\x1f\n" +
+	"\vendpoint_id\x18\x01 \x01(\tR\n" +
+	"endpointId\"\x18\n" +
+	"\x16ResumeEndpointResponse\"L\n" +
+	"\fWatchRequest\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12#\n" +
+	"\rskip_progress\x18\x02 \x01(\bR\fskipProgress\"D\n" +
+	"\rWatchResponse\x123\n" +
+	"\x05event\x18\x01 \x01(\v2\x1d.ftppooler.admin.v1.TaskEventR\x05event\"\xa3\x03\n" +
+	"\tTaskEvent\x125\n" +
+	"\x04kind\x18\x01 \x01(\x0e2!.ftppooler.admin.v1.TaskEventKindR\x04kind\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x12\x19\n" +
+	"\blease_id\x18\x04 \x01(\tR\aleaseId\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12\x19\n" +
+	"\bagent_id\x18\x06 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\a \x01(\x03R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\b \x01(\x03R\n" +
+	"bytesTotal\x12(\n" +
+	"\x10bytes_per_second\x18\t \x01(\x01R\x0ebytesPerSecond\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\n" +
+	" \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\v \x01(\tR\ferrorMessage\x12\x18\n" +
+	"\adropped\x18\f \x01(\x04R\adropped*\x85\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11TASK_STATE_QUEUED\x10\x01\x12\x15\n" +
 	"\x11TASK_STATE_LEASED\x10\x02\x12\x19\n" +
 	"\x15TASK_STATE_PUBLISHING\x10\x03\x12\x13\n" +
-	"\x0fTASK_STATE_DONE\x10\x042\xf0\x05\n" +
+	"\x0fTASK_STATE_DONE\x10\x04*|\n" +
+	"\fBreakerState\x12\x1d\n" +
+	"\x19BREAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14BREAKER_STATE_CLOSED\x10\x01\x12\x1b\n" +
+	"\x17BREAKER_STATE_HALF_OPEN\x10\x02\x12\x16\n" +
+	"\x12BREAKER_STATE_OPEN\x10\x03*\x98\x02\n" +
+	"\rTaskEventKind\x12\x1f\n" +
+	"\x1bTASK_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16TASK_EVENT_KIND_QUEUED\x10\x01\x12\x1a\n" +
+	"\x16TASK_EVENT_KIND_LEASED\x10\x02\x12\x1c\n" +
+	"\x18TASK_EVENT_KIND_PROGRESS\x10\x03\x12\x1d\n" +
+	"\x19TASK_EVENT_KIND_COMMITTED\x10\x04\x12\x19\n" +
+	"\x15TASK_EVENT_KIND_RETRY\x10\x05\x12\x1d\n" +
+	"\x19TASK_EVENT_KIND_SUCCEEDED\x10\x06\x12\x1a\n" +
+	"\x16TASK_EVENT_KIND_FAILED\x10\a\x12\x1b\n" +
+	"\x17TASK_EVENT_KIND_REVOKED\x10\b2\xf5\b\n" +
 	"\fAdminService\x12[\n" +
 	"\n" +
 	"ListAgents\x12%.ftppooler.admin.v1.ListAgentsRequest\x1a&.ftppooler.admin.v1.ListAgentsResponse\x12[\n" +
@@ -1425,7 +2414,11 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"DrainAgent\x12%.ftppooler.admin.v1.DrainAgentRequest\x1a&.ftppooler.admin.v1.DrainAgentResponse\x12^\n" +
 	"\vPauseIntake\x12&.ftppooler.admin.v1.PauseIntakeRequest\x1a'.ftppooler.admin.v1.PauseIntakeResponse\x12a\n" +
 	"\fResumeIntake\x12'.ftppooler.admin.v1.ResumeIntakeRequest\x1a(.ftppooler.admin.v1.ResumeIntakeResponse\x12U\n" +
-	"\bGetStats\x12#.ftppooler.admin.v1.GetStatsRequest\x1a$.ftppooler.admin.v1.GetStatsResponseBAZ?github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1;adminv1b\x06proto3"
+	"\bGetStats\x12#.ftppooler.admin.v1.GetStatsRequest\x1a$.ftppooler.admin.v1.GetStatsResponse\x12d\n" +
+	"\rListEndpoints\x12(.ftppooler.admin.v1.ListEndpointsRequest\x1a).ftppooler.admin.v1.ListEndpointsResponse\x12d\n" +
+	"\rPauseEndpoint\x12(.ftppooler.admin.v1.PauseEndpointRequest\x1a).ftppooler.admin.v1.PauseEndpointResponse\x12g\n" +
+	"\x0eResumeEndpoint\x12).ftppooler.admin.v1.ResumeEndpointRequest\x1a*.ftppooler.admin.v1.ResumeEndpointResponse\x12N\n" +
+	"\x05Watch\x12 .ftppooler.admin.v1.WatchRequest\x1a!.ftppooler.admin.v1.WatchResponse0\x01BAZ?github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_ftppooler_admin_v1_admin_service_proto_rawDescOnce sync.Once
@@ -1439,67 +2432,97 @@ func file_ftppooler_admin_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_ftppooler_admin_v1_admin_service_proto_rawDescData
 }
 
-var file_ftppooler_admin_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ftppooler_admin_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_ftppooler_admin_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_ftppooler_admin_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_ftppooler_admin_v1_admin_service_proto_goTypes = []any{
-	(TaskState)(0),                // 0: ftppooler.admin.v1.TaskState
-	(*ListAgentsRequest)(nil),     // 1: ftppooler.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 2: ftppooler.admin.v1.ListAgentsResponse
-	(*Agent)(nil),                 // 3: ftppooler.admin.v1.Agent
-	(*ListLeasesRequest)(nil),     // 4: ftppooler.admin.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),    // 5: ftppooler.admin.v1.ListLeasesResponse
-	(*LeaseInfo)(nil),             // 6: ftppooler.admin.v1.LeaseInfo
-	(*GetTaskRequest)(nil),        // 7: ftppooler.admin.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),       // 8: ftppooler.admin.v1.GetTaskResponse
-	(*TaskInfo)(nil),              // 9: ftppooler.admin.v1.TaskInfo
-	(*CancelTaskRequest)(nil),     // 10: ftppooler.admin.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),    // 11: ftppooler.admin.v1.CancelTaskResponse
-	(*DrainAgentRequest)(nil),     // 12: ftppooler.admin.v1.DrainAgentRequest
-	(*DrainAgentResponse)(nil),    // 13: ftppooler.admin.v1.DrainAgentResponse
-	(*PauseIntakeRequest)(nil),    // 14: ftppooler.admin.v1.PauseIntakeRequest
-	(*PauseIntakeResponse)(nil),   // 15: ftppooler.admin.v1.PauseIntakeResponse
-	(*ResumeIntakeRequest)(nil),   // 16: ftppooler.admin.v1.ResumeIntakeRequest
-	(*ResumeIntakeResponse)(nil),  // 17: ftppooler.admin.v1.ResumeIntakeResponse
-	(*GetStatsRequest)(nil),       // 18: ftppooler.admin.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),      // 19: ftppooler.admin.v1.GetStatsResponse
-	(*PartitionBacklog)(nil),      // 20: ftppooler.admin.v1.PartitionBacklog
-	nil,                           // 21: ftppooler.admin.v1.GetStatsResponse.OutcomesByCodeEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(TaskState)(0),                 // 0: ftppooler.admin.v1.TaskState
+	(BreakerState)(0),              // 1: ftppooler.admin.v1.BreakerState
+	(TaskEventKind)(0),             // 2: ftppooler.admin.v1.TaskEventKind
+	(*ListAgentsRequest)(nil),      // 3: ftppooler.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),     // 4: ftppooler.admin.v1.ListAgentsResponse
+	(*Agent)(nil),                  // 5: ftppooler.admin.v1.Agent
+	(*ListLeasesRequest)(nil),      // 6: ftppooler.admin.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),     // 7: ftppooler.admin.v1.ListLeasesResponse
+	(*LeaseInfo)(nil),              // 8: ftppooler.admin.v1.LeaseInfo
+	(*GetTaskRequest)(nil),         // 9: ftppooler.admin.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),        // 10: ftppooler.admin.v1.GetTaskResponse
+	(*TaskInfo)(nil),               // 11: ftppooler.admin.v1.TaskInfo
+	(*CancelTaskRequest)(nil),      // 12: ftppooler.admin.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),     // 13: ftppooler.admin.v1.CancelTaskResponse
+	(*DrainAgentRequest)(nil),      // 14: ftppooler.admin.v1.DrainAgentRequest
+	(*DrainAgentResponse)(nil),     // 15: ftppooler.admin.v1.DrainAgentResponse
+	(*PauseIntakeRequest)(nil),     // 16: ftppooler.admin.v1.PauseIntakeRequest
+	(*PauseIntakeResponse)(nil),    // 17: ftppooler.admin.v1.PauseIntakeResponse
+	(*ResumeIntakeRequest)(nil),    // 18: ftppooler.admin.v1.ResumeIntakeRequest
+	(*ResumeIntakeResponse)(nil),   // 19: ftppooler.admin.v1.ResumeIntakeResponse
+	(*GetStatsRequest)(nil),        // 20: ftppooler.admin.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),       // 21: ftppooler.admin.v1.GetStatsResponse
+	(*PartitionBacklog)(nil),       // 22: ftppooler.admin.v1.PartitionBacklog
+	(*ListEndpointsRequest)(nil),   // 23: ftppooler.admin.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),  // 24: ftppooler.admin.v1.ListEndpointsResponse
+	(*EndpointInfo)(nil),           // 25: ftppooler.admin.v1.EndpointInfo
+	(*AgentConnections)(nil),       // 26: ftppooler.admin.v1.AgentConnections
+	(*PauseEndpointRequest)(nil),   // 27: ftppooler.admin.v1.PauseEndpointRequest
+	(*PauseEndpointResponse)(nil),  // 28: ftppooler.admin.v1.PauseEndpointResponse
+	(*ResumeEndpointRequest)(nil),  // 29: ftppooler.admin.v1.ResumeEndpointRequest
+	(*ResumeEndpointResponse)(nil), // 30: ftppooler.admin.v1.ResumeEndpointResponse
+	(*WatchRequest)(nil),           // 31: ftppooler.admin.v1.WatchRequest
+	(*WatchResponse)(nil),          // 32: ftppooler.admin.v1.WatchResponse
+	(*TaskEvent)(nil),              // 33: ftppooler.admin.v1.TaskEvent
+	nil,                            // 34: ftppooler.admin.v1.GetStatsResponse.OutcomesByCodeEntry
+	nil,                            // 35: ftppooler.admin.v1.GetStatsResponse.OutcomesPerSecondEntry
+	(*timestamppb.Timestamp)(nil),  // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 37: google.protobuf.Duration
 }
 var file_ftppooler_admin_v1_admin_service_proto_depIdxs = []int32{
-	3,  // 0: ftppooler.admin.v1.ListAgentsResponse.agents:type_name -> ftppooler.admin.v1.Agent
-	22, // 1: ftppooler.admin.v1.Agent.connected_since:type_name -> google.protobuf.Timestamp
-	6,  // 2: ftppooler.admin.v1.ListLeasesResponse.leases:type_name -> ftppooler.admin.v1.LeaseInfo
-	22, // 3: ftppooler.admin.v1.LeaseInfo.leased_at:type_name -> google.protobuf.Timestamp
-	9,  // 4: ftppooler.admin.v1.GetTaskResponse.task:type_name -> ftppooler.admin.v1.TaskInfo
+	5,  // 0: ftppooler.admin.v1.ListAgentsResponse.agents:type_name -> ftppooler.admin.v1.Agent
+	36, // 1: ftppooler.admin.v1.Agent.connected_since:type_name -> google.protobuf.Timestamp
+	8,  // 2: ftppooler.admin.v1.ListLeasesResponse.leases:type_name -> ftppooler.admin.v1.LeaseInfo
+	36, // 3: ftppooler.admin.v1.LeaseInfo.leased_at:type_name -> google.protobuf.Timestamp
+	11, // 4: ftppooler.admin.v1.GetTaskResponse.task:type_name -> ftppooler.admin.v1.TaskInfo
 	0,  // 5: ftppooler.admin.v1.TaskInfo.state:type_name -> ftppooler.admin.v1.TaskState
-	22, // 6: ftppooler.admin.v1.TaskInfo.received_at:type_name -> google.protobuf.Timestamp
+	36, // 6: ftppooler.admin.v1.TaskInfo.received_at:type_name -> google.protobuf.Timestamp
 	0,  // 7: ftppooler.admin.v1.CancelTaskResponse.previous_state:type_name -> ftppooler.admin.v1.TaskState
-	23, // 8: ftppooler.admin.v1.GetStatsResponse.oldest_queued_age:type_name -> google.protobuf.Duration
-	20, // 9: ftppooler.admin.v1.GetStatsResponse.partitions:type_name -> ftppooler.admin.v1.PartitionBacklog
-	21, // 10: ftppooler.admin.v1.GetStatsResponse.outcomes_by_code:type_name -> ftppooler.admin.v1.GetStatsResponse.OutcomesByCodeEntry
-	1,  // 11: ftppooler.admin.v1.AdminService.ListAgents:input_type -> ftppooler.admin.v1.ListAgentsRequest
-	4,  // 12: ftppooler.admin.v1.AdminService.ListLeases:input_type -> ftppooler.admin.v1.ListLeasesRequest
-	7,  // 13: ftppooler.admin.v1.AdminService.GetTask:input_type -> ftppooler.admin.v1.GetTaskRequest
-	10, // 14: ftppooler.admin.v1.AdminService.CancelTask:input_type -> ftppooler.admin.v1.CancelTaskRequest
-	12, // 15: ftppooler.admin.v1.AdminService.DrainAgent:input_type -> ftppooler.admin.v1.DrainAgentRequest
-	14, // 16: ftppooler.admin.v1.AdminService.PauseIntake:input_type -> ftppooler.admin.v1.PauseIntakeRequest
-	16, // 17: ftppooler.admin.v1.AdminService.ResumeIntake:input_type -> ftppooler.admin.v1.ResumeIntakeRequest
-	18, // 18: ftppooler.admin.v1.AdminService.GetStats:input_type -> ftppooler.admin.v1.GetStatsRequest
-	2,  // 19: ftppooler.admin.v1.AdminService.ListAgents:output_type -> ftppooler.admin.v1.ListAgentsResponse
-	5,  // 20: ftppooler.admin.v1.AdminService.ListLeases:output_type -> ftppooler.admin.v1.ListLeasesResponse
-	8,  // 21: ftppooler.admin.v1.AdminService.GetTask:output_type -> ftppooler.admin.v1.GetTaskResponse
-	11, // 22: ftppooler.admin.v1.AdminService.CancelTask:output_type -> ftppooler.admin.v1.CancelTaskResponse
-	13, // 23: ftppooler.admin.v1.AdminService.DrainAgent:output_type -> ftppooler.admin.v1.DrainAgentResponse
-	15, // 24: ftppooler.admin.v1.AdminService.PauseIntake:output_type -> ftppooler.admin.v1.PauseIntakeResponse
-	17, // 25: ftppooler.admin.v1.AdminService.ResumeIntake:output_type -> ftppooler.admin.v1.ResumeIntakeResponse
-	19, // 26: ftppooler.admin.v1.AdminService.GetStats:output_type -> ftppooler.admin.v1.GetStatsResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	37, // 8: ftppooler.admin.v1.GetStatsResponse.oldest_queued_age:type_name -> google.protobuf.Duration
+	22, // 9: ftppooler.admin.v1.GetStatsResponse.partitions:type_name -> ftppooler.admin.v1.PartitionBacklog
+	34, // 10: ftppooler.admin.v1.GetStatsResponse.outcomes_by_code:type_name -> ftppooler.admin.v1.GetStatsResponse.OutcomesByCodeEntry
+	35, // 11: ftppooler.admin.v1.GetStatsResponse.outcomes_per_second:type_name -> ftppooler.admin.v1.GetStatsResponse.OutcomesPerSecondEntry
+	25, // 12: ftppooler.admin.v1.ListEndpointsResponse.endpoints:type_name -> ftppooler.admin.v1.EndpointInfo
+	1,  // 13: ftppooler.admin.v1.EndpointInfo.breaker:type_name -> ftppooler.admin.v1.BreakerState
+	36, // 14: ftppooler.admin.v1.EndpointInfo.last_error_at:type_name -> google.protobuf.Timestamp
+	26, // 15: ftppooler.admin.v1.EndpointInfo.agents:type_name -> ftppooler.admin.v1.AgentConnections
+	33, // 16: ftppooler.admin.v1.WatchResponse.event:type_name -> ftppooler.admin.v1.TaskEvent
+	2,  // 17: ftppooler.admin.v1.TaskEvent.kind:type_name -> ftppooler.admin.v1.TaskEventKind
+	36, // 18: ftppooler.admin.v1.TaskEvent.time:type_name -> google.protobuf.Timestamp
+	3,  // 19: ftppooler.admin.v1.AdminService.ListAgents:input_type -> ftppooler.admin.v1.ListAgentsRequest
+	6,  // 20: ftppooler.admin.v1.AdminService.ListLeases:input_type -> ftppooler.admin.v1.ListLeasesRequest
+	9,  // 21: ftppooler.admin.v1.AdminService.GetTask:input_type -> ftppooler.admin.v1.GetTaskRequest
+	12, // 22: ftppooler.admin.v1.AdminService.CancelTask:input_type -> ftppooler.admin.v1.CancelTaskRequest
+	14, // 23: ftppooler.admin.v1.AdminService.DrainAgent:input_type -> ftppooler.admin.v1.DrainAgentRequest
+	16, // 24: ftppooler.admin.v1.AdminService.PauseIntake:input_type -> ftppooler.admin.v1.PauseIntakeRequest
+	18, // 25: ftppooler.admin.v1.AdminService.ResumeIntake:input_type -> ftppooler.admin.v1.ResumeIntakeRequest
+	20, // 26: ftppooler.admin.v1.AdminService.GetStats:input_type -> ftppooler.admin.v1.GetStatsRequest
+	23, // 27: ftppooler.admin.v1.AdminService.ListEndpoints:input_type -> ftppooler.admin.v1.ListEndpointsRequest
+	27, // 28: ftppooler.admin.v1.AdminService.PauseEndpoint:input_type -> ftppooler.admin.v1.PauseEndpointRequest
+	29, // 29: ftppooler.admin.v1.AdminService.ResumeEndpoint:input_type -> ftppooler.admin.v1.ResumeEndpointRequest
+	31, // 30: ftppooler.admin.v1.AdminService.Watch:input_type -> ftppooler.admin.v1.WatchRequest
+	4,  // 31: ftppooler.admin.v1.AdminService.ListAgents:output_type -> ftppooler.admin.v1.ListAgentsResponse
+	7,  // 32: ftppooler.admin.v1.AdminService.ListLeases:output_type -> ftppooler.admin.v1.ListLeasesResponse
+	10, // 33: ftppooler.admin.v1.AdminService.GetTask:output_type -> ftppooler.admin.v1.GetTaskResponse
+	13, // 34: ftppooler.admin.v1.AdminService.CancelTask:output_type -> ftppooler.admin.v1.CancelTaskResponse
+	15, // 35: ftppooler.admin.v1.AdminService.DrainAgent:output_type -> ftppooler.admin.v1.DrainAgentResponse
+	17, // 36: ftppooler.admin.v1.AdminService.PauseIntake:output_type -> ftppooler.admin.v1.PauseIntakeResponse
+	19, // 37: ftppooler.admin.v1.AdminService.ResumeIntake:output_type -> ftppooler.admin.v1.ResumeIntakeResponse
+	21, // 38: ftppooler.admin.v1.AdminService.GetStats:output_type -> ftppooler.admin.v1.GetStatsResponse
+	24, // 39: ftppooler.admin.v1.AdminService.ListEndpoints:output_type -> ftppooler.admin.v1.ListEndpointsResponse
+	28, // 40: ftppooler.admin.v1.AdminService.PauseEndpoint:output_type -> ftppooler.admin.v1.PauseEndpointResponse
+	30, // 41: ftppooler.admin.v1.AdminService.ResumeEndpoint:output_type -> ftppooler.admin.v1.ResumeEndpointResponse
+	32, // 42: ftppooler.admin.v1.AdminService.Watch:output_type -> ftppooler.admin.v1.WatchResponse
+	31, // [31:43] is the sub-list for method output_type
+	19, // [19:31] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_ftppooler_admin_v1_admin_service_proto_init() }
@@ -1512,8 +2535,8 @@ func file_ftppooler_admin_v1_admin_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ftppooler_admin_v1_admin_service_proto_rawDesc), len(file_ftppooler_admin_v1_admin_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   21,
+			NumEnums:      3,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,14 +23,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListAgents_FullMethodName   = "/ftppooler.admin.v1.AdminService/ListAgents"
-	AdminService_ListLeases_FullMethodName   = "/ftppooler.admin.v1.AdminService/ListLeases"
-	AdminService_GetTask_FullMethodName      = "/ftppooler.admin.v1.AdminService/GetTask"
-	AdminService_CancelTask_FullMethodName   = "/ftppooler.admin.v1.AdminService/CancelTask"
-	AdminService_DrainAgent_FullMethodName   = "/ftppooler.admin.v1.AdminService/DrainAgent"
-	AdminService_PauseIntake_FullMethodName  = "/ftppooler.admin.v1.AdminService/PauseIntake"
-	AdminService_ResumeIntake_FullMethodName = "/ftppooler.admin.v1.AdminService/ResumeIntake"
-	AdminService_GetStats_FullMethodName     = "/ftppooler.admin.v1.AdminService/GetStats"
+	AdminService_ListAgents_FullMethodName     = "/ftppooler.admin.v1.AdminService/ListAgents"
+	AdminService_ListLeases_FullMethodName     = "/ftppooler.admin.v1.AdminService/ListLeases"
+	AdminService_GetTask_FullMethodName        = "/ftppooler.admin.v1.AdminService/GetTask"
+	AdminService_CancelTask_FullMethodName     = "/ftppooler.admin.v1.AdminService/CancelTask"
+	AdminService_DrainAgent_FullMethodName     = "/ftppooler.admin.v1.AdminService/DrainAgent"
+	AdminService_PauseIntake_FullMethodName    = "/ftppooler.admin.v1.AdminService/PauseIntake"
+	AdminService_ResumeIntake_FullMethodName   = "/ftppooler.admin.v1.AdminService/ResumeIntake"
+	AdminService_GetStats_FullMethodName       = "/ftppooler.admin.v1.AdminService/GetStats"
+	AdminService_ListEndpoints_FullMethodName  = "/ftppooler.admin.v1.AdminService/ListEndpoints"
+	AdminService_PauseEndpoint_FullMethodName  = "/ftppooler.admin.v1.AdminService/PauseEndpoint"
+	AdminService_ResumeEndpoint_FullMethodName = "/ftppooler.admin.v1.AdminService/ResumeEndpoint"
+	AdminService_Watch_FullMethodName          = "/ftppooler.admin.v1.AdminService/Watch"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -55,6 +59,14 @@ type AdminServiceClient interface {
 	ResumeIntake(ctx context.Context, in *ResumeIntakeRequest, opts ...grpc.CallOption) (*ResumeIntakeResponse, error)
 	// GetStats shows queue, lease and outcome counters.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
+	// ListEndpoints shows every endpoint's connections, limit, breaker and pause state.
+	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
+	// PauseEndpoint stops leasing tasks that use an endpoint; they wait, they do not fail.
+	PauseEndpoint(ctx context.Context, in *PauseEndpointRequest, opts ...grpc.CallOption) (*PauseEndpointResponse, error)
+	// ResumeEndpoint resumes leasing tasks that use an endpoint.
+	ResumeEndpoint(ctx context.Context, in *ResumeEndpointRequest, opts ...grpc.CallOption) (*ResumeEndpointResponse, error)
+	// Watch streams task events as they happen, progress included.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
 type adminServiceClient struct {
@@ -145,6 +157,55 @@ func (c *adminServiceClient) GetStats(ctx context.Context, in *GetStatsRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEndpointsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListEndpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) PauseEndpoint(ctx context.Context, in *PauseEndpointRequest, opts ...grpc.CallOption) (*PauseEndpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseEndpointResponse)
+	err := c.cc.Invoke(ctx, AdminService_PauseEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ResumeEndpoint(ctx context.Context, in *ResumeEndpointRequest, opts ...grpc.CallOption) (*ResumeEndpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeEndpointResponse)
+	err := c.cc.Invoke(ctx, AdminService_ResumeEndpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -167,6 +228,14 @@ type AdminServiceServer interface {
 	ResumeIntake(context.Context, *ResumeIntakeRequest) (*ResumeIntakeResponse, error)
 	// GetStats shows queue, lease and outcome counters.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
+	// ListEndpoints shows every endpoint's connections, limit, breaker and pause state.
+	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
+	// PauseEndpoint stops leasing tasks that use an endpoint; they wait, they do not fail.
+	PauseEndpoint(context.Context, *PauseEndpointRequest) (*PauseEndpointResponse, error)
+	// ResumeEndpoint resumes leasing tasks that use an endpoint.
+	ResumeEndpoint(context.Context, *ResumeEndpointRequest) (*ResumeEndpointResponse, error)
+	// Watch streams task events as they happen, progress included.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -200,6 +269,18 @@ func (UnimplementedAdminServiceServer) ResumeIntake(context.Context, *ResumeInta
 }
 func (UnimplementedAdminServiceServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedAdminServiceServer) ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEndpoints not implemented")
+}
+func (UnimplementedAdminServiceServer) PauseEndpoint(context.Context, *PauseEndpointRequest) (*PauseEndpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) ResumeEndpoint(context.Context, *ResumeEndpointRequest) (*ResumeEndpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeEndpoint not implemented")
+}
+func (UnimplementedAdminServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -366,6 +447,71 @@ func _AdminService_GetStats_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListEndpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEndpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListEndpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListEndpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListEndpoints(ctx, req.(*ListEndpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_PauseEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PauseEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PauseEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PauseEndpoint(ctx, req.(*PauseEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ResumeEndpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeEndpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ResumeEndpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ResumeEndpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ResumeEndpoint(ctx, req.(*ResumeEndpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -405,7 +551,25 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetStats",
 			Handler:    _AdminService_GetStats_Handler,
 		},
+		{
+			MethodName: "ListEndpoints",
+			Handler:    _AdminService_ListEndpoints_Handler,
+		},
+		{
+			MethodName: "PauseEndpoint",
+			Handler:    _AdminService_PauseEndpoint_Handler,
+		},
+		{
+			MethodName: "ResumeEndpoint",
+			Handler:    _AdminService_ResumeEndpoint_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _AdminService_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "ftppooler/admin/v1/admin_service.proto",
 }

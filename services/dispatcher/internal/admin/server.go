@@ -14,6 +14,7 @@ import (
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/lease"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/watermark"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 )
 
 // Intake is the part of the intake the API steers.
@@ -25,11 +26,14 @@ type Intake interface {
 
 // Sources are what the API reads.
 type Sources struct {
-	Scheduler      *lease.Scheduler
-	Intake         Intake
-	Tracker        *watermark.Tracker
-	Publishing     func() int
-	OutcomesByCode func() map[string]uint64
+	Scheduler         *lease.Scheduler
+	Intake            Intake
+	Tracker           *watermark.Tracker
+	Connections       *config.Connections
+	Publishing        func() int
+	OutcomesByCode    func() map[string]uint64
+	OutcomesPerSecond func() map[string]float64
+	Lag               func() map[int32]int64
 }
 
 // Server implements AdminService.
@@ -48,6 +52,8 @@ func toStatus(err error, field, value string) error {
 		return nil
 	case errors.Is(err, lease.ErrUnknownTask):
 		return status.Errorf(codes.NotFound, "%s %q: no such task on this dispatcher (it may belong to another dispatcher's partitions, or finished long ago)", field, value)
+	case errors.Is(err, lease.ErrUnknownEndpoint):
+		return status.Errorf(codes.NotFound, "%s %q: no such endpoint in the connections file", field, value)
 	case errors.Is(err, lease.ErrUnknownAgent):
 		return status.Errorf(codes.NotFound, "%s %q: no such agent connected", field, value)
 	case errors.Is(err, lease.ErrTaskFinished):
@@ -167,18 +173,123 @@ func (s *Server) ResumeIntake(context.Context, *adminv1.ResumeIntakeRequest) (*a
 func (s *Server) GetStats(context.Context, *adminv1.GetStatsRequest) (*adminv1.GetStatsResponse, error) {
 	queued, leased := s.src.Scheduler.Counts()
 	resp := &adminv1.GetStatsResponse{
-		Queued:          uint32(queued),
-		Leased:          uint32(leased),
-		Publishing:      uint32(s.src.Publishing()),
-		OldestQueuedAge: durationpb.New(s.src.Scheduler.OldestQueuedAge()),
-		IntakePaused:    s.src.Intake.Paused(),
-		OutcomesByCode:  s.src.OutcomesByCode(),
-		Agents:          uint32(s.src.Scheduler.AgentCount()),
+		Queued:            uint32(queued),
+		Leased:            uint32(leased),
+		Publishing:        uint32(s.src.Publishing()),
+		OldestQueuedAge:   durationpb.New(s.src.Scheduler.OldestQueuedAge()),
+		IntakePaused:      s.src.Intake.Paused(),
+		OutcomesByCode:    s.src.OutcomesByCode(),
+		OutcomesPerSecond: s.src.OutcomesPerSecond(),
+		Agents:            uint32(s.src.Scheduler.AgentCount()),
 	}
+	lag := s.src.Lag()
 	for _, p := range s.src.Tracker.Snapshot() {
 		resp.Partitions = append(resp.Partitions, &adminv1.PartitionBacklog{
-			Partition: p.Partition, Outstanding: uint32(p.Outstanding), CommittedOffset: p.Committed,
+			Partition: p.Partition, Outstanding: uint32(p.Outstanding), CommittedOffset: p.Committed, Lag: lag[p.Partition],
 		})
 	}
 	return resp, nil
+}
+
+// ListEndpoints shows every endpoint's connections and state.
+func (s *Server) ListEndpoints(context.Context, *adminv1.ListEndpointsRequest) (*adminv1.ListEndpointsResponse, error) {
+	resp := &adminv1.ListEndpointsResponse{}
+	for _, v := range s.src.Scheduler.Endpoints() {
+		info := &adminv1.EndpointInfo{
+			EndpointId: v.ID, Type: "local", Limit: uint32(v.Limit), Share: uint32(v.Share), Granted: uint32(v.Granted),
+			Busy: uint32(v.Busy), Idle: uint32(v.Idle), Paused: v.Paused, Queued: uint32(v.Queued),
+			ConsecutiveFailures: uint32(v.ConsecutiveFailures), LastError: v.LastError,
+		}
+		if ep, ok := s.src.Connections.Endpoint(v.ID); ok {
+			if ep.Type == config.TypeFTP {
+				info.Type, info.Address = "ftp", ep.Address()
+				info.Breaker = breakerState(v.Breaker)
+			} else {
+				info.Address, info.Limit = ep.BasePath, 0
+			}
+		}
+		if !v.LastErrorAt.IsZero() {
+			info.LastErrorAt = timestamppb.New(v.LastErrorAt)
+		}
+		for _, a := range v.Agents {
+			info.Agents = append(info.Agents, &adminv1.AgentConnections{AgentId: a.AgentID, Quota: a.Quota, Busy: a.Busy, Open: a.Open, Idle: a.Idle})
+		}
+		resp.Endpoints = append(resp.Endpoints, info)
+	}
+	return resp, nil
+}
+
+func breakerState(b lease.BreakerState) adminv1.BreakerState {
+	switch b {
+	case lease.BreakerOpen:
+		return adminv1.BreakerState_BREAKER_STATE_OPEN
+	case lease.BreakerHalfOpen:
+		return adminv1.BreakerState_BREAKER_STATE_HALF_OPEN
+	}
+	return adminv1.BreakerState_BREAKER_STATE_CLOSED
+}
+
+// PauseEndpoint holds back tasks that use an endpoint.
+func (s *Server) PauseEndpoint(_ context.Context, req *adminv1.PauseEndpointRequest) (*adminv1.PauseEndpointResponse, error) {
+	if err := required("endpoint_id", req.EndpointId); err != nil {
+		return nil, err
+	}
+	n, err := s.src.Scheduler.PauseEndpoint(req.EndpointId)
+	if err != nil {
+		return nil, toStatus(err, "endpoint_id", req.EndpointId)
+	}
+	return &adminv1.PauseEndpointResponse{Queued: uint32(n)}, nil
+}
+
+// ResumeEndpoint resumes tasks that use an endpoint.
+func (s *Server) ResumeEndpoint(_ context.Context, req *adminv1.ResumeEndpointRequest) (*adminv1.ResumeEndpointResponse, error) {
+	if err := required("endpoint_id", req.EndpointId); err != nil {
+		return nil, err
+	}
+	if err := s.src.Scheduler.ResumeEndpoint(req.EndpointId); err != nil {
+		return nil, toStatus(err, "endpoint_id", req.EndpointId)
+	}
+	return &adminv1.ResumeEndpointResponse{}, nil
+}
+
+// Watch streams task events until the caller goes away.
+func (s *Server) Watch(req *adminv1.WatchRequest, stream adminv1.AdminService_WatchServer) error {
+	sub := s.src.Scheduler.Subscribe(req.TaskId, req.SkipProgress)
+	defer s.src.Scheduler.Unsubscribe(sub)
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case ev := <-sub.C:
+			if err := stream.Send(&adminv1.WatchResponse{Event: &adminv1.TaskEvent{
+				Kind: eventKind(ev.Kind), Time: timestamppb.New(ev.Time), TaskId: ev.TaskID, LeaseId: ev.LeaseID,
+				Attempt: ev.Attempt, AgentId: ev.AgentID, BytesDone: ev.BytesDone, BytesTotal: ev.BytesTotal,
+				BytesPerSecond: ev.BytesPerSecond, ErrorCode: ev.ErrorCode, ErrorMessage: ev.ErrorMsg, Dropped: sub.Dropped(),
+			}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func eventKind(k lease.EventKind) adminv1.TaskEventKind {
+	switch k {
+	case lease.EventQueued:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_QUEUED
+	case lease.EventLeased:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_LEASED
+	case lease.EventProgress:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_PROGRESS
+	case lease.EventCommitted:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_COMMITTED
+	case lease.EventRetry:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_RETRY
+	case lease.EventSucceeded:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_SUCCEEDED
+	case lease.EventFailed:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_FAILED
+	case lease.EventRevoked:
+		return adminv1.TaskEventKind_TASK_EVENT_KIND_REVOKED
+	}
+	return adminv1.TaskEventKind_TASK_EVENT_KIND_UNSPECIFIED
 }

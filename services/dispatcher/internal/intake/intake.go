@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,8 @@ type Intake struct {
 	assigned   map[int32]bool
 	paused     bool
 	lastLagRun time.Time
+	lagMu      sync.Mutex
+	lag        map[int32]int64
 	// OnRebalance, if set, is called after every assignment change.
 	OnRebalance func()
 }
@@ -254,6 +257,12 @@ func (in *Intake) updateLag() {
 	for _, s := range in.tracker.Snapshot() {
 		committed[s.Partition] = s.Committed
 	}
+	lags := make(map[int32]int64, len(in.assigned))
+	defer func() {
+		in.lagMu.Lock()
+		in.lag = lags
+		in.lagMu.Unlock()
+	}()
 	for p := range in.assigned {
 		low, high, err := in.consumer.GetWatermarkOffsets(in.cfg.Topic, p)
 		if err != nil || high < 0 {
@@ -264,8 +273,20 @@ func (in *Intake) updateLag() {
 			from = c
 		}
 		lag := high - from
+		lags[p] = max(lag, 0)
 		in.metrics.ConsumerLag.WithLabelValues(strconv.Itoa(int(p))).Set(float64(max(lag, 0)))
 	}
+}
+
+// Lag returns each assigned partition's lag as last measured.
+func (in *Intake) Lag() map[int32]int64 {
+	in.lagMu.Lock()
+	defer in.lagMu.Unlock()
+	out := make(map[int32]int64, len(in.lag))
+	for p, l := range in.lag {
+		out[p] = l
+	}
+	return out
 }
 
 func partitionList(tps []kafka.TopicPartition) []int32 {

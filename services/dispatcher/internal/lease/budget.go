@@ -222,25 +222,3 @@ func (s *Scheduler) releaseSessionLocked(sess *Session) {
 	}
 	sess.quota, sess.reclaims = map[string]uint32{}, nil
 }
-
-// BudgetView is one endpoint's connection accounting, for the admin API.
-type BudgetView struct {
-	Endpoint                string
-	Limit, Share, Granted   int
-	Busy, Idle, Reclaiming  int
-	Breaker                 string
-	LastError, LastErrorAt  string
-	PerAgent                []AgentConnections
-	ConsecutiveFailures     int
-	Paused                  bool
-	QueuedTasksWaitingForIt int
-}
-
-// AgentConnections is one agent's connections to an endpoint.
-type AgentConnections struct {
-	AgentID          string
-	Quota, Busy      uint32
-	Open, Idle       uint32
-	ReportedByAgent  bool
-	ReclaimsInFlight int
-}

@@ -128,6 +128,8 @@ type Scheduler struct {
 	idle     chan struct{} // closed when no lease is in flight; see WaitIdle
 	budgets  map[string]*budget
 	breakers map[string]*breaker
+	paused   map[string]bool
+	events   hub
 }
 
 // New returns a scheduler that hands finished tasks to onFinish, in batches,
@@ -147,6 +149,7 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 	return &Scheduler{
 		budgets:  budgets,
 		breakers: breakers,
+		paused:   map[string]bool{},
 		cfg:      cfg,
 		clock:    clock,
 		logger:   logger.With("component", "scheduler"),
@@ -166,6 +169,9 @@ var ErrUnknownTask = errors.New("unknown task")
 
 // ErrTaskFinished is returned when acting on a task whose outcome is decided.
 var ErrTaskFinished = errors.New("task already finished")
+
+// ErrUnknownEndpoint is returned for an endpoint id not in the connections file.
+var ErrUnknownEndpoint = errors.New("unknown endpoint")
 
 // ErrUnknownAgent is returned for an agent id with no session.
 var ErrUnknownAgent = errors.New("unknown agent")
@@ -201,6 +207,7 @@ func (s *Scheduler) Enqueue(t *Task) {
 		s.byID[t.ID] = t
 		s.setState(t, stateQueued)
 		s.queue.push(t)
+		s.emit(EventQueued, t, nil, nil)
 	})
 }
 
@@ -246,7 +253,7 @@ func (s *Scheduler) dispatchLocked() {
 			return
 		}
 		taken := s.queue.scan(func(t *Task) bool {
-			if !s.allowLocked(t.needs, now) {
+			if s.paused[t.route.src] || s.paused[t.route.dst] || !s.allowLocked(t.needs, now) {
 				return false
 			}
 			sess := s.placeLocked(t)
@@ -321,6 +328,7 @@ func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
 	s.claimLocked(sess, t.needs)
 	l.probe = s.breakerLeasedLocked(t.needs)
 	s.metrics.LeasesGranted.Inc()
+	s.emit(EventLeased, t, l, nil)
 	sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Lease{Lease: &leasev1.Lease{
 		LeaseId:      l.id,
 		Token:        l.token,
@@ -397,6 +405,7 @@ func (s *Scheduler) requeueLocked(t *Task, after time.Duration) {
 	t.notBefore = s.clock.Now().Add(after)
 	s.setState(t, stateDelayed)
 	s.queue.delay(t)
+	s.emit(EventRetry, t, nil, nil)
 }
 
 // backoff is exponential in the number of failures, capped, with ±20%
@@ -417,6 +426,11 @@ func (s *Scheduler) finishLocked(t *Task, o *leasev1.Outcome, agentID string) {
 	}
 	s.recent.add(t, o, agentID)
 	s.finished = append(s.finished, Finished{Task: t, Outcome: o, Attempts: t.attempt, AgentID: agentID})
+	kind := EventFailed
+	if o.Status == leasev1.Status_STATUS_SUCCEEDED {
+		kind = EventSucceeded
+	}
+	s.emit(kind, t, nil, o)
 }
 
 func cancelled(reason string) *leasev1.Outcome {
@@ -519,6 +533,7 @@ func (s *Scheduler) Progress(sess *Session, p *leasev1.Progress) {
 	now := s.clock.Now()
 	l.heartbeat, l.expires = now, now.Add(s.cfg.TTL)
 	l.bytesDone, l.bytesTotal = p.BytesDone, p.BytesTotal
+	s.emit(EventProgress, l.task, l, nil)
 }
 
 // Commit answers whether the agent may make its write visible: only while it
@@ -538,6 +553,7 @@ func (s *Scheduler) Commit(sess *Session, c *leasev1.Commit) *leasev1.CommitDeci
 		l.committed, l.committedBytes = true, c.Bytes
 		l.heartbeat, l.expires = now, now.Add(s.cfg.TTL)
 		d.Approved = true
+		s.emit(EventCommitted, l.task, l, nil)
 	}
 	return d
 }
@@ -613,6 +629,7 @@ func (s *Scheduler) Revoke(partitions []int32) (dropped int) {
 				s.endLeaseLocked(l)
 			}
 			s.setState(t, stateRevoked)
+			s.emit(EventRevoked, t, nil, nil)
 			delete(s.tasks, k)
 			if s.byID[t.ID] == t {
 				delete(s.byID, t.ID)

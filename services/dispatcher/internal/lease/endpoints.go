@@ -1,0 +1,104 @@
+package lease
+
+import (
+	"slices"
+	"time"
+)
+
+// PauseEndpoint holds back tasks that use an endpoint; they wait, queued.
+func (s *Scheduler) PauseEndpoint(id string) (queued int, err error) {
+	s.update(func() {
+		if _, ok := s.cfg.Endpoints[id]; !ok {
+			err = ErrUnknownEndpoint
+			return
+		}
+		s.paused[id] = true
+		queued = s.queuedForLocked(id)
+	})
+	if err == nil {
+		s.logger.Info("endpoint paused", "endpoint", id, "queued", queued)
+	}
+	return queued, err
+}
+
+// ResumeEndpoint undoes PauseEndpoint.
+func (s *Scheduler) ResumeEndpoint(id string) error {
+	var err error
+	s.update(func() {
+		if _, ok := s.cfg.Endpoints[id]; !ok {
+			err = ErrUnknownEndpoint
+			return
+		}
+		delete(s.paused, id)
+	})
+	if err == nil {
+		s.logger.Info("endpoint resumed", "endpoint", id)
+	}
+	return err
+}
+
+func (s *Scheduler) queuedForLocked(id string) int {
+	n := 0
+	s.queue.each(func(t *Task) {
+		if t.route.src == id || t.route.dst == id {
+			n++
+		}
+	})
+	return n
+}
+
+// EndpointView is one endpoint as the admin API shows it.
+type EndpointView struct {
+	ID                    string
+	FTP                   bool
+	Limit, Share, Granted int
+	Busy, Idle            int
+	Breaker               BreakerState
+	ConsecutiveFailures   int
+	LastError             string
+	LastErrorAt           time.Time
+	Paused                bool
+	Queued                int
+	Agents                []AgentConnections
+}
+
+// AgentConnections is one agent's connections to an endpoint.
+type AgentConnections struct {
+	AgentID                 string
+	Quota, Busy, Open, Idle uint32
+}
+
+// Endpoints describes every endpoint of the connections file, by id.
+func (s *Scheduler) Endpoints() []EndpointView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]EndpointView, 0, len(s.cfg.Endpoints))
+	for id, ep := range s.cfg.Endpoints {
+		v := EndpointView{ID: id, FTP: ep.FTP, Limit: ep.Limit, Paused: s.paused[id], Queued: s.queuedForLocked(id)}
+		if b := s.budgets[id]; b != nil {
+			v.Share, v.Granted = b.share, b.granted
+		}
+		if br := s.breakers[id]; br != nil {
+			v.Breaker, v.ConsecutiveFailures, v.LastError, v.LastErrorAt = br.state, br.failures, br.lastError, br.lastAt
+		}
+		for _, sess := range s.sessions {
+			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: sess.busy[id]}
+			if p := sess.pool[id]; p != nil {
+				ac.Open, ac.Idle = p.Open, p.Idle
+			}
+			if ac.Quota+ac.Busy+ac.Open > 0 {
+				v.Agents = append(v.Agents, ac)
+			}
+			v.Busy += int(ac.Busy)
+			v.Idle += int(ac.Idle)
+		}
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b EndpointView) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
