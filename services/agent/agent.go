@@ -30,6 +30,7 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/status"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/telemetry"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/tlsfiles"
 )
 
@@ -122,6 +123,16 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 		logger.Warn("connections file: " + w)
 	}
 	m := metrics.New()
+	tracing, err := telemetry.Setup(ctx, "ftp-pooler-agent", buildinfo.Version(), os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(flush)
+	}()
+	tracer := tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/agent")
 	var endpoints []*config.Endpoint
 	for _, id := range conns.IDs() {
 		ep, _ := conns.Endpoint(id)
@@ -139,7 +150,7 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 			IdleTimeout:    cfg.Transfer.IdleTimeout.D(),
 			BufferSize:     cfg.Transfer.BufferSize,
 		}
-	}, pool.Hooks{Dialed: func(ep string, d time.Duration, err error) {
+	}, pool.Hooks{Tracer: tracer, Dialed: func(ep string, d time.Duration, err error) {
 		m.DialDuration.WithLabelValues(ep).Observe(d.Seconds())
 		if err != nil {
 			m.DialFailures.WithLabelValues(ep).Inc()
@@ -152,7 +163,7 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 		}
 		return out
 	})
-	engine, err := transfer.NewEngine(conns, pools, cfg.Transfer, logger)
+	engine, err := transfer.NewEngine(conns, pools, cfg.Transfer, tracer, logger)
 	if err != nil {
 		return err
 	}
@@ -171,6 +182,7 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 	scfg := session.Config{
 		AgentID: cfg.Agent.AgentID, Version: buildinfo.Version(), Hostname: host,
 		CommitTimeout: cfg.Lease.CommitTimeout.D(), MaxBackoff: cfg.Agent.ReconnectMaxBackoff.D(),
+		Tracer: tracer, Propagator: tracing.Propagator,
 	}
 	observe := func(job *transfer.Job, o *leasev1.Outcome) {
 		dir := direction(conns, job.Lease.Transfer)

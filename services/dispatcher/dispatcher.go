@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -34,6 +35,7 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/internal/buildinfo"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/status"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/telemetry"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/tlsfiles"
 )
 
@@ -129,6 +131,15 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		logger.Warn("connections file: " + w)
 	}
 	m := metrics.New()
+	tracing, err := telemetry.Setup(ctx, "ftp-pooler-dispatcher", buildinfo.Version(), os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(flush)
+	}()
 
 	consumer, err := newConsumer(cfg.Kafka, cfg.Dispatcher.InstanceID)
 	if err != nil {
@@ -147,7 +158,8 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 
 	tracker := watermark.New()
 	p := &pipeline{kafka: cfg.Kafka, conns: conns, defaultLimit: cfg.Pool.MaxSessionsPerConnection, metrics: m, logger: logger.With("component", "pipeline"),
-		now: time.Now, byCode: map[string]uint64{}, rates: rate.New(nil)}
+		now: time.Now, byCode: map[string]uint64{}, rates: rate.New(nil),
+		tracing: tracing, tracer: tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/dispatcher")}
 	pub := publish.New(publish.Config{
 		InputTopic:    cfg.Kafka.InputTopic,
 		Transactional: cfg.Kafka.Delivery == config.DeliveryExactlyOnce,
@@ -164,7 +176,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		}
 		endpoints[id] = lease.Endpoint{ID: id, FTP: ep.Type == config.TypeFTP, Limit: limit}
 	}
-	sched := lease.New(lease.Config{
+	leaseCfg := lease.Config{
 		DispatcherID: cfg.Dispatcher.InstanceID,
 		TTL:          cfg.Lease.TTL.D(),
 		Heartbeat:    cfg.Lease.HeartbeatInterval.D(),
@@ -178,7 +190,11 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 			OpenFor:          time.Duration(cfg.CircuitBreaker.TimeoutSeconds) * time.Second,
 			HalfOpenMax:      cfg.CircuitBreaker.HalfOpenMaxCalls,
 		},
-	}, lease.SystemClock, m, logger, p.finish)
+	}
+	if tracing.Enabled {
+		leaseCfg.Tracer, leaseCfg.Propagator = p.tracer, tracing.Propagator
+	}
+	sched := lease.New(leaseCfg, lease.SystemClock, m, logger, p.finish)
 	// Until the group's size is known, hold FTP tasks back rather than risk
 	// two dispatchers each granting the whole of a connection limit.
 	sched.SetGroup(0, 0)
@@ -206,11 +222,16 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		producer.Close()
 		return err
 	}
+	var grpcOpts []grpc.ServerOption
+	if tracing.Enabled {
+		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tracing.Provider), otelgrpc.WithPropagators(tracing.Propagator))))
+	}
 	healthSrv := health.NewServer()
-	leaseGRPC := newGRPCServer(logger, leaseSec)
+	leaseGRPC := newGRPCServer(logger, leaseSec, grpcOpts...)
 	leasev1.RegisterLeaseServiceServer(leaseGRPC, lease.NewServer(sched, logger))
 	healthpb.RegisterHealthServer(leaseGRPC, healthSrv)
-	adminGRPC := newGRPCServer(logger, adminSec)
+	adminGRPC := newGRPCServer(logger, adminSec, grpcOpts...)
 	adminv1.RegisterAdminServiceServer(adminGRPC, admin.NewServer(admin.Sources{
 		Scheduler: sched, Intake: in, Tracker: tracker, Connections: conns, Publishing: pub.Pending,
 		OutcomesByCode: p.outcomesByCode, OutcomesPerSecond: p.rates.PerSecond, Lag: in.Lag,

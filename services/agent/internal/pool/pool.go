@@ -12,6 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 )
@@ -45,9 +50,11 @@ type Set struct {
 	waiters []chan struct{}
 }
 
-// Hooks observe pool events, for metrics.
+// Hooks observe pool events, for metrics and traces.
 type Hooks struct {
 	Dialed func(endpoint string, d time.Duration, err error)
+	// Tracer traces checkouts and dials; nil means none.
+	Tracer trace.Tracer
 }
 
 // Pool is one endpoint's connections.
@@ -88,6 +95,28 @@ func (s *Set) Pool(id string) (*Pool, bool) {
 
 // Get returns a connection for exclusive use; give it back with Put.
 func (p *Pool) Get(ctx context.Context) (*remote.Conn, error) {
+	if t := p.set.hooks.Tracer; t != nil {
+		var span trace.Span
+		ctx, span = t.Start(ctx, "pool checkout", trace.WithAttributes(p.attrs()...))
+		defer span.End()
+		c, err := p.get(ctx)
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		return c, err
+	}
+	return p.get(ctx)
+}
+
+func (p *Pool) attrs() []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("ftp_pooler.endpoint", p.ep.ID),
+		semconv.ServerAddress(p.ep.Host), semconv.ServerPort(p.ep.Port),
+		semconv.NetworkTransportTCP,
+	}
+}
+
+func (p *Pool) get(ctx context.Context) (*remote.Conn, error) {
 	for {
 		if c := p.takeIdle(); c != nil {
 			if time.Since(c.LastUsed()) < p.set.cfg.CheckAfter {
@@ -148,8 +177,16 @@ func (p *Pool) reserve() bool {
 }
 
 func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
+	var span trace.Span
+	if t := p.set.hooks.Tracer; t != nil {
+		ctx, span = t.Start(ctx, "connect", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(p.attrs()...))
+		defer span.End()
+	}
 	start := time.Now()
 	c, err := p.dialer.Dial(ctx)
+	if err != nil && span != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
 	if p.set.hooks.Dialed != nil {
 		p.set.hooks.Dialed(p.ep.ID, time.Since(start), err)
 	}

@@ -15,6 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
@@ -41,6 +45,9 @@ type Config struct {
 	AgentID, Version, Hostname string
 	CommitTimeout              time.Duration
 	MaxBackoff                 time.Duration
+	// Tracer and Propagator continue each lease's trace; no-ops when off.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // Client keeps one dispatcher stream alive.
@@ -325,6 +332,7 @@ func (s *Session) receive(stream leasev1.LeaseService_ConnectClient, jobsCtx con
 
 func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.WaitGroup) {
 	ctx, cancel := context.WithCancelCause(jobsCtx)
+	ctx, span := s.c.traceTransfer(ctx, l)
 	r := &running{job: &transfer.Job{Lease: l}, cancel: cancel}
 	r.job.Total.Store(-1)
 	r.job.Commit = func(ctx context.Context, bytes int64) (bool, string, error) { return s.commit(ctx, l, bytes) }
@@ -335,6 +343,7 @@ func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.Wa
 	go func() {
 		defer jobs.Done()
 		defer cancel(nil)
+		defer span.End()
 		log := s.c.logger.With("task_id", l.Transfer.GetTaskId(), "lease_id", l.LeaseId, "token", l.Token, "attempt", l.Attempt)
 		var o *leasev1.Outcome
 		if err := s.c.slots.Acquire(ctx); err != nil {
@@ -364,6 +373,12 @@ func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.Wa
 		if s.c.Observe != nil {
 			s.c.Observe(r.job, o)
 		}
+		span.SetAttributes(attribute.Int64("ftp_pooler.bytes", o.BytesTransferred), attribute.Int64("ftp_pooler.source_size", o.SourceSize),
+			attribute.Bool("ftp_pooler.already_done", o.AlreadyDone), attribute.Int64("ftp_pooler.resumed_from", o.ResumedFrom))
+		if o.Status != leasev1.Status_STATUS_SUCCEEDED {
+			span.SetAttributes(attribute.String("ftp_pooler.error_code", failure.Name(o.ErrorCode)))
+			span.SetStatus(codes.Error, o.ErrorMessage)
+		}
 		if o.Status == leasev1.Status_STATUS_SUCCEEDED {
 			log.Info("transfer succeeded", "bytes", o.BytesTransferred, "duration", o.Duration.AsDuration())
 		} else {
@@ -373,6 +388,25 @@ func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.Wa
 			LeaseId: l.LeaseId, Token: l.Token, Outcome: o,
 		}}})
 	}()
+}
+
+// traceTransfer starts the transfer's span as a child of the dispatcher's
+// lease span, carried in the lease.
+func (c *Client) traceTransfer(ctx context.Context, l *leasev1.Lease) (context.Context, trace.Span) {
+	if len(l.TraceContext) > 0 {
+		ctx = c.cfg.Propagator.Extract(ctx, propagation.MapCarrier(l.TraceContext))
+	}
+	spec := l.Transfer
+	return c.cfg.Tracer.Start(ctx, "transfer", trace.WithAttributes(
+		attribute.String("ftp_pooler.task_id", spec.GetTaskId()),
+		attribute.String("ftp_pooler.lease_id", l.LeaseId),
+		attribute.Int("ftp_pooler.attempt", int(l.Attempt)),
+		attribute.String("ftp_pooler.agent_id", c.cfg.AgentID),
+		attribute.String("ftp_pooler.src_id", spec.GetSrcId()),
+		attribute.String("ftp_pooler.src_path", spec.GetSrcPath()),
+		attribute.String("ftp_pooler.dst_id", spec.GetDstId()),
+		attribute.String("ftp_pooler.dst_path", spec.GetDstPath()),
+	))
 }
 
 func (s *Session) cancel(c *leasev1.Cancel) {

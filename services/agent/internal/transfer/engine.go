@@ -21,6 +21,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -49,6 +53,7 @@ type Engine struct {
 	cfg    config.Transfer
 	logger *slog.Logger
 	bufs   sync.Pool
+	tracer trace.Tracer
 	// StaleAfter is how old another delivery's temporary file must be
 	// before a retry removes it (its writer is surely gone).
 	StaleAfter time.Duration
@@ -57,8 +62,11 @@ type Engine struct {
 // NewEngine opens every local endpoint's root. A base_path that does not
 // exist stops start-up: writing into an unmounted volume's mount point is
 // how files get lost.
-func NewEngine(conns *config.Connections, pools *pool.Set, cfg config.Transfer, logger *slog.Logger) (*Engine, error) {
-	e := &Engine{conns: conns, pools: pools, roots: map[string]*os.Root{}, cfg: cfg,
+func NewEngine(conns *config.Connections, pools *pool.Set, cfg config.Transfer, tracer trace.Tracer, logger *slog.Logger) (*Engine, error) {
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer("")
+	}
+	e := &Engine{conns: conns, pools: pools, roots: map[string]*os.Root{}, cfg: cfg, tracer: tracer,
 		logger: logger.With("component", "transfer"), StaleAfter: time.Minute}
 	e.bufs.New = func() any { b := make([]byte, cfg.BufferSize); return &b }
 	for _, id := range conns.IDs() {
@@ -242,14 +250,22 @@ func (e *Engine) run(ctx context.Context, job *Job) (res outcome, err error) {
 	if ctx.Err() != nil {
 		return res, e.copyError(ctx, ctx.Err(), "")
 	}
+	ctx, span := e.tracer.Start(ctx, "commit", trace.WithAttributes(attribute.Int64("ftp_pooler.bytes", size)))
+	defer span.End()
 	approved, reason, err := job.Commit(ctx, size)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return res, failure.Wrap(failure.ConnectionError, err, "asking the dispatcher to commit")
 	}
 	if !approved {
+		span.SetStatus(codes.Error, reason)
 		return res, failure.New(failure.Cancelled, "the dispatcher refused the commit: %s", reason)
 	}
-	return res, snk.commit(ctx, spec.Origin)
+	if err := snk.commit(ctx, spec.Origin); err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return res, err
+	}
+	return res, nil
 }
 
 func withoutResume(l *leasev1.Lease) *leasev1.Lease {

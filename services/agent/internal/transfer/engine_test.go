@@ -47,7 +47,7 @@ func newEnv(t *testing.T) *env {
 		}, pool.Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	cfg := config.Default().Transfer
 	cfg.BufferSize = 64 << 10
-	eng, err := NewEngine(conns, pools, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	eng, err := NewEngine(conns, pools, cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@
 package lease
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
@@ -57,16 +62,18 @@ const (
 
 // Task is a task the scheduler owns from Enqueue until it finishes.
 type Task struct {
-	Key        Key
-	ID         string
-	Spec       *leasev1.TransferSpec
-	Trace      map[string]string
+	Key  Key
+	ID   string
+	Spec *leasev1.TransferSpec
+	// Span is the task's receive span; leases are traced as its children.
+	Span       trace.SpanContext
 	ReceivedAt time.Time
 	// Payload is the caller's: it travels with the task to Finished.
 	Payload any
 
 	route     routeKey
 	needs     []need
+	queuedAt  time.Time
 	state     taskState
 	attempt   uint32 // deliveries so far
 	failures  uint32 // deliveries that ended in a retryable failure
@@ -100,6 +107,9 @@ type Config struct {
 	// Endpoints are the connections file's endpoints, for connection limits.
 	Endpoints map[string]Endpoint
 	Breaker   BreakerConfig
+	// Tracer and Propagator trace leases; nil when tracing is off.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 	// Rand draws backoff jitter; nil means a random seed.
 	Rand *rand.Rand
 }
@@ -190,6 +200,12 @@ func (s *Scheduler) update(fn func()) {
 	}
 }
 
+// promotedLocked is a delayed task's return to the ready queue.
+func (s *Scheduler) promotedLocked(t *Task) {
+	s.setState(t, stateQueued)
+	t.queuedAt = s.clock.Now()
+}
+
 func (s *Scheduler) setState(t *Task, st taskState) {
 	if t.state != 0 {
 		s.counts[t.state]--
@@ -203,6 +219,7 @@ func (s *Scheduler) Enqueue(t *Task) {
 	s.update(func() {
 		t.route = routeKey{src: t.Spec.SrcId, dst: t.Spec.DstId}
 		t.needs = s.needsOf(t.Spec)
+		t.queuedAt = s.clock.Now()
 		s.tasks[t.Key] = t
 		s.byID[t.ID] = t
 		s.setState(t, stateQueued)
@@ -216,7 +233,7 @@ func (s *Scheduler) Enqueue(t *Task) {
 func (s *Scheduler) Tick() {
 	s.update(func() {
 		now := s.clock.Now()
-		s.queue.promote(now, func(t *Task) { s.setState(t, stateQueued) })
+		s.queue.promote(now, s.promotedLocked)
 		for _, l := range s.leases {
 			if now.After(l.expires) {
 				s.metrics.LeaseExpiries.Inc()
@@ -334,11 +351,54 @@ func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
 		Token:        l.token,
 		Attempt:      t.attempt,
 		Transfer:     t.Spec,
-		TraceContext: t.Trace,
+		TraceContext: s.traceLeaseLocked(t, l, now),
 		ResumeToken:  t.resumeToken,
 		ResumeOffset: t.resumeOffset,
 		PriorCommit:  t.prior,
 	}}})
+}
+
+// traceLeaseLocked records the task's wait in the queue and starts the
+// lease's span; the agent continues the trace from the returned carrier.
+func (s *Scheduler) traceLeaseLocked(t *Task, l *lease, now time.Time) map[string]string {
+	if s.cfg.Tracer == nil || !t.Span.IsValid() {
+		return nil
+	}
+	parent := trace.ContextWithRemoteSpanContext(context.Background(), t.Span)
+	_, wait := s.cfg.Tracer.Start(parent, "queue wait", trace.WithTimestamp(t.queuedAt),
+		trace.WithAttributes(attribute.Int("ftp_pooler.attempt", int(t.attempt))))
+	wait.End(trace.WithTimestamp(now))
+	ctx, span := s.cfg.Tracer.Start(parent, "lease", trace.WithTimestamp(now), trace.WithAttributes(
+		attribute.String("ftp_pooler.task_id", t.ID),
+		attribute.String("ftp_pooler.lease_id", l.id),
+		attribute.Int64("ftp_pooler.token", int64(l.token)),
+		attribute.Int("ftp_pooler.attempt", int(t.attempt)),
+		attribute.String("ftp_pooler.agent_id", l.sess.agentID),
+		attribute.String("ftp_pooler.src_id", t.Spec.SrcId),
+		attribute.String("ftp_pooler.dst_id", t.Spec.DstId),
+	))
+	l.span = span
+	carrier := propagation.MapCarrier{}
+	s.cfg.Propagator.Inject(ctx, carrier)
+	return carrier
+}
+
+// endSpan ends a lease's span with its outcome.
+func (l *lease) endSpan(o *leasev1.Outcome, lost string) {
+	if l.span == nil {
+		return
+	}
+	switch {
+	case lost != "":
+		l.span.SetStatus(codes.Error, lost)
+	case o != nil && o.Status != leasev1.Status_STATUS_SUCCEEDED:
+		l.span.SetAttributes(attribute.String("ftp_pooler.error_code", failure.Name(o.ErrorCode)))
+		l.span.SetStatus(codes.Error, o.ErrorMessage)
+	case o != nil:
+		l.span.SetAttributes(attribute.Int64("ftp_pooler.bytes", o.BytesTransferred))
+	}
+	l.span.End()
+	l.span = nil
 }
 
 func leaseID(dispatcherID string, k Key) string {
@@ -347,6 +407,7 @@ func leaseID(dispatcherID string, k Key) string {
 
 // endLeaseLocked forgets a lease; the task's state is the caller's to set.
 func (s *Scheduler) endLeaseLocked(l *lease) {
+	l.endSpan(nil, "")
 	delete(s.leases, l.id)
 	delete(l.sess.leases, l.id)
 	l.task.lease = nil
@@ -360,6 +421,7 @@ func (s *Scheduler) endLeaseLocked(l *lease) {
 // loseLeaseLocked ends a lease that produced no outcome (expired, agent
 // gone) and decides what happens to its task.
 func (s *Scheduler) loseLeaseLocked(l *lease, code failure.Code, msg string) {
+	l.endSpan(nil, msg)
 	s.endLeaseLocked(l)
 	s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
 	t := l.task
@@ -565,12 +627,13 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) {
 		if l == nil {
 			return
 		}
-		s.endLeaseLocked(l)
 		t, o := l.task, r.Outcome
 		if o == nil {
 			o = &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: failure.UnknownError,
 				ErrorMessage: "agent sent a result without an outcome", SourceSize: -1}
 		}
+		l.endSpan(o, "")
+		s.endLeaseLocked(l)
 		now := s.clock.Now()
 		wait := s.breakerResultLocked(t.needs, l.probe, o, now)
 		switch {
@@ -611,7 +674,7 @@ func (s *Scheduler) Release(sess *Session, r *leasev1.Release) {
 			return
 		}
 		s.requeueLocked(l.task, 0)
-		s.queue.promote(s.clock.Now(), func(t *Task) { s.setState(t, stateQueued) })
+		s.queue.promote(s.clock.Now(), s.promotedLocked)
 	})
 }
 

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
 )
 
@@ -51,6 +53,8 @@ type lease struct {
 	committedBytes int64
 	// probe marks a lease sent to test an endpoint whose breaker is half-open.
 	probe bool
+	// span traces the delivery, when tracing is on.
+	span trace.Span
 }
 
 // outbox queues messages for one agent. Pushing never blocks, so the

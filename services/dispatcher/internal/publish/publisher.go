@@ -40,6 +40,8 @@ type Record struct {
 	// Shrink, when set, returns a smaller value to send instead when the
 	// broker refuses Value as too large (dead letters of huge records).
 	Shrink func() []byte
+	// Done, when set, is called once the record is durable (ends its span).
+	Done func()
 
 	err error // the last delivery error, set by the delivery loop
 }
@@ -244,6 +246,11 @@ func (p *Publisher) markPublished(batch []*Record) {
 	close(p.progress)
 	p.progress = make(chan struct{})
 	p.mu.Unlock()
+	for _, r := range batch {
+		if r.Done != nil {
+			r.Done()
+		}
+	}
 	if p.onPublished != nil {
 		p.onPublished(batch)
 	}
