@@ -8,8 +8,11 @@ package devstack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	ftpserver "goftp.io/server/v2"
@@ -70,7 +73,44 @@ type FTPServer struct {
 	Port int
 	// Root is the directory served as "/".
 	Root string
-	done chan error
+	// Throttle, when positive, limits each download to that many bytes per
+	// second, for tests that need a transfer to take a while.
+	Throttle atomic.Int64
+	done     chan error
+}
+
+// throttlingDriver paces downloads.
+type throttlingDriver struct {
+	ftpserver.Driver
+	s *FTPServer
+}
+
+func (d *throttlingDriver) GetFile(ctx *ftpserver.Context, path string, offset int64) (int64, io.ReadCloser, error) {
+	n, rc, err := d.Driver.GetFile(ctx, path, offset)
+	if rate := d.s.Throttle.Load(); err == nil && rate > 0 {
+		return n, &paced{ReadCloser: rc, rate: rate, start: time.Now()}, nil
+	}
+	return n, rc, err
+}
+
+// paced reads no faster than rate bytes per second.
+type paced struct {
+	io.ReadCloser
+	rate  int64
+	start time.Time
+	sent  int64
+}
+
+func (p *paced) Read(b []byte) (int, error) {
+	if len(b) > 16<<10 {
+		b = b[:16<<10]
+	}
+	n, err := p.ReadCloser.Read(b)
+	p.sent += int64(n)
+	if ahead := time.Duration(float64(p.sent)/float64(p.rate)*float64(time.Second)) - time.Since(p.start); ahead > 0 {
+		time.Sleep(ahead)
+	}
+	return n, err
 }
 
 // StartFTP serves root on a free loopback port to one user.
@@ -87,9 +127,10 @@ func StartFTP(root, user, password string) (*FTPServer, error) {
 		return nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
+	s := &FTPServer{Root: root, done: make(chan error, 1)}
 	srv, err := ftpserver.NewServer(&ftpserver.Options{
 		Name:     "ftp-pooler devstack",
-		Driver:   drv,
+		Driver:   &throttlingDriver{Driver: drv, s: s},
 		Auth:     &ftpserver.SimpleAuth{Name: user, Password: password},
 		Perm:     ftpserver.NewSimplePerm("ftp", "ftp"),
 		Hostname: "127.0.0.1",
@@ -101,7 +142,7 @@ func StartFTP(root, user, password string) (*FTPServer, error) {
 		l.Close()
 		return nil, err
 	}
-	s := &FTPServer{srv: srv, l: l, Addr: l.Addr().String(), Host: "127.0.0.1", Port: port, Root: root, done: make(chan error, 1)}
+	s.srv, s.l, s.Addr, s.Host, s.Port = srv, l, l.Addr().String(), "127.0.0.1", port
 	go func() { s.done <- srv.Serve(l) }()
 	return s, nil
 }

@@ -94,6 +94,9 @@ func newStackWith(t *testing.T, o stackOptions, extraINI func(*stack) string) *s
 	if o.delivery == "" {
 		o.delivery = "exactly_once"
 	}
+	if !strings.Contains(o.agentYML, "drain_timeout") {
+		o.agentYML += "  drain_timeout: 5s\n"
+	}
 	dir := t.TempDir()
 	s := &stack{t: t, dir: dir, base: filepath.Join(dir, "storage"), other: filepath.Join(dir, "other"), logs: &syncBuffer{}}
 	for _, d := range []string{s.base, s.other} {
@@ -149,7 +152,6 @@ dispatcher:
   drain_timeout: 5s
 %s
 agent:
-  drain_timeout: 5s
   reconnect_max_backoff: 500ms
 %s
 %s`, s.broker.Addr, o.delivery, o.dispatcherYML, o.agentYML, o.extraYML))

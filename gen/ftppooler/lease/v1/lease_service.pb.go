@@ -1010,7 +1010,10 @@ type Release struct {
 	// The delivery token of the lease.
 	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
 	// Why the lease is handed back.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Bytes the agent left in its temporary file for the next delivery to
+	// continue from.
+	BytesDone     int64 `protobuf:"varint,4,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1064,6 +1067,13 @@ func (x *Release) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Release) GetBytesDone() int64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
 }
 
 // Cancel tells the agent to abandon a lease and discard what it wrote.
@@ -1436,11 +1446,13 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\x06Result\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x125\n" +
-	"\aoutcome\x18\x03 \x01(\v2\x1b.ftppooler.lease.v1.OutcomeR\aoutcome\"R\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x1b.ftppooler.lease.v1.OutcomeR\aoutcome\"q\n" +
 	"\aRelease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"Q\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x04 \x01(\x03R\tbytesDone\"Q\n" +
 	"\x06Cancel\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x16\n" +

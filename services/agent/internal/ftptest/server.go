@@ -4,6 +4,7 @@
 package ftptest
 
 import (
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -23,6 +24,76 @@ type Server struct {
 	logins   atomic.Int64
 	mu       sync.Mutex
 	conns    []net.Conn
+	// StallAfter, when positive, makes downloads stop sending after that
+	// many bytes without closing, as a hung server does.
+	StallAfter atomic.Int64
+	stopped    chan struct{}
+}
+
+// stallingDriver serves files through readers that may stall.
+type stallingDriver struct {
+	ftpserver.Driver
+	s *Server
+}
+
+func (d *stallingDriver) GetFile(ctx *ftpserver.Context, path string, offset int64) (int64, io.ReadCloser, error) {
+	n, rc, err := d.Driver.GetFile(ctx, path, offset)
+	if err != nil || d.s.StallAfter.Load() <= 0 {
+		return n, rc, err
+	}
+	return n, &stallingReader{ReadCloser: rc, left: d.s.StallAfter.Load(), stop: d.s.stopped}, nil
+}
+
+// stallingReader stops delivering after left bytes, until the server stops.
+type stallingReader struct {
+	io.ReadCloser
+	left int64
+	stop chan struct{}
+}
+
+func (r *stallingReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		<-r.stop
+		return 0, io.ErrClosedPipe
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.ReadCloser.Read(p)
+	r.left -= int64(n)
+	return n, err
+}
+
+// StartSilent listens on loopback and accepts connections without ever
+// answering, like a hung server. It returns the port.
+func StartSilent(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 type countingAuth struct {
@@ -56,7 +127,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 // Start serves t.TempDir() until the test ends.
 func Start(t *testing.T) *Server {
 	t.Helper()
-	s := &Server{Root: t.TempDir()}
+	s := &Server{Root: t.TempDir(), stopped: make(chan struct{})}
 	drv, err := file.NewDriver(s.Root)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +138,7 @@ func Start(t *testing.T) *Server {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	srv, err := ftpserver.NewServer(&ftpserver.Options{
-		Driver:   drv,
+		Driver:   &stallingDriver{Driver: drv, s: s},
 		Auth:     &countingAuth{SimpleAuth: ftpserver.SimpleAuth{Name: "u", Password: "p"}, s: s},
 		Perm:     ftpserver.NewSimplePerm("u", "u"),
 		Hostname: "127.0.0.1",
@@ -88,6 +159,7 @@ func Start(t *testing.T) *Server {
 		// Serve that has only just started.
 		_ = l.Close()
 		<-done
+		close(s.stopped)
 		s.DropAll()
 	})
 	ep, err := config.ParseConnections([]byte("[srv]\ntype = ftp\nhost = 127.0.0.1\nport = "+strconv.Itoa(port)+"\nuser = u\npass = p\n"), "", func(string) string { return "" })

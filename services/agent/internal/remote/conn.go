@@ -48,11 +48,11 @@ type Conn struct {
 	sc       *ftp.ServerConn
 	idle     time.Duration
 	bufSize  int
-	control  net.Conn // raw TCP of the control connection
 	tls      *tls.Config
 	dialer   net.Dialer
 	mu       sync.Mutex
-	data     net.Conn // the data connection in use, if any
+	control  net.Conn // raw TCP of the control connection; set once, under mu
+	data     net.Conn // the data connection in use, if any; under mu
 	broken   atomic.Bool
 	lastUsed time.Time
 	dirs     map[string]bool // directories known to exist on the server
@@ -101,18 +101,30 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 	sc, err := ftp.Dial(ep.Address(), opts...)
 	if err != nil {
 		c.closeControl()
-		return nil, c.classify(ctx, "connect to", "", err)
+		return nil, unanswered(c.classify(ctx, "connect to", "", err), timeout)
 	}
 	c.sc = sc
 	if err := sc.Login(ep.User, ep.Password.Reveal()); err != nil {
 		_ = sc.Quit()
-		return nil, c.classify(ctx, "log in to", "", err)
+		return nil, unanswered(c.classify(ctx, "log in to", "", err), timeout)
 	}
 	if c.control != nil {
 		_ = c.control.SetDeadline(time.Time{})
 	}
 	c.lastUsed = time.Now()
 	return c, nil
+}
+
+// unanswered reports a server that did not answer in time while we
+// connected or logged in as a connection failure (the breaker counts it),
+// not as a transfer timeout.
+func unanswered(fe *failure.Error, timeout time.Duration) *failure.Error {
+	if fe.Code != failure.TransferTimeout {
+		return fe
+	}
+	fe.Code = failure.ConnectionError
+	fe.Msg += fmt.Sprintf(": no answer within %s", timeout)
+	return fe
 }
 
 // dial is jlaffaye's dial function: its first call makes the control
@@ -125,8 +137,13 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.control == nil {
-		c.control = raw
+	c.mu.Lock()
+	first := c.control == nil
+	if first {
+		c.control = raw // interrupt reads it from another goroutine
+	}
+	c.mu.Unlock()
+	if first {
 		if c.ep.TLS == config.TLSImplicit {
 			return tls.Client(raw, c.tls), nil
 		}
@@ -181,14 +198,14 @@ func tlsConfig(ep *config.Endpoint) (*tls.Config, error) {
 func (c *Conn) interrupt() {
 	c.broken.Store(true)
 	past := time.Unix(1, 0)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.control != nil {
 		_ = c.control.SetDeadline(past)
 	}
-	c.mu.Lock()
 	if c.data != nil {
 		_ = c.data.SetDeadline(past)
 	}
-	c.mu.Unlock()
 }
 
 // op bounds one control-channel exchange: the idle timeout, the context's

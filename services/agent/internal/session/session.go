@@ -28,12 +28,14 @@ import (
 )
 
 // errDraining is the cause of jobs stopped because the agent shuts down:
-// they are released, not failed.
-var errDraining = errors.New("agent is shutting down")
+// they are released, not failed, and their partial files stay for the next
+// delivery to continue.
+var errDraining = fmt.Errorf("%w: agent is shutting down", transfer.ErrHandOver)
 
 // errStreamLost is the cause of jobs stopped because their stream broke:
-// the dispatcher has already taken their leases back.
-var errStreamLost = errors.New("stream to the dispatcher was lost")
+// the dispatcher has already taken their leases back, and re-leases them
+// to continue from the partial files.
+var errStreamLost = fmt.Errorf("%w: stream to the dispatcher was lost", transfer.ErrHandOver)
 
 // Runner performs a job.
 type Runner interface {
@@ -366,7 +368,7 @@ func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.Wa
 		case errors.Is(cause, errDraining) || o == nil:
 			log.Info("lease released")
 			s.enqueue(&leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_Release{Release: &leasev1.Release{
-				LeaseId: l.LeaseId, Token: l.Token, Reason: errDraining.Error(),
+				LeaseId: l.LeaseId, Token: l.Token, Reason: errDraining.Error(), BytesDone: r.job.Done.Load(),
 			}}})
 			return
 		}

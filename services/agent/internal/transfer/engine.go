@@ -35,6 +35,11 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/internal/taskpath"
 )
 
+// ErrHandOver, as (or wrapped in) the cause of a job's cancellation, keeps
+// the partial temporary file in place instead of removing it: the lease is
+// going to another delivery, which continues from it.
+var ErrHandOver = errors.New("handing the transfer over")
+
 // Job is one lease being performed.
 type Job struct {
 	Lease *leasev1.Lease
@@ -142,6 +147,8 @@ type sink interface {
 	verify(ctx context.Context) (int64, error)
 	commit(ctx context.Context, origin string) error
 	abort()
+	// keep closes the temporary file and leaves it for a later delivery.
+	keep()
 	// resumed is the size of an earlier delivery's file taken over.
 	resumed() int64
 }
@@ -193,7 +200,11 @@ func (e *Engine) run(ctx context.Context, job *Job) (res outcome, err error) {
 		return res, err
 	}
 	defer func() {
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(context.Cause(ctx), ErrHandOver):
+			snk.keep()
+		default:
 			snk.abort()
 		}
 	}()

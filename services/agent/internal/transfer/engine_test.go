@@ -359,3 +359,46 @@ func TestRetryRemovesStaleTemporaryFiles(t *testing.T) {
 		t.Error("another destination's temporary file was removed")
 	}
 }
+
+func TestHungServersDoNotHoldSlots(t *testing.T) {
+	e := newEnv(t)
+	// A server that accepts and never answers: connect times out.
+	silent := *e.ftp.Endpoint
+	silent.ID, silent.Port, silent.Timeout = "silent", ftptest.StartSilent(t), 300*time.Millisecond
+	// A server that stops sending mid-file: the idle timeout fires.
+	e.engine.conns.Endpoints["silent"] = &silent
+	stalls := newEnvIdle(t, 300*time.Millisecond)
+	write(t, filepath.Join(stalls.ftp.Root, "big.bin"), strings.Repeat("z", 1<<20))
+	stalls.ftp.StallAfter.Store(64 << 10)
+
+	pools := pool.NewSet(pool.Config{MaxTotal: 10, DefaultMax: 4, IdleTimeout: time.Minute, CheckAfter: time.Minute},
+		[]*config.Endpoint{&silent}, func(ep *config.Endpoint) pool.Dialer {
+			return &remote.Dialer{Endpoint: ep, ConnectTimeout: time.Second, IdleTimeout: time.Second, BufferSize: 64 << 10}
+		}, pool.Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e.engine.pools = pools
+
+	start := time.Now()
+	o := e.engine.Run(context.Background(), e.job("silent", "/x", "dst", "x", true))
+	if o.ErrorCode != failure.ConnectionError || !o.Retryable || o.FailedEndpoint != "silent" || time.Since(start) > 5*time.Second {
+		t.Errorf("silent server: %v %s (failed endpoint %q) after %s", o.ErrorCode, o.ErrorMessage, o.FailedEndpoint, time.Since(start))
+	}
+
+	start = time.Now()
+	o = stalls.engine.Run(context.Background(), stalls.job("srv", "/big.bin", "dst", "big.bin", true))
+	if o.ErrorCode != failure.TransferTimeout || !o.Retryable || time.Since(start) > 5*time.Second {
+		t.Errorf("stalled download: %v %s after %s", o.ErrorCode, o.ErrorMessage, time.Since(start))
+	}
+	noTemps(t, stalls.dstDir)
+}
+
+// newEnvIdle is newEnv with a short idle timeout on FTP data and commands.
+func newEnvIdle(t *testing.T, idle time.Duration) *env {
+	t.Helper()
+	e := newEnv(t)
+	pools := pool.NewSet(pool.Config{MaxTotal: 10, DefaultMax: 4, IdleTimeout: time.Minute, CheckAfter: time.Minute},
+		[]*config.Endpoint{e.ftp.Endpoint}, func(ep *config.Endpoint) pool.Dialer {
+			return &remote.Dialer{Endpoint: ep, ConnectTimeout: 2 * time.Second, IdleTimeout: idle, BufferSize: 64 << 10}
+		}, pool.Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e.engine.pools = pools
+	return e
+}

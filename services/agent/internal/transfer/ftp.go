@@ -154,6 +154,9 @@ func (s *ftpSink) commit(ctx context.Context, _ string) error {
 	return err
 }
 
+// keep leaves the partial upload on the server for a later delivery.
+func (s *ftpSink) keep() { s.release() }
+
 // abort deletes the temporary file, on the same connection when it still
 // works or a fresh one otherwise, with a context of its own: the transfer's
 // may be what ended.

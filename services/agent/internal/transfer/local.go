@@ -289,6 +289,14 @@ func (s *localSink) commit(_ context.Context, origin string) error {
 	return nil
 }
 
+// keep closes the temporary file and leaves it for a later delivery.
+func (s *localSink) keep() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+}
+
 // abort removes the temporary file.
 func (s *localSink) abort() {
 	if s.f != nil {

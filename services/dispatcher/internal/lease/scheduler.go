@@ -666,6 +666,7 @@ func (s *Scheduler) Release(sess *Session, r *leasev1.Release) {
 			return
 		}
 		s.metrics.Releases.Inc()
+		l.bytesDone = max(l.bytesDone, r.BytesDone)
 		s.endLeaseLocked(l)
 		s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
 		s.rememberLocked(l.task, l)
