@@ -66,7 +66,7 @@ func (r *stallingReader) Read(p []byte) (int, error) {
 
 // StartSilent listens on loopback and accepts connections without ever
 // answering, like a hung server. It returns the port.
-func StartSilent(t *testing.T) int {
+func StartSilent(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -125,7 +125,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 }
 
 // Start serves t.TempDir() until the test ends.
-func Start(t *testing.T) *Server {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{Root: t.TempDir(), stopped: make(chan struct{})}
 	drv, err := file.NewDriver(s.Root)

@@ -17,7 +17,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newSet(t *testing.T, ep *config.Endpoint, cfg Config) *Set {
+func newSet(t testing.TB, ep *config.Endpoint, cfg Config) *Set {
 	t.Helper()
 	if cfg.MaxTotal == 0 {
 		cfg.MaxTotal = 100

@@ -96,7 +96,7 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func testConnections(t *testing.T) *config.Connections {
+func testConnections(t testing.TB) *config.Connections {
 	t.Helper()
 	c, err := config.ParseConnections([]byte(`
 [remote-ftp]
