@@ -99,7 +99,9 @@ ftp_args() {
 	case $1 in
 	vsftpd) URL=ftp://127.0.0.1:$VSFTPD_PORT CURL=(curl -sS --max-time 30 --user ftpuser:ftppass) ;;
 	pureftpd) URL=ftp://127.0.0.1:$PUREFTPD_PORT CURL=(curl -sS --max-time 30 --user ftpuser2:ftppass2) ;;
-	vsftps) URL=ftp://127.0.0.1:$VSFTPS_PORT CURL=(curl -sS --max-time 30 --user ftpuser:ftppass --ssl-reqd --cacert "$CA") ;;
+	# --tls-max 1.2 as the agent does by default: vsftpd 3.0.3 cuts TLS 1.3
+	# uploads short now and then ("426 Failure reading network stream").
+	vsftps) URL=ftp://127.0.0.1:$VSFTPS_PORT CURL=(curl -sS --max-time 30 --user ftpuser:ftppass --ssl-reqd --tls-max 1.2 --cacert "$CA") ;;
 	esac
 	HOME_DIR=$E2E_FTP_ROOT/$1/home
 }
@@ -188,15 +190,22 @@ vsftps_cert() { # the certificate verifies as 127.0.0.1 against itself as CA
 	openssl verify -CAfile "$CA" "$CA" >/dev/null &&
 		openssl x509 -in "$CA" -noout -ext subjectAltName | grep -q 'IP Address:127.0.0.1'
 }
-vsftps_tls12_only() {
+# The server's newest TLS version: 1.3 like a stock server, or 1.2 with
+# VSFTPS_TLS_MAX=1.2 (ftp.sh).
+VSFTPS_TLS_MAX=${VSFTPS_TLS_MAX:-1.3}
+vsftps_tls_versions() {
 	local v
 	v=$(curl -sS -v --max-time 10 --ssl-reqd --cacert "$CA" --user ftpuser:ftppass "ftp://127.0.0.1:$VSFTPS_PORT/" -o /dev/null 2>&1 | grep -o 'SSL connection using TLSv1\.[0-9]')
-	[[ $v == *TLSv1.2 ]] || fail_msg "negotiated '$v', want TLSv1.2"
-	! curl -sS --max-time 10 --tlsv1.3 --ssl-reqd --cacert "$CA" --user ftpuser:ftppass "ftp://127.0.0.1:$VSFTPS_PORT/" -o /dev/null 2>/dev/null ||
-		fail_msg "TLS 1.3 was accepted (vsftpd 3.0.3 truncates TLS 1.3 uploads)"
+	[[ $v == *TLSv$VSFTPS_TLS_MAX ]] || fail_msg "negotiated '$v', want TLSv$VSFTPS_TLS_MAX" || return 1
+	v=$(curl -sS -v --max-time 10 --tls-max 1.2 --ssl-reqd --cacert "$CA" --user ftpuser:ftppass "ftp://127.0.0.1:$VSFTPS_PORT/" -o /dev/null 2>&1 | grep -o 'SSL connection using TLSv1\.[0-9]')
+	[[ $v == *TLSv1.2 ]] || fail_msg "with --tls-max 1.2 negotiated '$v', want TLSv1.2" || return 1
+	if [[ $VSFTPS_TLS_MAX == 1.2 ]]; then
+		! curl -sS --max-time 10 --tlsv1.3 --ssl-reqd --cacert "$CA" --user ftpuser:ftppass "ftp://127.0.0.1:$VSFTPS_PORT/" -o /dev/null 2>/dev/null ||
+			fail_msg "TLS 1.3 was accepted though VSFTPS_TLS_MAX=1.2"
+	fi
 }
 check "vsftps: plain FTP login refused" vsftps_plain_refused
-check "vsftps: TLS 1.2 negotiated, TLS 1.3 refused" vsftps_tls12_only
+check "vsftps: TLS $VSFTPS_TLS_MAX negotiated, TLS 1.2 on request" vsftps_tls_versions
 check "vsftps: certificate has IP:127.0.0.1, verifies as its own CA" vsftps_cert
 ftp_args vsftpd
 check "vsftpd: wrong password refused" bash -c "! curl -sS --max-time 10 --user ftpuser:nope $URL/ -o /dev/null 2>/dev/null"

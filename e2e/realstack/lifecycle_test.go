@@ -1,0 +1,77 @@
+//go:build e2e
+
+package realstack
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+
+	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
+)
+
+// TestLifecycle checks the harness on the real binaries, the part a chaos
+// suite builds on: both binaries serve health on their --http-listen
+// address, ListAgents names the agents, an agent killed with SIGKILL
+// leaves the dispatcher's list and comes back when restarted, a dispatcher
+// restarted with SIGTERM on the same ports gets its agents back, and tasks
+// run after each step. Cleanup checks the SIGTERM exits.
+func TestLifecycle(t *testing.T) {
+	s := NewStack(t, StackOptions{StablePorts: true})
+	dir := s.FTPDir()
+	RemoveOnSuccess(t, env.VSFTPD.Path(dir))
+	content := []byte("lifecycle\n")
+	PutFile(t, env.VSFTPD.Path(dir+"/l.txt"), content)
+	run := func(step string) {
+		t.Helper()
+		tk := Task{TaskID: s.ID("lifecycle-" + step), SrcID: "vsftpd", SrcPath: dir + "/l.txt", DstID: "local", DstPath: "l-" + step + ".txt"}
+		s.CheckSuccess(t, s.Run(t, 60*time.Second, tk)[tk.TaskID], tk, int64(len(content)))
+	}
+
+	for i, addr := range append([]string{s.HTTPAddr}, s.AgentHTTP...) {
+		for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+			if code, err := httpStatus("http://" + addr + p); err != nil || code != http.StatusOK {
+				t.Errorf("process %d: GET %s%s = %d %v", i, addr, p, code, err)
+			}
+		}
+	}
+	ctx := context.Background()
+	agents, err := s.Admin.ListAgents(ctx, &adminv1.ListAgentsRequest{})
+	must(t, err)
+	var ids []string
+	for _, a := range agents.Agents {
+		ids = append(ids, a.AgentId)
+		if a.Slots != 8 {
+			t.Errorf("agent %s: %d slots, want 8", a.AgentId, a.Slots)
+		}
+	}
+	sort.Strings(ids)
+	if len(ids) != 2 || ids[0] != s.AgentID(0) || ids[1] != s.AgentID(1) {
+		t.Errorf("ListAgents = %v, want %s and %s", ids, s.AgentID(0), s.AgentID(1))
+	}
+	run("start")
+
+	// SIGKILL an agent: the dispatcher drops it; a restart brings it back.
+	s.Agents[1].Kill()
+	if err := s.Agents[1].Wait(0); err == nil {
+		t.Errorf("a SIGKILLed agent exited 0")
+	}
+	s.WaitReady(1, 30*time.Second)
+	run("one-agent")
+	s.StartAgent(1)
+	s.WaitReady(2, 30*time.Second)
+
+	// SIGTERM the dispatcher, start it again on the same ports: the agents
+	// reconnect by themselves.
+	if err := s.Dispatcher.Stop(60 * time.Second); err != nil {
+		t.Fatalf("dispatcher SIGTERM: %v", err)
+	}
+	s.StartDispatcher()
+	s.WaitReady(2, 60*time.Second)
+	run("restarted")
+	for _, p := range s.Procs() {
+		t.Logf("%s: pid %d, started %d times", p.Name, p.Pid(), p.Starts())
+	}
+}

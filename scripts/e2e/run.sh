@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The end-to-end suite (`make e2e`): installs what is missing, starts Apache
+# Kafka and the FTP servers, runs the real bin/dispatcher and bin/agent
+# against them (go test -tags e2e ./e2e/realstack/...), and stops the servers
+# it started, also on failure or Ctrl-C. On failure it prints the servers'
+# logs and the tail of every dispatcher and agent log; exits non-zero.
+#
+#   scripts/e2e/run.sh                      the whole suite
+#   E2E_RUN=TestSeed scripts/e2e/run.sh     only tests matching (go test -run)
+#   scripts/e2e/run.sh -short               extra arguments go to go test
+#
+# E2E_KNOWN_BUGS=1 also runs the tests of known, unfixed product bugs (they
+# fail). Servers already running when it starts are used and left running.
+# Needs root on Debian 12 with Go, Java 17 and Maven (see README.md here).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[[ $(id -u) == 0 ]] || die "run.sh must run as root (it installs packages and runs FTP servers)"
+cd "$REPO_ROOT"
+rm -f "$STATE_DIR/go-test.log"
+t0=$SECONDS
+stamp() { echo "=== e2e: $* ($((SECONDS - t0)) s)"; }
+
+started_kafka=0 started_ftp=0 rc=0
+# shellcheck disable=SC2317 # called from the trap
+cleanup() {
+	local code=$?
+	((rc == 0)) && rc=$code
+	trap - EXIT INT TERM
+	if ((rc != 0)); then
+		echo
+		echo "=== e2e: FAILED; server logs follow"
+		E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/kafka.sh" logs || true
+		E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/ftp.sh" logs || true
+		print_process_logs
+	fi
+	((started_ftp)) && { "$E2E_DIR/ftp.sh" stop || echo "e2e: ftp.sh stop failed" >&2; }
+	((started_kafka)) && { "$E2E_DIR/kafka.sh" stop || echo "e2e: kafka.sh stop failed" >&2; }
+	if ((rc == 0)); then stamp "PASSED"; else stamp "FAILED (exit $rc)"; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'rc=130; exit 130' INT TERM
+
+# The dispatchers' and agents' logs, kept in <state>/realstack/<test>/: those
+# of the tests that failed, or all of them when go test names none (a panic,
+# a timeout, a build failure).
+# shellcheck disable=SC2317 # called from the trap
+print_process_logs() {
+	local n=${E2E_LOG_LINES:-80} f t
+	local -a dirs=()
+	if [[ -f $STATE_DIR/go-test.log ]]; then
+		while read -r t; do
+			dirs+=("$STATE_DIR/realstack/$t" "$STATE_DIR/realstack/$t-"*)
+		done < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$STATE_DIR/go-test.log" | cut -d' ' -f3 | sort -u)
+	fi
+	((${#dirs[@]})) || dirs=("$STATE_DIR"/realstack/*)
+	shopt -s nullglob
+	for t in "${dirs[@]}"; do
+		for f in "$t"/*.log; do
+			echo "----- $f (last $n lines) -----"
+			tail -n "$n" "$f"
+		done
+	done
+	shopt -u nullglob
+}
+
+stamp "install"
+"$E2E_DIR/install.sh"
+
+if [[ ! -x bin/dispatcher || ! -x bin/agent ]]; then
+	stamp "make build"
+	make build
+fi
+
+stamp "starting Kafka and the FTP servers"
+if "$E2E_DIR/kafka.sh" status >/dev/null 2>&1; then
+	echo "e2e: using the Kafka broker already running (it stays running)"
+	"$E2E_DIR/kafka.sh" topics
+else
+	started_kafka=1
+	"$E2E_DIR/kafka.sh" start
+fi
+if "$E2E_DIR/ftp.sh" status >/dev/null 2>&1; then
+	echo "e2e: using the FTP servers already running (they stay running)"
+	"$E2E_DIR/ftp.sh" env >/dev/null
+else
+	started_ftp=1
+	"$E2E_DIR/ftp.sh" start
+fi
+"$E2E_DIR/kafka.sh" status
+"$E2E_DIR/ftp.sh" status
+
+rm -rf "$STATE_DIR/realstack"
+stamp "go test ./e2e/realstack"
+args=(-tags e2e -count=1 -timeout 40m -v)
+[[ -n ${E2E_RUN:-} ]] && args+=(-run "$E2E_RUN")
+set +e
+E2E_STATE_DIR=$STATE_DIR go test "${args[@]}" "$@" ./e2e/realstack/... 2>&1 | tee "$STATE_DIR/go-test.log"
+rc=${PIPESTATUS[0]}
+set -e
+echo
+echo "=== e2e: summary"
+grep -E '^(--- |ok |FAIL)' "$STATE_DIR/go-test.log" || true
+exit "$rc"
