@@ -52,7 +52,10 @@ pass = nothing
 	must(t, os.WriteFile(filepath.Join(root, "secret.txt"), secret, 0o644))
 	must(t, os.Symlink(root, filepath.Join(base, "escape")))
 	s := NewStack(t, StackOptions{ExtraConnections: extra, LocalBase: base,
-		Config: map[string]map[string]any{"retry": {"max_attempts": 3, "base_backoff": "200ms", "max_backoff": "1s"}}})
+		Config: map[string]map[string]any{
+			"retry":           {"max_attempts": 3, "base_backoff": "200ms", "max_backoff": "1s", "max_outage": "3s"},
+			"circuit_breaker": {"failure_threshold": 3, "timeout_seconds": 1},
+		}})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPD.Path(dir))
 	x := []byte("x\n")
@@ -95,10 +98,13 @@ pass = nothing
 			t.Errorf("%s: error_message leaks a password: %s", c.tk.TaskID, msg)
 		}
 	}
-	// The down server was tried retry.max_attempts times; the others once.
+	// The down server used up no attempts: its task waited, probing, until
+	// the endpoint had been unreachable for retry.max_outage. The others
+	// were tried once.
 	down := got[s.ID("fail-down")]
-	if a, _ := down.Num("attempts"); a != 3 || !strings.Contains(down.Str("error_message"), "gave up after 3 attempts") {
-		t.Errorf("fail-down: want 3 attempts and \"gave up after 3 attempts\": %s", down.Value)
+	if a, _ := down.Num("attempts"); a < 4 || !strings.Contains(down.Str("error_message"), "unreachable for") ||
+		!strings.Contains(down.Str("error_message"), "retry.max_outage 3s") {
+		t.Errorf("fail-down: want more deliveries than retry.max_attempts 3 and \"unreachable for ... (retry.max_outage 3s)\": %s", down.Value)
 	}
 	for _, c := range cases {
 		if c.code != "CONNECTION_ERROR" {

@@ -171,3 +171,50 @@ func watchEndpoint(s *Stack, id string) func() uint32 {
 		return max
 	}
 }
+
+// TestFailuresAfterLoginUseUpAttempts: tasks whose every delivery fails
+// with a retryable code against a server that is up (uploads over TLS 1.3 to
+// vsftpd 3.0.3: "426 Failure reading network stream" after a successful
+// login and STOR) are attempts, not an outage: the endpoint's breaker stays
+// closed and each task fails after retry.max_attempts. (They used to open
+// the breaker and then wait for it forever, past max_attempts, with no
+// outcome and their partition's offset stuck behind them.)
+func TestFailuresAfterLoginUseUpAttempts(t *testing.T) {
+	if env.VSFTPSTLSMax != "1.3" {
+		t.Skip("needs the FTPS server to offer TLS 1.3")
+	}
+	extra := fmt.Sprintf("\n[vsftps-tls13]\ntype = ftp\nhost = %s\nport = %d\nuser = %s\npass = %s\ntls = explicit\ntls_ca_file = %s\ntls_max_version = 1.3\n",
+		env.VSFTPS.Host, env.VSFTPS.Port, env.VSFTPS.User, env.VSFTPS.Pass, env.VSFTPSCA)
+	s := NewStack(t, StackOptions{ExtraConnections: extra, Config: map[string]map[string]any{
+		"circuit_breaker": {"failure_threshold": 5, "timeout_seconds": 2},
+	}})
+	dir := s.FTPDir()
+	RemoveOnSuccess(t, env.VSFTPS.Path(dir))
+	PutRandomFile(t, filepath.Join(s.Base, "outbox/up.bin"), 1<<20, 5000)
+	var tasks []Task
+	var ids []string
+	for i := 0; i < 3; i++ { // 3 tasks × 3 attempts = 9 failures > threshold 5
+		tk := Task{TaskID: s.ID(fmt.Sprintf("poison-%d", i)), SrcID: "local", SrcPath: "outbox/up.bin", DstID: "vsftps-tls13", DstPath: fmt.Sprintf("%s/up-%d.bin", dir, i)}
+		tasks = append(tasks, tk)
+		ids = append(ids, tk.TaskID)
+	}
+	SubmitTasks(t, tasks...)
+	// 3 attempts with 200 ms–1 s backoff take a few seconds; give it 30.
+	got, missing := collector.Await(ids, "", s.Since, 30*time.Second)
+	for _, id := range missing {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		r, err := s.Admin.GetTask(ctx, &adminv1.GetTaskRequest{TaskId: id})
+		cancel()
+		if err != nil {
+			t.Errorf("%s: no outcome after 30 s; GetTask: %v", id, err)
+			continue
+		}
+		t.Errorf("%s: no outcome after 30 s though retry.max_attempts is 3: state %s, attempt %d, last error %s: %s",
+			id, r.Task.State, r.Task.Attempt, r.Task.LastErrorCode, r.Task.LastErrorMessage)
+	}
+	for id, m := range got {
+		if a, _ := m.Num("attempts"); a != 3 || m.Str("status") != "failed" || m.Str("error_code") != "CONNECTION_ERROR" {
+			t.Errorf("%s: want failed with CONNECTION_ERROR after exactly retry.max_attempts 3: %s", id, m.Value)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net/http"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +74,37 @@ func TestLifecycle(t *testing.T) {
 	run("restarted")
 	for _, p := range s.Procs() {
 		t.Logf("%s: pid %d, started %d times", p.Name, p.Pid(), p.Starts())
+	}
+}
+
+// TestAgentShutdownLogsNoSecondSignal: an agent given one SIGTERM must not
+// log "second signal: releasing transfers still running" or drain after
+// "agent stopped". It used to, now and then: agent.Run did not wait for its
+// drain goroutine, whose selects could pick ctx.Done() after the sessions
+// had ended and then force.Done(), which main's deferred forceNow() closes
+// on the way out.
+func TestAgentShutdownLogsNoSecondSignal(t *testing.T) {
+	s := NewStack(t, StackOptions{Agents: 1})
+	const rounds = 20
+	bad := 0
+	for i := 0; i < rounds; i++ {
+		if i > 0 {
+			s.StartAgent(0)
+			s.WaitReady(1, 30*time.Second)
+		}
+		a := s.Agents[0]
+		if err := a.Stop(30 * time.Second); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		log := a.Log()
+		if strings.Contains(log, "second signal") || strings.Index(log, "shutting down") > strings.Index(log, "agent stopped") {
+			bad++
+			if bad == 1 {
+				t.Logf("round %d, one SIGTERM:\n%s", i, tailLines([]byte(log), 5))
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d clean shutdowns (one SIGTERM each) logged a second signal or drained after \"agent stopped\"", bad, rounds)
 	}
 }

@@ -9,8 +9,10 @@
 #   E2E_RUN=TestSeed scripts/e2e/run.sh     only tests matching (go test -run)
 #   scripts/e2e/run.sh -short               extra arguments go to go test
 #
-# E2E_KNOWN_BUGS=1 also runs the tests of known, unfixed product bugs (they
-# fail). Servers already running when it starts are used and left running.
+# E2E_TAGS (default "e2e") and E2E_TIMEOUT (40m) set go test's -tags and
+# -timeout: scripts/chaos/run.sh runs the chaos suite with "e2e chaos".
+#
+# Servers already running when it starts are used and left running.
 # Needs root on Debian 12 with Go, Java 17 and Maven (see README.md here).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -93,7 +95,7 @@ fi
 
 rm -rf "$STATE_DIR/realstack"
 stamp "go test ./e2e/realstack"
-args=(-tags e2e -count=1 -timeout 40m -v)
+args=(-tags "${E2E_TAGS:-e2e}" -count=1 -timeout "${E2E_TIMEOUT:-40m}" -v)
 [[ -n ${E2E_RUN:-} ]] && args+=(-run "$E2E_RUN")
 set +e
 E2E_STATE_DIR=$STATE_DIR go test "${args[@]}" "$@" ./e2e/realstack/... 2>&1 | tee "$STATE_DIR/go-test.log"

@@ -241,11 +241,18 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 	// at once when force ends (a second signal).
 	drain, stopDrain := context.WithCancel(context.WithoutCancel(force))
 	defer stopDrain()
+	// Run waits for this goroutine: once Run returns, the caller's force
+	// ends, and a log line from here would claim a second signal.
+	drainDone := make(chan struct{})
 	go func() {
+		defer close(drainDone)
 		select {
 		case <-ctx.Done():
 		case <-drain.Done():
 			return
+		}
+		if drain.Err() != nil {
+			return // the sessions ended first
 		}
 		slots.Drain()
 		logger.Info("shutting down: no new leases; waiting for transfers in flight", "drain_timeout", cfg.Agent.DrainTimeout)
@@ -272,6 +279,7 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 	}
 	err = sessions.Wait()
 	stopDrain()
+	<-drainDone
 	stopPools()
 	stopHTTP()
 	if gerr := g.Wait(); err == nil {

@@ -189,6 +189,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 			SuccessThreshold: cfg.CircuitBreaker.SuccessThreshold,
 			OpenFor:          time.Duration(cfg.CircuitBreaker.TimeoutSeconds) * time.Second,
 			HalfOpenMax:      cfg.CircuitBreaker.HalfOpenMaxCalls,
+			MaxOutage:        cfg.Retry.MaxOutage.D(),
 		},
 	}
 	if tracing.Enabled {

@@ -120,6 +120,10 @@ type Retry struct {
 	MaxAttempts int      `yaml:"max_attempts"`
 	BaseBackoff Duration `yaml:"base_backoff"`
 	MaxBackoff  Duration `yaml:"max_backoff"`
+	// MaxOutage bounds how long tasks wait for an endpoint that cannot be
+	// reached (its breaker open): past it they fail with CONNECTION_ERROR.
+	// Waiting does not use up attempts; 0 waits for ever.
+	MaxOutage Duration `yaml:"max_outage"`
 }
 
 // Lease configures the lease protocol.
@@ -263,6 +267,7 @@ func Default() Config {
 			MaxAttempts: 4,
 			BaseBackoff: Duration(500 * time.Millisecond),
 			MaxBackoff:  Duration(30 * time.Second),
+			MaxOutage:   Duration(10 * time.Minute),
 		},
 		Lease: Lease{
 			TTL:               Duration(30 * time.Second),
@@ -376,6 +381,9 @@ func (c *Config) Validate(role Role) error {
 		positive("retry.max_attempts", c.Retry.MaxAttempts)
 		positiveDur("retry.base_backoff", c.Retry.BaseBackoff)
 		positiveDur("retry.max_backoff", c.Retry.MaxBackoff)
+		if c.Retry.MaxOutage < 0 {
+			bad("retry.max_outage", "must be 0 (wait for ever) or positive, got %s", c.Retry.MaxOutage)
+		}
 		positiveDur("lease.ttl", c.Lease.TTL)
 		positiveDur("lease.heartbeat_interval", c.Lease.HeartbeatInterval)
 		if c.Lease.HeartbeatInterval*2 > c.Lease.TTL {

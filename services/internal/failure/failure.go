@@ -59,6 +59,10 @@ type Error struct {
 	// Endpoint is the endpoint whose failure this is, when it is one's:
 	// circuit breakers count connection failures per endpoint.
 	Endpoint string
+	// Unreachable marks a retryable failure to connect to or log in to
+	// Endpoint: the endpoint's fault, not the task's, so it opens the
+	// endpoint's breaker and does not use up the task's attempts.
+	Unreachable bool
 }
 
 // New returns a classified failure with a formatted message.

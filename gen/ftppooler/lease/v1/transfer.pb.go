@@ -354,9 +354,16 @@ type Outcome struct {
 	AlreadyDone bool `protobuf:"varint,9,opt,name=already_done,json=alreadyDone,proto3" json:"already_done,omitempty"`
 	// The offset the transfer resumed from, when it continued an earlier
 	// delivery's temporary file.
-	ResumedFrom   int64 `protobuf:"varint,10,opt,name=resumed_from,json=resumedFrom,proto3" json:"resumed_from,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ResumedFrom int64 `protobuf:"varint,10,opt,name=resumed_from,json=resumedFrom,proto3" json:"resumed_from,omitempty"`
+	// True when failed_endpoint could not be reached at all: the connection,
+	// TLS handshake or login failed in a way that may heal (refused, reset,
+	// no answer, 421). Only these open its circuit breaker, and they do not
+	// use up the task's attempts: the task waits for the endpoint. A failure
+	// after the endpoint accepted a session (a 426 mid-transfer, a stalled
+	// data connection) counts as an attempt.
+	EndpointUnreachable bool `protobuf:"varint,11,opt,name=endpoint_unreachable,json=endpointUnreachable,proto3" json:"endpoint_unreachable,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Outcome) Reset() {
@@ -459,6 +466,13 @@ func (x *Outcome) GetResumedFrom() int64 {
 	return 0
 }
 
+func (x *Outcome) GetEndpointUnreachable() bool {
+	if x != nil {
+		return x.EndpointUnreachable
+	}
+	return false
+}
+
 var File_ftppooler_lease_v1_transfer_proto protoreflect.FileDescriptor
 
 const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
@@ -471,7 +485,7 @@ const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
 	"\x06dst_id\x18\x04 \x01(\tR\x05dstId\x12\x19\n" +
 	"\bdst_path\x18\x05 \x01(\tR\adstPath\x12A\n" +
 	"\toverwrite\x18\x06 \x01(\x0e2#.ftppooler.lease.v1.OverwritePolicyR\toverwrite\x12\x16\n" +
-	"\x06origin\x18\a \x01(\tR\x06origin\"\xb2\x03\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\"\xe5\x03\n" +
 	"\aOutcome\x122\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1a.ftppooler.lease.v1.StatusR\x06status\x12+\n" +
 	"\x11bytes_transferred\x18\x02 \x01(\x03R\x10bytesTransferred\x125\n" +
@@ -485,7 +499,8 @@ const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
 	"\x0ffailed_endpoint\x18\b \x01(\tR\x0efailedEndpoint\x12!\n" +
 	"\falready_done\x18\t \x01(\bR\valreadyDone\x12!\n" +
 	"\fresumed_from\x18\n" +
-	" \x01(\x03R\vresumedFrom*l\n" +
+	" \x01(\x03R\vresumedFrom\x121\n" +
+	"\x14endpoint_unreachable\x18\v \x01(\bR\x13endpointUnreachable*l\n" +
 	"\x0fOverwritePolicy\x12 \n" +
 	"\x1cOVERWRITE_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18OVERWRITE_POLICY_REPLACE\x10\x01\x12\x19\n" +

@@ -2,8 +2,10 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 	"time"
 
@@ -175,11 +177,32 @@ func TestWrongPasswordFailsFast(t *testing.T) {
 	ep.Password = "wrong"
 	p, _ := newSet(t, &ep, Config{}).Pool("srv")
 	_, err := p.Get(context.Background())
-	if failure.CodeOf(err) != failure.AuthFailed {
-		t.Fatalf("wrong password: %v", err)
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Code != failure.AuthFailed || fe.Unreachable {
+		t.Fatalf("wrong password: %v (a refused login is the task's failure, not an outage)", err)
 	}
 	if st := p.set.Stats()[0]; st.Busy != 0 {
 		t.Fatalf("failed dial still counted: %+v", st)
+	}
+}
+
+// A server that is down is unreachable: the dispatcher holds its tasks
+// instead of using up their attempts.
+func TestRefusedConnectionIsUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	srv := ftptest.Start(t)
+	ep := *srv.Endpoint
+	ep.Port = port
+	p, _ := newSet(t, &ep, Config{}).Pool("srv")
+	_, err = p.Get(context.Background())
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Code != failure.ConnectionError || !fe.Unreachable || fe.Endpoint != "srv" {
+		t.Fatalf("connection refused: %v", err)
 	}
 }
 

@@ -115,15 +115,15 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 	return c, nil
 }
 
-// unanswered reports a server that did not answer in time while we
-// connected or logged in as a connection failure (the breaker counts it),
-// not as a transfer timeout.
+// unanswered classifies a failure to connect or log in: a server that did
+// not answer in time is a connection failure, not a transfer timeout, and a
+// retryable one means the endpoint is unreachable (its breaker counts it).
 func unanswered(fe *failure.Error, timeout time.Duration) *failure.Error {
-	if fe.Code != failure.TransferTimeout {
-		return fe
+	if fe.Code == failure.TransferTimeout {
+		fe.Code = failure.ConnectionError
+		fe.Msg += fmt.Sprintf(": no answer within %s", timeout)
 	}
-	fe.Code = failure.ConnectionError
-	fe.Msg += fmt.Sprintf(": no answer within %s", timeout)
+	fe.Unreachable = fe.Code == failure.ConnectionError
 	return fe
 }
 

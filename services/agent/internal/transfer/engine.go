@@ -129,6 +129,7 @@ func (e *Engine) Run(ctx context.Context, job *Job) *leasev1.Outcome {
 	}
 	o.Status = leasev1.Status_STATUS_FAILED
 	o.ErrorCode, o.ErrorMessage, o.Retryable, o.FailedEndpoint = fe.Code, fe.Error(), fe.Retryable(), fe.Endpoint
+	o.EndpointUnreachable = fe.Unreachable && fe.Endpoint != ""
 	return o
 }
 

@@ -379,14 +379,14 @@ func TestHungServersDoNotHoldSlots(t *testing.T) {
 
 	start := time.Now()
 	o := e.engine.Run(context.Background(), e.job("silent", "/x", "dst", "x", true))
-	if o.ErrorCode != failure.ConnectionError || !o.Retryable || o.FailedEndpoint != "silent" || time.Since(start) > 5*time.Second {
-		t.Errorf("silent server: %v %s (failed endpoint %q) after %s", o.ErrorCode, o.ErrorMessage, o.FailedEndpoint, time.Since(start))
+	if o.ErrorCode != failure.ConnectionError || !o.Retryable || o.FailedEndpoint != "silent" || !o.EndpointUnreachable || time.Since(start) > 5*time.Second {
+		t.Errorf("silent server: %v %s (failed endpoint %q, unreachable %v) after %s", o.ErrorCode, o.ErrorMessage, o.FailedEndpoint, o.EndpointUnreachable, time.Since(start))
 	}
 
 	start = time.Now()
 	o = stalls.engine.Run(context.Background(), stalls.job("srv", "/big.bin", "dst", "big.bin", true))
-	if o.ErrorCode != failure.TransferTimeout || !o.Retryable || time.Since(start) > 5*time.Second {
-		t.Errorf("stalled download: %v %s after %s", o.ErrorCode, o.ErrorMessage, time.Since(start))
+	if o.ErrorCode != failure.TransferTimeout || !o.Retryable || o.EndpointUnreachable || time.Since(start) > 5*time.Second {
+		t.Errorf("stalled download: %v %s (unreachable %v) after %s", o.ErrorCode, o.ErrorMessage, o.EndpointUnreachable, time.Since(start))
 	}
 	noTemps(t, stalls.dstDir)
 }

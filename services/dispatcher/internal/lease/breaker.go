@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"fmt"
 	"time"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
@@ -17,6 +18,9 @@ type BreakerConfig struct {
 	OpenFor time.Duration
 	// HalfOpenMax is how many probe leases may run at once.
 	HalfOpenMax int
+	// MaxOutage is how long an endpoint may stay unreachable (its breaker
+	// not closed since it opened) before its tasks fail; 0 is for ever.
+	MaxOutage time.Duration
 }
 
 // BreakerState is an endpoint breaker's state.
@@ -48,14 +52,18 @@ type breaker struct {
 	successes int // successful probes while half-open
 	probes    int // probe leases in flight
 	openedAt  time.Time
+	downSince time.Time // when it last opened from closed; zero while closed
 	lastError string
 	lastAt    time.Time
 }
 
-// connectionFailure reports whether a failure is the endpoint's fault in a
-// way a breaker should count: it could not be reached or did not answer.
-func connectionFailure(o *leasev1.Outcome) bool {
-	return o.FailedEndpoint != "" && (o.ErrorCode == failure.ConnectionError || o.ErrorCode == failure.TransferTimeout)
+// unreachable reports whether a failure is its endpoint's in a way a
+// breaker should count: the agent could not connect or log in, and trying
+// later may help. Failures after the endpoint accepted a session are the
+// task's attempts, whatever their code: counting them here would hold a
+// task that always fails mid-transfer (say, a 426) back forever.
+func unreachable(o *leasev1.Outcome) bool {
+	return o.EndpointUnreachable && o.FailedEndpoint != "" && o.Retryable
 }
 
 // allowLocked reports whether a task with these needs may be leased now,
@@ -91,9 +99,8 @@ func (s *Scheduler) breakerLeasedLocked(needs []need) (probe bool) {
 }
 
 // breakerResultLocked feeds a lease's outcome to the breakers of its
-// endpoints. It returns true when the failure is to wait, not to count
-// against the task: its endpoint's breaker is open.
-func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Outcome, now time.Time) (wait bool) {
+// endpoints.
+func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Outcome, now time.Time) {
 	for _, nd := range needs {
 		b := s.breakers[nd.endpoint]
 		if b == nil {
@@ -102,7 +109,7 @@ func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Out
 		if probe && b.probes > 0 {
 			b.probes--
 		}
-		if o != nil && connectionFailure(o) && o.FailedEndpoint == nd.endpoint {
+		if o != nil && unreachable(o) && o.FailedEndpoint == nd.endpoint {
 			b.failures++
 			b.lastError, b.lastAt = o.ErrorMessage, now
 			switch {
@@ -112,9 +119,6 @@ func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Out
 			case b.state == BreakerClosed && b.failures >= s.cfg.Breaker.FailureThreshold:
 				b.openedAt = now
 				s.setBreakerLocked(nd.endpoint, b, BreakerOpen)
-			}
-			if b.state == BreakerOpen {
-				wait = true
 			}
 			continue
 		}
@@ -129,7 +133,6 @@ func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Out
 			}
 		}
 	}
-	return wait
 }
 
 func (s *Scheduler) setBreakerLocked(endpoint string, b *breaker, st BreakerState) {
@@ -138,12 +141,43 @@ func (s *Scheduler) setBreakerLocked(endpoint string, b *breaker, st BreakerStat
 	}
 	s.logger.Warn("circuit breaker", "endpoint", endpoint, "from", b.state.String(), "to", st.String(),
 		"consecutive_failures", b.failures, "last_error", b.lastError)
+	if b.state == BreakerClosed && st == BreakerOpen {
+		b.downSince = s.clock.Now()
+	}
 	b.state = st
 	b.successes, b.probes = 0, 0
 	if st == BreakerClosed {
 		b.failures = 0
+		b.downSince = time.Time{}
 	}
 	s.metrics.BreakerState.WithLabelValues(endpoint).Set(float64(st))
+}
+
+// outageOverLocked returns the first of these endpoints that has been
+// unreachable for longer than MaxOutage, with its breaker.
+func (s *Scheduler) outageOverLocked(needs []need, now time.Time) (string, *breaker) {
+	if s.cfg.Breaker.MaxOutage <= 0 {
+		return "", nil
+	}
+	for _, nd := range needs {
+		b := s.breakers[nd.endpoint]
+		if b != nil && !b.downSince.IsZero() && now.Sub(b.downSince) >= s.cfg.Breaker.MaxOutage {
+			return nd.endpoint, b
+		}
+	}
+	return "", nil
+}
+
+// outageOutcome is the failure of a task given up on because its endpoint
+// stayed unreachable past MaxOutage.
+func (s *Scheduler) outageOutcome(endpoint string, b *breaker, now time.Time) *leasev1.Outcome {
+	return &leasev1.Outcome{
+		Status:    leasev1.Status_STATUS_FAILED,
+		ErrorCode: failure.ConnectionError,
+		ErrorMessage: fmt.Sprintf("endpoint %s unreachable for %s (retry.max_outage %s); last error: %s",
+			endpoint, now.Sub(b.downSince).Round(time.Second), s.cfg.Breaker.MaxOutage, b.lastError),
+		Retryable: true, FailedEndpoint: endpoint, EndpointUnreachable: true, SourceSize: -1,
+	}
 }
 
 // breakerWaitLocked is how long a task held back by open breakers waits

@@ -2,8 +2,11 @@ package lease
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
@@ -176,8 +179,7 @@ func TestBreakerHoldsTasksWithoutFailingThem(t *testing.T) {
 	if len(first) != 4 {
 		t.Fatalf("%d leases", len(first))
 	}
-	connFail := &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: failure.ConnectionError,
-		ErrorMessage: "connection refused", Retryable: true, FailedEndpoint: "down", SourceSize: -1}
+	connFail := unreachableAt("down")
 	for _, l := range first {
 		h.sched.Result(a, result(l, connFail)) // threshold 2: the breaker opens on the second
 	}
@@ -212,6 +214,155 @@ func TestBreakerHoldsTasksWithoutFailingThem(t *testing.T) {
 		if f.Outcome.Status != leasev1.Status_STATUS_SUCCEEDED {
 			t.Fatalf("a task failed while its endpoint's breaker held it: %v", f.Outcome)
 		}
+	}
+}
+
+func unreachableAt(endpoint string) *leasev1.Outcome {
+	return &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: failure.ConnectionError,
+		ErrorMessage: "connect to " + endpoint + ": connection refused", Retryable: true,
+		FailedEndpoint: endpoint, EndpointUnreachable: true, SourceSize: -1}
+}
+
+// A server that lets us log in and then fails every transfer (vsftpd's 426
+// on a TLS 1.3 upload) is up: its breaker stays closed, and each failure is
+// an attempt, so the task fails after max_attempts with its last delivery's
+// figures instead of being held back forever.
+func TestFailuresAfterLoginAreAttemptsNotOutages(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"flaky": 5}))
+	a := h.agent("a1", 10)
+	for i := range 3 {
+		h.enqueueRoute(int64(i), "local", "flaky")
+	}
+	for round := 1; round <= 3; round++ {
+		ls := leases(h.drain(a))
+		if len(ls) != 3 {
+			t.Fatalf("round %d: %d leases, want 3", round, len(ls))
+		}
+		for _, l := range ls {
+			if l.Attempt != uint32(round) {
+				t.Fatalf("round %d: attempt %d", round, l.Attempt)
+			}
+			h.sched.Result(a, result(l, &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED,
+				ErrorCode: failure.ConnectionError, ErrorMessage: "426 Failure reading network stream",
+				Retryable: true, FailedEndpoint: "flaky", SourceSize: 1 << 20, BytesTransferred: 65536,
+				Duration: durationpb.New(1500 * time.Millisecond)}))
+		}
+		if got := testutilState(h, "flaky"); got != BreakerClosed {
+			t.Fatalf("round %d: breaker %v after failures past login, want closed", round, got)
+		}
+		h.clock.Advance(time.Minute)
+		h.sched.Tick()
+	}
+	done := h.done()
+	if len(done) != 3 {
+		t.Fatalf("%d outcomes after 3 attempts each, want 3", len(done))
+	}
+	for _, f := range done {
+		o := f.Outcome
+		if o.Status != leasev1.Status_STATUS_FAILED || o.ErrorCode != failure.ConnectionError || f.Attempts != 3 {
+			t.Fatalf("outcome %v after %d attempts", o, f.Attempts)
+		}
+		if o.GetDuration().AsDuration() != 1500*time.Millisecond || o.BytesTransferred != 65536 || o.SourceSize != 1<<20 {
+			t.Fatalf("the final outcome lost the last delivery's figures: %v", o)
+		}
+		if !strings.Contains(o.ErrorMessage, "426") || !strings.Contains(o.ErrorMessage, "gave up after 3 attempts") {
+			t.Fatalf("message %q", o.ErrorMessage)
+		}
+	}
+}
+
+// An endpoint that cannot be reached is not the task's fault: even with
+// max_attempts 1, however many deliveries find it down, before and after its
+// breaker opens, and however many probes fail, the task waits and succeeds
+// once the endpoint is back.
+func TestUnreachableEndpointNeverUsesUpAttempts(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 1, ftpEndpoints(map[string]int{"down": 5}))
+	a := h.agent("a1", 10)
+	h.enqueueRoute(0, "down", "local")
+	deliveries := 0
+	for deliveries < 6 {
+		h.clock.Advance(10 * time.Second)
+		h.sched.Tick()
+		ls := leases(h.drain(a))
+		if len(ls) == 0 {
+			continue
+		}
+		deliveries++
+		if ls[0].Attempt != uint32(deliveries) {
+			t.Fatalf("delivery %d has attempt %d", deliveries, ls[0].Attempt)
+		}
+		h.sched.Result(a, result(ls[0], unreachableAt("down")))
+		if len(h.done()) != 0 {
+			t.Fatalf("the task failed after %d deliveries to an unreachable endpoint: %v", deliveries, h.done()[0].Outcome)
+		}
+	}
+	if got := testutilState(h, "down"); got != BreakerOpen {
+		t.Fatalf("breaker %v after failed probes, want open", got)
+	}
+	h.clock.Advance(10 * time.Second)
+	h.sched.Tick()
+	ls := leases(h.drain(a))
+	if len(ls) != 1 {
+		t.Fatalf("%d probes", len(ls))
+	}
+	h.sched.Result(a, result(ls[0], success()))
+	if done := h.done(); len(done) != 1 || done[0].Outcome.Status != leasev1.Status_STATUS_SUCCEEDED {
+		t.Fatalf("outcomes %v", done)
+	}
+	if got := testutilState(h, "down"); got != BreakerClosed {
+		t.Fatalf("breaker %v after a successful probe", got)
+	}
+}
+
+// Waiting is bounded: once an endpoint has been unreachable for
+// retry.max_outage, its tasks fail with CONNECTION_ERROR, those held back
+// by its open breaker included, and other endpoints' tasks go on.
+func TestOutagePastMaxOutageFailsTheEndpointsTasks(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"down": 5, "up": 5}))
+	h.sched.cfg.Breaker.MaxOutage = 20 * time.Second
+	a := h.agent("a1", 10)
+	for i := range 3 {
+		h.enqueueRoute(int64(i), "down", "local")
+	}
+	ls := leases(h.drain(a))
+	h.sched.Result(a, result(ls[0], unreachableAt("down")))
+	h.sched.Result(a, result(ls[1], unreachableAt("down"))) // threshold 2: open
+	if got := testutilState(h, "down"); got != BreakerOpen {
+		t.Fatalf("breaker %v", got)
+	}
+	h.clock.Advance(10 * time.Second) // under max_outage: a probe, which fails
+	h.sched.Tick()
+	probe := leases(h.drain(a))
+	if len(probe) != 1 {
+		t.Fatalf("%d probes", len(probe))
+	}
+	h.sched.Result(a, result(probe[0], unreachableAt("down")))
+	if n := len(h.done()); n != 0 {
+		t.Fatalf("%d tasks failed within max_outage", n)
+	}
+	h.sched.Result(a, result(ls[2], success())) // it was running when the endpoint went
+	h.enqueueRoute(10, "up", "local")
+	h.clock.Advance(11 * time.Second)
+	h.sched.Tick()
+	if got := leases(h.drain(a)); len(got) != 1 || got[0].Transfer.SrcId != "up" {
+		t.Fatalf("leased %v, want only the other endpoint's task", got)
+	}
+	var failed int
+	for _, f := range h.done() {
+		if f.Outcome.Status == leasev1.Status_STATUS_SUCCEEDED {
+			continue
+		}
+		failed++
+		if f.Outcome.ErrorCode != failure.ConnectionError || !strings.Contains(f.Outcome.ErrorMessage, "unreachable for 21s") ||
+			!strings.Contains(f.Outcome.ErrorMessage, "connection refused") {
+			t.Fatalf("outcome %v", f.Outcome)
+		}
+	}
+	if failed != 2 {
+		t.Fatalf("%d tasks failed past max_outage, want the 2 waiting", failed)
 	}
 }
 

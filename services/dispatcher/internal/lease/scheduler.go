@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
@@ -77,6 +78,7 @@ type Task struct {
 	state     taskState
 	attempt   uint32 // deliveries so far
 	failures  uint32 // deliveries that ended in a retryable failure
+	unreached uint32 // deliveries whose endpoint could not be reached (not counted as attempts)
 	notBefore time.Time
 	lastCode  failure.Code
 	lastMsg   string
@@ -270,6 +272,10 @@ func (s *Scheduler) dispatchLocked() {
 			return
 		}
 		taken := s.queue.scan(func(t *Task) bool {
+			if ep, b := s.outageOverLocked(t.needs, now); b != nil {
+				s.finishLocked(t, s.outageOutcome(ep, b, now), "")
+				return true
+			}
 			if s.paused[t.route.src] || s.paused[t.route.dst] || !s.allowLocked(t.needs, now) {
 				return false
 			}
@@ -430,7 +436,8 @@ func (s *Scheduler) loseLeaseLocked(l *lease, code failure.Code, msg string) {
 		s.finishLocked(t, cancelled(t.cancel), l.sess.agentID)
 		return
 	}
-	s.retryLocked(t, code, msg, l.sess.agentID)
+	s.retryLocked(t, &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: code, ErrorMessage: msg,
+		BytesTransferred: l.bytesDone, SourceSize: -1}, l.sess.agentID)
 }
 
 // rememberLocked keeps what a lost delivery achieved for the next one: an
@@ -447,20 +454,31 @@ func (s *Scheduler) rememberLocked(t *Task, l *lease) {
 
 // retryLocked queues a task again after backoff, or fails it when its
 // attempts are used up.
-func (s *Scheduler) retryLocked(t *Task, code failure.Code, msg, agentID string) {
+func (s *Scheduler) retryLocked(t *Task, o *leasev1.Outcome, agentID string) {
 	t.failures++
-	t.lastCode, t.lastMsg = code, msg
+	t.lastCode, t.lastMsg = o.ErrorCode, o.ErrorMessage
 	if int(t.failures) >= s.cfg.MaxAttempts {
-		s.finishLocked(t, &leasev1.Outcome{
-			Status:       leasev1.Status_STATUS_FAILED,
-			ErrorCode:    code,
-			ErrorMessage: fmt.Sprintf("%s (gave up after %d attempts)", msg, t.failures),
-			SourceSize:   -1,
-		}, agentID)
+		// The last delivery's outcome, so its bytes and duration are
+		// reported, with the retries said in the message.
+		final := proto.CloneOf(o)
+		final.Status = leasev1.Status_STATUS_FAILED
+		final.ErrorMessage = fmt.Sprintf("%s (gave up after %d attempts)", o.ErrorMessage, t.failures)
+		s.finishLocked(t, final, agentID)
 		return
 	}
-	s.metrics.Retries.WithLabelValues(failure.Name(code)).Inc()
+	s.metrics.Retries.WithLabelValues(failure.Name(o.ErrorCode)).Inc()
 	s.requeueLocked(t, s.backoff(t.failures))
+}
+
+// waitForEndpointLocked queues a task whose endpoint could not be reached
+// again without counting the attempt: after the usual backoff while the
+// endpoint's breaker is closed, after the breaker's open period once it is
+// open. unreached counts these deliveries for the backoff.
+func (s *Scheduler) waitForEndpointLocked(t *Task, o *leasev1.Outcome, now time.Time) {
+	t.unreached++
+	t.lastCode, t.lastMsg = o.ErrorCode, o.ErrorMessage
+	s.metrics.Retries.WithLabelValues(failure.Name(o.ErrorCode)).Inc()
+	s.requeueLocked(t, max(s.backoff(t.unreached), s.breakerWaitLocked(t.needs, now)))
 }
 
 func (s *Scheduler) requeueLocked(t *Task, after time.Duration) {
@@ -635,22 +653,27 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) {
 		l.endSpan(o, "")
 		s.endLeaseLocked(l)
 		now := s.clock.Now()
-		wait := s.breakerResultLocked(t.needs, l.probe, o, now)
+		s.breakerResultLocked(t.needs, l.probe, o, now)
 		switch {
 		case o.Status == leasev1.Status_STATUS_SUCCEEDED:
 			s.finishLocked(t, o, sess.agentID)
 		case t.cancel != "":
 			s.finishLocked(t, cancelled(t.cancel), sess.agentID)
-		case o.Retryable && wait:
-			// The endpoint's breaker is open: the task waits for it without
-			// using up its attempts.
-			t.lastCode, t.lastMsg = o.ErrorCode, o.ErrorMessage
-			s.requeueLocked(t, s.breakerWaitLocked(t.needs, now))
+		case unreachable(o):
+			// The endpoint's fault, not the task's: the task waits for the
+			// endpoint (its breaker, once open, holds it back) without
+			// using up its attempts, up to retry.max_outage. Nothing was
+			// written.
+			if ep, b := s.outageOverLocked(t.needs, now); b != nil {
+				s.finishLocked(t, s.outageOutcome(ep, b, now), sess.agentID)
+				return
+			}
+			s.waitForEndpointLocked(t, o, now)
 		case o.Retryable:
 			// The agent removed its temporary file: the next delivery
 			// starts over.
 			t.resumeToken, t.resumeOffset, t.prior = 0, 0, nil
-			s.retryLocked(t, o.ErrorCode, o.ErrorMessage, sess.agentID)
+			s.retryLocked(t, o, sess.agentID)
 		default:
 			s.finishLocked(t, o, sess.agentID)
 		}
