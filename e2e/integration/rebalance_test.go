@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +58,42 @@ func TestRebalanceKeepsOneOutcomePerTask(t *testing.T) {
 		}
 	}
 	_, _ = d2, d3
+}
+
+// TestHandoverSkipsTasksFinishedOutOfOrder: in one partition, a slow task
+// at offset k and a fast one at k+1. The fast one finishes first: its
+// outcome is published while the committed offset must stay at k. The
+// partition then moves to another dispatcher, which reads again from k. It
+// must redo the slow task and skip the fast one, whose finished offset
+// travelled in the commit's metadata; otherwise the fast task would get a
+// second outcome.
+func TestHandoverSkipsTasksFinishedOutOfOrder(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	d0 := s.dispatchers[0]
+	writeFile(t, filepath.Join(s.ftpB.Root, "slow.bin"), strings.Repeat("s", 2<<20))
+	writeFile(t, filepath.Join(s.ftpA.Root, "fast.txt"), "fast")
+	s.ftpB.Throttle.Store(128 << 10) // 16 s: longer than the 5 s drain
+	t.Cleanup(func() { s.ftpB.Throttle.Store(0) })
+	const key = "same-partition" // both records in one partition
+	task := func(id, src, path string) []byte {
+		b, _ := json.Marshal(map[string]any{"task_id": id, "src_id": src, "src_path": path, "dst_id": "local", "dst_path": "handover/" + id})
+		return b
+	}
+	s.produce(key, task("ho-slow", "archive-ftp", "/slow.bin"), nil)
+	s.produce(key, task("ho-fast", "remote-ftp", "/fast.txt"), nil)
+	s.outcome("ho-fast")
+
+	s.stopDispatcher(d0) // the slow task is released, the fast one published
+	s.ftpB.Throttle.Store(0)
+	d1 := s.startDispatcher("d1")
+	s.startAgent(2) // the first agents knew only d0
+	s.outcome("ho-slow")
+	count := s.settle(2 * time.Second)
+	if count["ho-fast"] != 1 || count["ho-slow"] != 1 {
+		t.Fatalf("outcomes: ho-fast %d, ho-slow %d; want exactly one each", count["ho-fast"], count["ho-slow"])
+	}
+	if !s.logs.contains("skipping a record whose outcome the partition's previous owner published") {
+		t.Error("the new owner did not say it skipped the finished task")
+	}
+	_ = d1
 }

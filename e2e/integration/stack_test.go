@@ -136,6 +136,7 @@ retry:
   max_attempts: 3
   base_backoff: 50ms
   max_backoff: 200ms
+  max_outage: 4s
 lease:
   ttl: 3s
   heartbeat_interval: 300ms
@@ -376,6 +377,32 @@ func (s *stack) await(want int, timeout time.Duration, match func(devstack.Messa
 	}
 }
 
+// settle reads outcomes for d more, so late duplicates surface, and returns
+// how many outcomes each task id has.
+func (s *stack) settle(d time.Duration) map[string]int {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for ctx.Err() == nil {
+		msgs, err := s.cons.Next(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.t.Fatal(err)
+		}
+		s.mu.Lock()
+		s.seen = append(s.seen, msgs...)
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	count := map[string]int{}
+	for _, m := range s.seen {
+		if m.Topic != "ftp-tasks-dlq" {
+			count[m.Key]++
+		}
+	}
+	return count
+}
+
 // outcome waits for the one outcome of a task id.
 func (s *stack) outcome(taskID string) devstack.Message {
 	s.t.Helper()
@@ -425,6 +452,12 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) contains(sub string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Contains(b.buf.String(), sub)
 }
 
 func (b *syncBuffer) tail(lines int) string {

@@ -157,6 +157,11 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	go forwardLogs(logCtx, producer.Logs(), kafkaLogger)
 
 	tracker := watermark.New()
+	tracker.Truncated = func(partition int32, left int) {
+		m.DoneSetTrimmed.Add(float64(left))
+		logger.Warn("finished offsets beyond the commit point do not fit the commit's metadata: if the partition moves now, its next owner redoes them",
+			"partition", partition, "left_out", left)
+	}
 	p := &pipeline{kafka: cfg.Kafka, conns: conns, defaultLimit: cfg.Pool.MaxSessionsPerConnection, metrics: m, logger: logger.With("component", "pipeline"),
 		now: time.Now, byCode: map[string]uint64{}, rates: rate.New(nil),
 		tracing: tracing, tracer: tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/dispatcher")}
@@ -206,7 +211,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		return err
 	}
 	p.sched, p.pub = sched, pub
-	in := intake.New(intake.Config{Topic: cfg.Kafka.InputTopic, MaxBuffered: cfg.Kafka.MaxBufferedTasks},
+	in := intake.New(intake.Config{Topic: cfg.Kafka.InputTopic, MaxBuffered: cfg.Kafka.MaxBufferedTasks, CommittedTimeout: 15 * time.Second},
 		consumer, tracker, p, m, logger)
 	in.OnRebalance = members.Refresh
 	m.SetGauges(metrics.Gauges{

@@ -36,6 +36,8 @@ type Config struct {
 	// MaxBuffered pauses consumption while this many records are tracked
 	// but uncommitted; it resumes at three quarters.
 	MaxBuffered int
+	// CommittedTimeout bounds the fetch of committed offsets on assignment.
+	CommittedTimeout time.Duration
 }
 
 // Intake owns the consumer; only Run's goroutine touches it.
@@ -121,8 +123,14 @@ func (in *Intake) handle(m *kafka.Message) {
 	if in.stopped.Load() {
 		return // Not tracked, so never committed: the next owner reads it.
 	}
-	if !in.tracker.Track(p, off) {
+	switch in.tracker.Track(p, off) {
+	case watermark.Ignore:
 		in.logger.Warn("ignoring a record already read in this assignment", "partition", p, "offset", off)
+		return
+	case watermark.AlreadyDone:
+		in.logger.Info("skipping a record whose outcome the partition's previous owner published",
+			"partition", p, "offset", off)
+		in.metrics.TasksSkipped.Inc()
 		return
 	}
 	in.metrics.TasksReceived.Inc()
@@ -145,9 +153,15 @@ func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
 		defer in.rebalanced()
+		committed := in.committed(c, e.Partitions)
 		for _, tp := range e.Partitions {
 			in.assigned[tp.Partition] = true
-			in.tracker.Assign(tp.Partition)
+			cp := committed[tp.Partition]
+			md := ""
+			if cp.Metadata != nil {
+				md = *cp.Metadata
+			}
+			in.tracker.Assign(tp.Partition, int64(cp.Offset), md)
 		}
 		in.logger.Info("partitions assigned", "partitions", partitionList(e.Partitions), "protocol", c.GetRebalanceProtocol())
 		in.ready.Store(true)
@@ -180,6 +194,35 @@ func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		}
 	}
 	return nil
+}
+
+// committed fetches the group's committed offsets of newly assigned
+// partitions with their metadata: the offsets beyond them whose outcomes the
+// previous owner already published, which must not be done again. With
+// read_committed, librdkafka asks for stable offsets, so a transaction the
+// previous owner left open is settled first. On failure the records are
+// processed again (at least once) rather than stalling the assignment.
+func (in *Intake) committed(c *kafka.Consumer, parts []kafka.TopicPartition) map[int32]kafka.TopicPartition {
+	out := make(map[int32]kafka.TopicPartition, len(parts))
+	for _, tp := range parts {
+		out[tp.Partition] = kafka.TopicPartition{Partition: tp.Partition, Offset: kafka.OffsetInvalid}
+	}
+	query := make([]kafka.TopicPartition, len(parts))
+	for i, tp := range parts {
+		query[i] = kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition}
+	}
+	got, err := c.Committed(query, int(in.cfg.CommittedTimeout.Milliseconds()))
+	if err != nil {
+		in.logger.Warn("reading committed offsets of assigned partitions: tasks finished by their previous owner may be done again",
+			"partitions", partitionList(parts), "error", err)
+		return out
+	}
+	for _, tp := range got {
+		if tp.Error == nil {
+			out[tp.Partition] = tp
+		}
+	}
+	return out
 }
 
 func (in *Intake) rebalanced() {

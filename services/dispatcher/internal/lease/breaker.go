@@ -186,7 +186,12 @@ func (s *Scheduler) breakerWaitLocked(needs []need, now time.Time) time.Duration
 	wait := time.Duration(0)
 	for _, nd := range needs {
 		if b := s.breakers[nd.endpoint]; b != nil && b.state == BreakerOpen {
-			wait = max(wait, s.cfg.Breaker.OpenFor-now.Sub(b.openedAt))
+			w := s.cfg.Breaker.OpenFor - now.Sub(b.openedAt)
+			if s.cfg.Breaker.MaxOutage > 0 {
+				// Look again when the outage runs out, to fail the task then.
+				w = min(w, s.cfg.Breaker.MaxOutage-now.Sub(b.downSince))
+			}
+			wait = max(wait, w)
 		}
 	}
 	return max(wait, 10*time.Millisecond)

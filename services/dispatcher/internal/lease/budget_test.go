@@ -366,6 +366,30 @@ func TestOutagePastMaxOutageFailsTheEndpointsTasks(t *testing.T) {
 	}
 }
 
+// Tasks waiting out a breaker open for longer than max_outage are looked at
+// again when the outage runs out, not when the breaker would probe.
+func TestMaxOutageShorterThanBreakerTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"down": 5}))
+	h.sched.cfg.Breaker.OpenFor, h.sched.cfg.Breaker.MaxOutage = time.Minute, 3*time.Second
+	a := h.agent("a1", 10)
+	h.enqueueRoute(0, "down", "local")
+	h.enqueueRoute(1, "down", "local")
+	for _, l := range leases(h.drain(a)) {
+		h.sched.Result(a, result(l, unreachableAt("down")))
+	}
+	h.clock.Advance(2 * time.Second)
+	h.sched.Tick()
+	if n := len(h.done()); n != 0 {
+		t.Fatalf("%d failed before max_outage", n)
+	}
+	h.clock.Advance(2 * time.Second)
+	h.sched.Tick()
+	if n := len(h.done()); n != 2 {
+		t.Fatalf("%d of 2 failed once the endpoint was down for max_outage", n)
+	}
+}
+
 func testutilState(h *harness, endpoint string) BreakerState {
 	h.sched.mu.Lock()
 	defer h.sched.mu.Unlock()

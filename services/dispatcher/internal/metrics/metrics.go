@@ -13,6 +13,8 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	TasksReceived   prometheus.Counter
+	TasksSkipped    prometheus.Counter
+	DoneSetTrimmed  prometheus.Counter
 	Outcomes        *prometheus.CounterVec // status, error_code
 	DeadLetters     *prometheus.CounterVec // error_code
 	LeasesGranted   prometheus.Counter
@@ -50,6 +52,10 @@ func New() *Metrics {
 	return &Metrics{
 		Registry:      reg,
 		TasksReceived: f.counter("ftp_pooler_tasks_received_total", "Records read from the input topic."),
+		TasksSkipped: f.counter("ftp_pooler_tasks_skipped_total",
+			"Records skipped because the partition's previous owner had published their outcome."),
+		DoneSetTrimmed: f.counter("ftp_pooler_offset_metadata_trimmed_total",
+			"Finished offsets left out of a commit's metadata (offset.metadata.max.bytes): a next owner would redo them."),
 		Outcomes: f.counterVec("ftp_pooler_outcomes_total", "Outcomes handed to the publisher, by status and error code.",
 			"status", "error_code"),
 		DeadLetters:   f.counterVec("ftp_pooler_dead_letters_total", "Records sent to the DLQ, by reason.", "error_code"),

@@ -297,7 +297,7 @@ func isTooLarge(err error) bool {
 func (p *Publisher) offsetsFor(offs []watermark.Offset) []kafka.TopicPartition {
 	out := make([]kafka.TopicPartition, len(offs))
 	for i, o := range offs {
-		out[i] = kafka.TopicPartition{Topic: &p.cfg.InputTopic, Partition: o.Partition, Offset: kafka.Offset(o.Offset)}
+		out[i] = kafka.TopicPartition{Topic: &p.cfg.InputTopic, Partition: o.Partition, Offset: kafka.Offset(o.Offset), Metadata: &o.Metadata}
 	}
 	return out
 }

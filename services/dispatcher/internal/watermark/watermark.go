@@ -3,6 +3,13 @@
 // offset still waiting. Later tasks may finish first; the committed offset
 // only ever moves over a contiguous run of finished ones, so a crash never
 // skips a task.
+//
+// The offsets finished beyond the committed one travel with it, in the
+// commit's metadata (see doneset.go), in the same transaction as their
+// outcomes. The partition's next owner reads them back (Assign) and skips
+// those records (Track answers AlreadyDone): after a rebalance or a crash
+// no task whose outcome is published is done again, so it never gets a
+// second outcome.
 package watermark
 
 import (
@@ -10,17 +17,39 @@ import (
 	"sync"
 )
 
-// Offset is a position to commit: the next offset to consume.
+// Offset is a position to commit: the next offset to consume, and in
+// Metadata the offsets beyond it that already have their outcome.
 type Offset struct {
 	Partition int32
 	Offset    int64
+	Metadata  string
+	seq       uint64
 }
+
+// Verdict says what to do with a consumed record.
+type Verdict int
+
+const (
+	// Process: a new record; run it and report Done.
+	Process Verdict = iota
+	// AlreadyDone: a previous owner of the partition published its outcome;
+	// skip it (it counts as done).
+	AlreadyDone
+	// Ignore: not assigned, or read before in this assignment.
+	Ignore
+)
 
 // Tracker is safe for concurrent use.
 type Tracker struct {
 	mu    sync.Mutex
 	parts map[int32]*partition
 	total int
+	// MaxMetadata bounds the metadata of a commit (Kafka's
+	// offset.metadata.max.bytes, 4096 by default).
+	MaxMetadata int
+	// Truncated counts commits whose done-set did not fit the metadata:
+	// the offsets left out would be done again by a next owner.
+	Truncated func(partition int32, left int)
 }
 
 type entry struct {
@@ -37,20 +66,33 @@ type partition struct {
 	last int64
 	// committed is the last offset handed to MarkCommitted, or -1.
 	committed int64
+	// inherited holds offsets beyond last that a previous owner finished,
+	// ascending; they are skipped when read and kept in every commit's
+	// metadata until then.
+	inherited []int64
+	// seq counts changes to the done-set; committedSeq is the seq of the
+	// last commit, so a commit is due when they differ.
+	seq, committedSeq uint64
 }
 
 // New returns an empty tracker.
-func New() *Tracker { return &Tracker{parts: map[int32]*partition{}} }
+func New() *Tracker { return &Tracker{parts: map[int32]*partition{}, MaxMetadata: 4000} }
 
 // Assign starts tracking a partition. Re-assigning resets it: after a
-// revoke the consumer restarts from the committed offset.
-func (t *Tracker) Assign(p int32) {
+// revoke the consumer restarts from the committed offset. committed and
+// metadata are what the group has committed for it (metadata may be
+// empty, or another tool's: it is then ignored).
+func (t *Tracker) Assign(p int32, committed int64, metadata string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.parts[p]; ok {
 		t.total -= len(old.pending) - old.head
 	}
-	t.parts[p] = &partition{last: -1, committed: -1}
+	ps := &partition{last: -1, committed: -1}
+	if committed >= 0 {
+		ps.inherited = decodeDone(committed, metadata)
+	}
+	t.parts[p] = ps
 }
 
 // Revoke stops tracking a partition and forgets its offsets.
@@ -63,23 +105,36 @@ func (t *Tracker) Revoke(p int32) {
 	}
 }
 
-// Track records a consumed offset. It returns false when the partition is
-// not assigned or the offset is not beyond every tracked one (a redelivery
-// within the assignment), in which case the record must not be processed.
-func (t *Tracker) Track(p int32, off int64) bool {
+// Track records a consumed offset and says what to do with its record.
+func (t *Tracker) Track(p int32, off int64) Verdict {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ps, ok := t.parts[p]
 	if !ok || off <= ps.last {
-		return false
+		return Ignore
 	}
 	ps.last = off
+	// Offsets the previous owner finished that were skipped over (deleted
+	// by retention, say) no longer matter.
+	for len(ps.inherited) > 0 && ps.inherited[0] < off {
+		ps.inherited = ps.inherited[1:]
+	}
 	if ps.head > 0 && ps.head == len(ps.pending) {
 		ps.pending, ps.head = ps.pending[:0], 0
 	}
+	if len(ps.inherited) > 0 && ps.inherited[0] == off {
+		ps.inherited = ps.inherited[1:]
+		if ps.head == len(ps.pending) {
+			ps.seq++ // the commit point moves over it
+			return AlreadyDone
+		}
+		ps.pending = append(ps.pending, entry{offset: off, done: true})
+		t.total++
+		return AlreadyDone
+	}
 	ps.pending = append(ps.pending, entry{offset: off})
 	t.total++
-	return true
+	return Process
 }
 
 // Done marks a tracked offset as finished. Unknown offsets (of a revoked
@@ -105,6 +160,7 @@ func (t *Tracker) Done(p int32, off int64) {
 		return
 	}
 	live[i].done = true
+	ps.seq++
 	for ps.head < len(ps.pending) && ps.pending[ps.head].done {
 		ps.head++
 		t.total--
@@ -128,18 +184,36 @@ func (ps *partition) next() int64 {
 	return ps.last + 1
 }
 
-// Committable returns, for each partition whose commit point moved since its
-// last MarkCommitted, the offset to commit.
+// Committable returns, for each partition whose commit point or done-set
+// changed since its last MarkCommitted, the offset to commit and the
+// done-set beyond it.
 func (t *Tracker) Committable() []Offset {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Offset
 	for p, ps := range t.parts {
-		if n := ps.next(); n > ps.committed {
-			out = append(out, Offset{Partition: p, Offset: n})
+		n := ps.next()
+		if n < 0 || (n <= ps.committed && ps.seq == ps.committedSeq) {
+			continue
 		}
+		md, left := encodeDone(n, ps.doneBeyondHead(), ps.inherited, t.MaxMetadata)
+		if left > 0 && t.Truncated != nil {
+			t.Truncated(p, left)
+		}
+		out = append(out, Offset{Partition: p, Offset: n, Metadata: md, seq: ps.seq})
 	}
 	slices.SortFunc(out, func(a, b Offset) int { return int(a.Partition - b.Partition) })
+	return out
+}
+
+// doneBeyondHead lists the finished offsets after the first unfinished one.
+func (ps *partition) doneBeyondHead() []int64 {
+	var out []int64
+	for _, e := range ps.pending[ps.head:] {
+		if e.done {
+			out = append(out, e.offset)
+		}
+	}
 	return out
 }
 
@@ -148,13 +222,17 @@ func (t *Tracker) MarkCommitted(offs []Offset) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, o := range offs {
-		if ps, ok := t.parts[o.Partition]; ok && o.Offset > ps.committed {
-			ps.committed = o.Offset
+		ps, ok := t.parts[o.Partition]
+		if !ok {
+			continue
 		}
+		ps.committed = max(ps.committed, o.Offset)
+		ps.committedSeq = max(ps.committedSeq, o.seq)
 	}
 }
 
-// Outstanding returns how many tracked offsets are not finished, in total.
+// Outstanding returns how many tracked offsets are not committable yet (not
+// finished, or finished after an unfinished one), in total.
 func (t *Tracker) Outstanding() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -9,9 +9,9 @@ import (
 func TestOutOfOrderCompletion(t *testing.T) {
 	t.Parallel()
 	tr := New()
-	tr.Assign(0)
+	tr.Assign(0, -1, "")
 	for off := int64(10); off < 15; off++ {
-		if !tr.Track(0, off) {
+		if tr.Track(0, off) != Process {
 			t.Fatalf("Track(%d) refused", off)
 		}
 	}
@@ -48,14 +48,14 @@ func TestOutOfOrderCompletion(t *testing.T) {
 func TestGapsAndRedelivery(t *testing.T) {
 	t.Parallel()
 	tr := New()
-	tr.Assign(3)
+	tr.Assign(3, -1, "")
 	// Offsets skip numbers (transaction markers, compaction).
 	tr.Track(3, 5)
 	tr.Track(3, 9)
-	if tr.Track(3, 9) || tr.Track(3, 7) {
+	if tr.Track(3, 9) != Ignore || tr.Track(3, 7) != Ignore {
 		t.Fatal("a redelivered or older offset must be refused")
 	}
-	if tr.Track(4, 1) {
+	if tr.Track(4, 1) != Ignore {
 		t.Fatal("an unassigned partition must be refused")
 	}
 	tr.Done(3, 9)
@@ -80,7 +80,7 @@ func TestRandomCompletion(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(1, 2))
 	tr := New()
-	tr.Assign(0)
+	tr.Assign(0, -1, "")
 	const n = 5000
 	for off := range int64(n) {
 		tr.Track(0, off*2) // even offsets only: gaps everywhere
@@ -102,5 +102,122 @@ func TestRandomCompletion(t *testing.T) {
 	}
 	if tr.Outstanding() != 0 {
 		t.Fatalf("Outstanding = %d", tr.Outstanding())
+	}
+}
+
+// TestDoneSetTravelsToTheNextOwner: offsets finished beyond the commit
+// point are committed in the metadata; the next owner skips exactly those,
+// and keeps them in its own commits until it has read past them.
+func TestDoneSetTravelsToTheNextOwner(t *testing.T) {
+	t.Parallel()
+	a := New()
+	a.Assign(0, -1, "")
+	for off := int64(10); off < 20; off++ {
+		a.Track(0, off)
+	}
+	for _, off := range []int64{12, 13, 17} {
+		a.Done(0, off)
+	}
+	got := a.Committable()
+	if len(got) != 1 || got[0].Offset != 10 || got[0].Metadata != "ftp-pooler/1:2-3,7" {
+		t.Fatalf("Committable = %+v, want offset 10 with 12, 13 and 17 done", got)
+	}
+	a.MarkCommitted(got)
+	// The partition moves: b starts at the committed offset.
+	b := New()
+	b.Assign(0, got[0].Offset, got[0].Metadata)
+	if v := b.Track(0, 10); v != Process {
+		t.Fatalf("offset 10: %v", v)
+	}
+	b.Done(0, 10)
+	// b has read only offset 10, yet its commit must still carry 12, 13, 17.
+	if c := b.Committable(); len(c) != 1 || c[0].Offset != 11 || c[0].Metadata != "ftp-pooler/1:1-2,6" {
+		t.Fatalf("b's first commit = %+v, want 11 with 12, 13, 17 still done", c)
+	}
+	want := map[int64]Verdict{11: Process, 12: AlreadyDone, 13: AlreadyDone, 14: Process, 15: Process, 16: Process, 17: AlreadyDone, 18: Process, 19: Process}
+	for off := int64(11); off < 20; off++ {
+		if v := b.Track(0, off); v != want[off] {
+			t.Fatalf("offset %d: %v, want %v", off, v, want[off])
+		}
+	}
+	if b.Outstanding() != 9 {
+		t.Fatalf("Outstanding = %d, want the 9 tracked past the commit point", b.Outstanding())
+	}
+	for _, off := range []int64{11, 14, 15, 16} {
+		b.Done(0, off)
+	}
+	if c := b.Committable(); c[0].Offset != 18 || c[0].Metadata != "" {
+		t.Fatalf("after 11..17: %+v, want 18 and nothing beyond", c)
+	}
+}
+
+// A change of the done-set alone is worth a commit: a crash right after it
+// would otherwise make the next owner redo a task with a published outcome.
+func TestDoneSetChangeIsCommittable(t *testing.T) {
+	t.Parallel()
+	tr := New()
+	tr.Assign(1, -1, "")
+	for off := int64(0); off < 5; off++ {
+		tr.Track(1, off)
+	}
+	tr.MarkCommitted(tr.Committable())
+	tr.Done(1, 3)
+	got := tr.Committable()
+	if len(got) != 1 || got[0].Offset != 0 || got[0].Metadata != "ftp-pooler/1:3" {
+		t.Fatalf("Committable = %+v, want offset 0 with 3 done", got)
+	}
+	tr.MarkCommitted(got)
+	if got := tr.Committable(); len(got) != 0 {
+		t.Fatalf("nothing changed: %+v", got)
+	}
+}
+
+func TestDoneSetTruncatedToTheMetadataLimit(t *testing.T) {
+	t.Parallel()
+	tr := New()
+	tr.MaxMetadata = len(donePrefix) + 8
+	var left int
+	tr.Truncated = func(_ int32, n int) { left = n }
+	tr.Assign(0, -1, "")
+	for off := int64(0); off < 20; off++ {
+		tr.Track(0, off)
+	}
+	for _, off := range []int64{2, 4, 6, 8, 10} {
+		tr.Done(0, off)
+	}
+	got := tr.Committable()
+	if got[0].Metadata != donePrefix+"2,4,6,8" || left != 1 {
+		t.Fatalf("metadata %q, %d left out; want the lowest that fit and 1 left out", got[0].Metadata, left)
+	}
+}
+
+func TestDecodeDoneRejectsForeignMetadata(t *testing.T) {
+	t.Parallel()
+	for _, md := range []string{"", "some other tool", donePrefix, donePrefix + "x", donePrefix + "3,2", donePrefix + "5-4", donePrefix + "1,,2", donePrefix + "0-99999999"} {
+		if got := decodeDone(100, md); got != nil {
+			t.Errorf("decodeDone(%q) = %v, want nil", md, got)
+		}
+	}
+	if got := decodeDone(100, donePrefix+"0,2-4,9"); !slices.Equal(got, []int64{100, 102, 103, 104, 109}) {
+		t.Errorf("decodeDone = %v", got)
+	}
+}
+
+func TestDoneSetRoundTrip(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200 {
+		n := rng.Int64N(1 << 40)
+		var offs []int64
+		for o := n + 1; len(offs) < 50; o += 1 + rng.Int64N(3) {
+			offs = append(offs, o)
+		}
+		md, left := encodeDone(n, offs[:25], offs[25:], 4000)
+		if left != 0 {
+			t.Fatalf("%d left out", left)
+		}
+		if got := decodeDone(n, md); !slices.Equal(got, offs) {
+			t.Fatalf("round trip of %v: %v (%q)", offs, got, md)
+		}
 	}
 }
