@@ -58,7 +58,7 @@ func BenchmarkScheduler(b *testing.B) {
 // It runs in -short mode too, with fewer tasks, as a smoke test.
 func TestLeaseThroughputOverGRPC(t *testing.T) {
 	n, agents, window := 100_000, 4, 256
-	if testing.Short() {
+	if testing.Short() || raceDetector {
 		n = 5_000
 	}
 	rate := leaseThroughput(t, n, agents, window)
