@@ -40,6 +40,12 @@ func newConsumer(k config.Kafka, instanceID string) (*kafka.Consumer, error) {
 		"enable.auto.offset.store":      false,
 		"auto.offset.reset":             "earliest",
 		"partition.assignment.strategy": "cooperative-sticky",
+		// A dispatcher that dies without leaving (kill -9, a lost node)
+		// holds its partitions until the broker gives up on it: 10 s, not
+		// librdkafka's 45. Heartbeats come from librdkafka's own thread, so a
+		// busy process does not miss them. kafka.client can override both.
+		"session.timeout.ms":    10000,
+		"heartbeat.interval.ms": 2000,
 		// Tasks produced in a producer's aborted transaction are not tasks.
 		"isolation.level": "read_committed",
 	})
