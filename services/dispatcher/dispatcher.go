@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	// Until the group's size is known, hold FTP tasks back rather than risk
 	// two dispatchers each granting the whole of a connection limit.
 	sched.SetGroup(0, 0)
-	members, err := intake.NewMembership(consumer, cfg.Kafka.ConsumerGroup, clientID(cfg.Dispatcher.InstanceID), sched.SetGroup, logger)
+	members, err := intake.NewMembership(consumer, cfg.Kafka.InputTopic, cfg.Kafka.ConsumerGroup, clientID(cfg.Dispatcher.InstanceID), sched.SetGroup, logger)
 	if err != nil {
 		consumer.Close()
 		producer.Close()

@@ -14,6 +14,8 @@ import (
 // fleet-wide connection limit without talking to the others.
 type Membership struct {
 	admin    *kafka.AdminClient
+	consumer *kafka.Consumer
+	topic    string
 	group    string
 	clientID string
 	onChange func(members, rank int)
@@ -24,12 +26,12 @@ type Membership struct {
 
 // NewMembership reads the group through an admin client sharing the
 // consumer's connection.
-func NewMembership(c *kafka.Consumer, group, clientID string, onChange func(members, rank int), logger *slog.Logger) (*Membership, error) {
+func NewMembership(c *kafka.Consumer, topic, group, clientID string, onChange func(members, rank int), logger *slog.Logger) (*Membership, error) {
 	admin, err := kafka.NewAdminClientFromConsumer(c)
 	if err != nil {
 		return nil, err
 	}
-	return &Membership{admin: admin, group: group, clientID: clientID, onChange: onChange,
+	return &Membership{admin: admin, consumer: c, topic: topic, group: group, clientID: clientID, onChange: onChange,
 		logger: logger.With("component", "membership"), kick: make(chan struct{}, 1), last: [2]int{-1, -1}}, nil
 }
 
@@ -58,7 +60,16 @@ func (m *Membership) Run(ctx context.Context) error {
 }
 
 func (m *Membership) read(ctx context.Context) {
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// librdkafka aborts the whole process when a DescribeConsumerGroups
+	// request times out while brokers come and go (librdkafka issue 4605,
+	// seen here on every broker restart). Ask only when a plain metadata
+	// request gets through, and give the request time to be answered
+	// rather than to time out.
+	if _, err := m.consumer.GetMetadata(&m.topic, false, 5000); err != nil {
+		m.failed(err)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	res, err := m.admin.DescribeConsumerGroups(rctx, []string{m.group})
 	var desc *kafka.ConsumerGroupDescription
@@ -72,10 +83,7 @@ func (m *Membership) read(ctx context.Context) {
 		return // shutting down: the consumer may be closed already
 	}
 	if err != nil || desc == nil {
-		// Without the group's size, acting alone is the only way to make
-		// progress; shares are then not enforced between dispatchers.
-		m.logger.Warn("cannot describe the consumer group; assuming this dispatcher is alone", "group", m.group, "error", err)
-		m.apply(1, 0)
+		m.failed(err)
 		return
 	}
 	ids := make([]string, 0, len(desc.Members))
@@ -88,6 +96,21 @@ func (m *Membership) read(ctx context.Context) {
 		return // not (yet) a member: keep the last reading
 	}
 	m.apply(len(ids), rank)
+}
+
+// failed handles a reading that could not be made. The last reading stays:
+// the group rarely changes while the brokers are away, and acting alone then
+// would let every dispatcher take the whole limit. Only a dispatcher that
+// never read its group acts alone, so a cluster that refuses DescribeGroups
+// (an ACL) does not stop it; its shares are then not enforced.
+func (m *Membership) failed(err error) {
+	if m.last[0] > 0 {
+		m.logger.Warn("cannot describe the consumer group; keeping the last reading", "group", m.group,
+			"dispatchers", m.last[0], "rank", m.last[1], "error", err)
+		return
+	}
+	m.logger.Warn("cannot describe the consumer group; assuming this dispatcher is alone", "group", m.group, "error", err)
+	m.apply(1, 0)
 }
 
 func (m *Membership) apply(members, rank int) {

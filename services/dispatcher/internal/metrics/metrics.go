@@ -15,6 +15,7 @@ type Metrics struct {
 	TasksReceived   prometheus.Counter
 	TasksSkipped    prometheus.Counter
 	DoneSetTrimmed  prometheus.Counter
+	OutcomesDropped prometheus.Counter
 	Outcomes        *prometheus.CounterVec // status, error_code
 	DeadLetters     *prometheus.CounterVec // error_code
 	LeasesGranted   prometheus.Counter
@@ -54,6 +55,8 @@ func New() *Metrics {
 		TasksReceived: f.counter("ftp_pooler_tasks_received_total", "Records read from the input topic."),
 		TasksSkipped: f.counter("ftp_pooler_tasks_skipped_total",
 			"Records skipped because the partition's previous owner had published their outcome."),
+		OutcomesDropped: f.counter("ftp_pooler_outcomes_dropped_total",
+			"Outcomes not published because their partition moved to another dispatcher first (it redoes the task)."),
 		DoneSetTrimmed: f.counter("ftp_pooler_offset_metadata_trimmed_total",
 			"Finished offsets left out of a commit's metadata (offset.metadata.max.bytes): a next owner would redo them."),
 		Outcomes: f.counterVec("ftp_pooler_outcomes_total", "Outcomes handed to the publisher, by status and error code.",

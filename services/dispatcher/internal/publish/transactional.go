@@ -30,6 +30,12 @@ func (p *Publisher) runTransactional(ctx context.Context) error {
 func (p *Publisher) commitBatch(ctx context.Context, batch []*Record) error {
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
+		// A partition given up while the batch waited or failed belongs to
+		// another dispatcher now, which redoes its tasks: their outcomes,
+		// published here without their offsets, would be second ones.
+		if batch = p.owned(batch); len(batch) == 0 {
+			return nil
+		}
 		err := p.transaction(ctx, batch)
 		if err == nil {
 			p.metrics.TxnCommits.WithLabelValues("committed").Inc()
@@ -49,6 +55,24 @@ func (p *Publisher) commitBatch(ctx context.Context, batch []*Record) error {
 		p.logger.Warn("outcome transaction failed; retrying", "attempt", attempt, "outcomes", len(batch), "error", err)
 		sleep(ctx, min(p.cfg.RetryBackoff*time.Duration(attempt), 10*time.Second))
 	}
+}
+
+// owned drops the records of partitions this dispatcher no longer holds.
+func (p *Publisher) owned(batch []*Record) []*Record {
+	kept := batch[:0]
+	for _, r := range batch {
+		if p.tracker.Owns(r.Partition) {
+			kept = append(kept, r)
+			continue
+		}
+		p.metrics.OutcomesDropped.Inc()
+		p.logger.Info("dropping an outcome of a partition given up before it was published: its next owner redoes the task",
+			"partition", r.Partition, "offset", r.Offset, "topic", r.Topic)
+		if r.Done != nil {
+			r.Done()
+		}
+	}
+	return kept
 }
 
 // transaction publishes one batch and its offsets atomically.
@@ -114,12 +138,23 @@ func (p *Publisher) abort(ctx context.Context, cause error) error {
 	if errors.As(cause, &ke) && ke.IsFatal() {
 		return cause
 	}
-	abortCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := p.producer.AbortTransaction(abortCtx); err != nil {
-		return fmt.Errorf("%w (and abort failed: %v)", cause, err)
+	// An abort that timed out (the brokers are away) is still in progress
+	// inside librdkafka: it must be called again until it completes, or the
+	// next BeginTransaction fails with a conflicting-call error that ends
+	// up fatal.
+	for attempt := 1; ; attempt++ {
+		abortCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := p.producer.AbortTransaction(abortCtx)
+		cancel()
+		if err == nil {
+			return cause
+		}
+		if errors.As(err, &ke) && ke.IsFatal() || ctx.Err() != nil {
+			return fmt.Errorf("%w (and abort failed: %v)", cause, err)
+		}
+		p.logger.Warn("aborting the outcome transaction failed; trying again", "attempt", attempt, "error", err)
+		sleep(ctx, min(p.cfg.RetryBackoff*time.Duration(attempt), 5*time.Second))
 	}
-	return cause
 }
 
 // awaitReports reads n delivery reports, shrinking records the broker

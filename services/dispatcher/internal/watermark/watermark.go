@@ -95,6 +95,14 @@ func (t *Tracker) Assign(p int32, committed int64, metadata string) {
 	t.parts[p] = ps
 }
 
+// Owns reports whether the partition is assigned (tracked).
+func (t *Tracker) Owns(p int32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.parts[p]
+	return ok
+}
+
 // Revoke stops tracking a partition and forgets its offsets.
 func (t *Tracker) Revoke(p int32) {
 	t.mu.Lock()
