@@ -47,6 +47,7 @@ lint: tools ## gofmt, go vet and buf lint.
 	@out=$$(gofmt -l $(MODULES) $(STANDALONE)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(PACKAGES)
 	go vet -tags e2e ./e2e/...
+	go vet -tags 'e2e chaos' ./e2e/...
 	for m in $(STANDALONE); do (cd $$m && GOWORK=off go vet ./...) || exit 1; done
 	buf lint
 
@@ -68,6 +69,10 @@ verify: tools ## Fail if generated code or go.mod files are stale.
 .PHONY: e2e
 e2e: build ## End-to-end suite: the binaries against real Apache Kafka, vsftpd and pure-ftpd (root, Debian).
 	scripts/e2e/run.sh
+
+.PHONY: chaos
+chaos: build ## Fault-injection suite: 2 dispatchers, 3 agents, 5,000 tasks under kill -9, restarts and a zombie agent, against real Kafka, vsftpd and pure-ftpd (root, Debian).
+	scripts/chaos/run.sh
 
 .PHONY: helm-lint
 helm-lint: ## helm lint --strict, helm template with every ci/*-values.yaml, manifests checked against the Kubernetes API types.

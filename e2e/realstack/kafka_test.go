@@ -84,8 +84,14 @@ type Collector struct {
 	cond  *sync.Cond
 	byKey map[string][]Message
 	n     int
-	procs []*exec.Cmd
+	procs map[string]*exec.Cmd // the running kcat per topic
 	errs  []string
+	// seen holds topic/partition/offset of every record read: a kcat that
+	// ended (the broker went away) is started again from the beginning,
+	// and what it reads again is not counted twice.
+	seen     map[string]bool
+	closing  bool
+	restarts []string
 }
 
 var collector *Collector
@@ -93,30 +99,87 @@ var collector *Collector
 // startCollector runs one kcat consumer per outcome topic:
 //
 //	kcat -C -b BROKERS -t TOPIC -X isolation.level=read_committed -o beginning -J -u -q
+//
+// kcat exits when it loses every broker connection (a broker restart); it
+// is then started again, from the beginning, and records already read are
+// skipped.
 func startCollector() error {
-	c := &Collector{byKey: map[string][]Message{}}
+	c := &Collector{byKey: map[string][]Message{}, procs: map[string]*exec.Cmd{}, seen: map[string]bool{}}
 	c.cond = sync.NewCond(&c.mu)
 	for _, topic := range []string{ResultsTopic, FailuresTopic, DLQTopic} {
-		cmd := exec.Command("kcat", "-C", "-b", env.KafkaBrokers, "-t", topic,
-			"-X", "isolation.level=read_committed", "-o", "beginning", "-J", "-u", "-q")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		out, err := cmd.StdoutPipe()
+		out, stderr, err := c.startKcat(topic)
 		if err != nil {
 			return err
 		}
-		var stderr lockedBuffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("kcat consumer for %s: %w", topic, err)
-		}
-		c.procs = append(c.procs, cmd)
-		go c.read(topic, out, &stderr)
+		go c.consume(topic, out, stderr)
 	}
 	collector = c
 	return nil
 }
 
-func (c *Collector) read(topic string, r io.Reader, stderr *lockedBuffer) {
+func (c *Collector) startKcat(topic string) (io.Reader, *lockedBuffer, error) {
+	cmd := exec.Command("kcat", "-C", "-b", env.KafkaBrokers, "-t", topic,
+		"-X", "isolation.level=read_committed", "-o", "beginning", "-J", "-u", "-q")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return nil, nil, fmt.Errorf("collector closed")
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("kcat consumer for %s: %w", topic, err)
+	}
+	c.procs[topic] = cmd
+	return out, stderr, nil
+}
+
+// consume reads topic until the collector closes, starting kcat again when
+// it ends; when it keeps ending for five minutes it gives up and reports.
+func (c *Collector) consume(topic string, out io.Reader, stderr *lockedBuffer) {
+	var failingSince time.Time
+	for {
+		started := time.Now()
+		c.read(topic, out)
+		c.mu.Lock()
+		cmd, closing := c.procs[topic], c.closing
+		c.mu.Unlock()
+		if closing {
+			return
+		}
+		_ = cmd.Wait()
+		why := fmt.Sprintf("%s kcat consumer for %s ended (%v): %s", time.Now().Format("15:04:05"), topic, cmd.ProcessState, strings.TrimSpace(stderr.String()))
+		if time.Since(started) > 10*time.Second || failingSince.IsZero() {
+			failingSince = time.Now()
+		}
+		if time.Since(failingSince) > 5*time.Minute {
+			c.fail(why + "; it kept ending for five minutes")
+			return
+		}
+		c.mu.Lock()
+		c.restarts = append(c.restarts, why)
+		c.mu.Unlock()
+		time.Sleep(2 * time.Second)
+		var err error
+		if out, stderr, err = c.startKcat(topic); err != nil {
+			c.mu.Lock()
+			closing := c.closing
+			c.mu.Unlock()
+			if !closing {
+				c.fail(err.Error())
+			}
+			return
+		}
+	}
+}
+
+// read adds the records of one kcat run until its output ends.
+func (c *Collector) read(topic string, r io.Reader) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	for {
 		line, err := br.ReadBytes('\n')
@@ -129,10 +192,16 @@ func (c *Collector) read(topic string, r io.Reader, stderr *lockedBuffer) {
 			}
 		}
 		if err != nil {
-			c.fail(fmt.Sprintf("kcat consumer for %s ended: %v; stderr: %s", topic, err, stderr.String()))
 			return
 		}
 	}
+}
+
+// Restarts lists the kcat consumers that ended and were started again.
+func (c *Collector) Restarts() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.restarts...)
 }
 
 func toMessage(j kcatJSON, raw []byte) Message {
@@ -153,6 +222,12 @@ func toMessage(j kcatJSON, raw []byte) Message {
 
 func (c *Collector) add(m Message) {
 	c.mu.Lock()
+	id := fmt.Sprintf("%s/%d/%d", m.Topic, m.Partition, m.Offset)
+	if c.seen[id] {
+		c.mu.Unlock()
+		return
+	}
+	c.seen[id] = true
 	c.byKey[m.Key] = append(c.byKey[m.Key], m)
 	c.n++
 	c.mu.Unlock()
@@ -167,9 +242,12 @@ func (c *Collector) fail(s string) {
 }
 
 func (c *Collector) close() {
-	for _, p := range c.procs {
+	c.mu.Lock()
+	c.closing = true
+	procs := c.procs
+	c.mu.Unlock()
+	for _, p := range procs {
 		_ = p.Process.Kill()
-		_ = p.Wait()
 	}
 }
 

@@ -1,0 +1,330 @@
+//go:build e2e && chaos
+
+package realstack
+
+// Observers that run beside the chaos suite: a watcher that samples the
+// destination directories every few milliseconds for files under their
+// final names that are not (yet) the whole source, and a sampler that
+// counts, on the FTP servers' side, the control connections each server
+// holds (ss, established sockets on the server's listening port).
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// fileWant is what a destination must hold once it is visible.
+type fileWant struct {
+	Size int64
+	Sum  string
+}
+
+// isTempName reports whether a base name is one of the agents' temporary
+// files (.<name>.<token>.ftp-pooler.tmp locally, .part on FTP servers).
+func isTempName(name string) bool {
+	return strings.HasPrefix(name, ".") &&
+		(strings.HasSuffix(name, ".ftp-pooler.tmp") || strings.HasSuffix(name, ".ftp-pooler.part"))
+}
+
+// destWatcher samples destination trees until Stop.
+type destWatcher struct {
+	roots []string
+	want  map[string]fileWant
+	pause time.Duration
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu        sync.Mutex
+	sweeps    int
+	started   time.Time
+	ended     time.Time
+	verified  map[string]bool
+	tempNames map[string]bool // every temporary file seen
+	maxTemp   int             // most temporary files in one sweep
+	bad       map[string]string
+	strays    map[string]bool
+}
+
+// watchDestinations starts sampling roots; want maps each expected
+// destination (path on disk) to its content. pause is the rest between
+// sweeps.
+func watchDestinations(roots []string, want map[string]fileWant, pause time.Duration) *destWatcher {
+	w := &destWatcher{roots: roots, want: want, pause: pause, stop: make(chan struct{}), done: make(chan struct{}),
+		verified: map[string]bool{}, tempNames: map[string]bool{}, bad: map[string]string{}, strays: map[string]bool{},
+		started: time.Now()}
+	go func() {
+		defer close(w.done)
+		for {
+			w.sweep()
+			select {
+			case <-w.stop:
+				w.sweep()
+				w.mu.Lock()
+				w.ended = time.Now()
+				w.mu.Unlock()
+				return
+			case <-time.After(w.pause):
+			}
+		}
+	}()
+	return w
+}
+
+func (w *destWatcher) sweep() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sweeps++
+	recheck := w.sweeps%50 == 0
+	temps := 0
+	for _, root := range w.roots {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			name := d.Name()
+			if isTempName(name) {
+				temps++
+				w.tempNames[p] = true
+				return nil
+			}
+			want, ok := w.want[p]
+			if !ok {
+				w.strays[p] = true
+				return nil
+			}
+			if w.verified[p] && !recheck {
+				return nil
+			}
+			info, err := os.Lstat(p)
+			if err != nil {
+				return nil // replaced or removed since the listing
+			}
+			switch {
+			case !info.Mode().IsRegular():
+				w.flag(p, fmt.Sprintf("not a regular file (%s)", info.Mode()))
+			case info.Size() != want.Size:
+				w.flag(p, fmt.Sprintf("%d bytes visible, source has %d", info.Size(), want.Size))
+			case w.verified[p]:
+			case want.Size <= 1<<20:
+				// Small files are checked whole the moment they appear;
+				// large ones by size here and by sha256 at the end.
+				sum, n, err := FileSum(p)
+				if err == nil && (sum != want.Sum || n != want.Size) {
+					w.flag(p, fmt.Sprintf("%d bytes with sha256 %.12s… visible, source has sha256 %.12s…", n, sum, want.Sum))
+				} else if err == nil {
+					w.verified[p] = true
+				}
+			default:
+				w.verified[p] = true
+			}
+			return nil
+		})
+	}
+	w.maxTemp = max(w.maxTemp, temps)
+}
+
+func (w *destWatcher) flag(p, what string) {
+	if _, seen := w.bad[p]; !seen {
+		w.bad[p] = time.Now().Format("15:04:05.000") + " " + what
+	}
+}
+
+// watchReport is what the watcher saw.
+type watchReport struct {
+	Sweeps    int
+	Every     time.Duration // mean time between sweeps
+	Seen      int           // destinations seen under their final names
+	TempSeen  int           // temporary files seen (expected while transfers run)
+	MaxTemp   int
+	Bad       map[string]string // partial or wrong files under final names
+	Strays    []string          // files with names no task writes
+	Verified  int
+	Unchecked int
+}
+
+// Stop ends the sampling (after one last sweep) and reports.
+func (w *destWatcher) Stop() watchReport {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := watchReport{Sweeps: w.sweeps, TempSeen: len(w.tempNames), MaxTemp: w.maxTemp, Bad: w.bad, Verified: len(w.verified)}
+	if w.sweeps > 0 {
+		r.Every = w.ended.Sub(w.started) / time.Duration(w.sweeps)
+	}
+	for p := range w.strays {
+		r.Strays = append(r.Strays, p)
+	}
+	sort.Strings(r.Strays)
+	r.Seen = len(w.verified)
+	return r
+}
+
+// connSampler counts established connections on FTP servers' listening
+// ports, server side, every interval.
+type connSampler struct {
+	ports map[int]string // port -> endpoint id
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu      sync.Mutex
+	samples int
+	errs    int
+	lastErr string
+	max     map[string]int
+	maxAt   map[string]time.Time
+	over    map[string]int // samples above the limit
+	limits  map[string]int
+	// Snapshots show, for the first samples above a limit, which process
+	// held each connection (ss -p on the client side).
+	Snapshots []string
+	// owners names processes by pid, for the snapshots.
+	owners func(pid int) string
+}
+
+// sampleConnections starts counting; ports maps each server's listening
+// port to its endpoint id, limits each endpoint's max_connections.
+func sampleConnections(ports map[int]string, limits map[string]int, interval time.Duration, owners func(int) string) *connSampler {
+	s := &connSampler{ports: ports, limits: limits, owners: owners, stop: make(chan struct{}), done: make(chan struct{}),
+		max: map[string]int{}, maxAt: map[string]time.Time{}, over: map[string]int{}}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			s.sample()
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// ssFilter is ss's filter for the servers' ports: ( sport = :A or sport = :B ).
+func (s *connSampler) ssFilter() []string {
+	var ports []int
+	for p := range s.ports {
+		ports = append(ports, p)
+	}
+	sort.Ints(ports)
+	f := []string{"("}
+	for i, p := range ports {
+		if i > 0 {
+			f = append(f, "or")
+		}
+		f = append(f, "sport", "=", ":"+strconv.Itoa(p))
+	}
+	return append(f, ")")
+}
+
+// sample runs `ss -Htn state established ( sport = :PORT or ... )`: each
+// line is one connection a server accepted and still holds.
+func (s *connSampler) sample() {
+	args := append([]string{"-Htn", "state", "established"}, s.ssFilter()...)
+	out, err := exec.Command("ss", args...).Output()
+	counts := map[string]int{}
+	if err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			// Recv-Q Send-Q Local Peer (state is left out with a state filter).
+			if len(f) < 4 {
+				continue
+			}
+			_, port, perr := net.SplitHostPort(f[2])
+			n, _ := strconv.Atoi(port)
+			if ep, ok := s.ports[n]; ok && perr == nil {
+				counts[ep]++
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.errs++
+		s.lastErr = err.Error()
+		return
+	}
+	s.samples++
+	now := time.Now()
+	for port, ep := range s.ports {
+		n := counts[ep]
+		if n > s.max[ep] {
+			s.max[ep], s.maxAt[ep] = n, now
+		}
+		if n > s.limits[ep] {
+			s.over[ep]++
+			if len(s.Snapshots) < 6 {
+				s.Snapshots = append(s.Snapshots, fmt.Sprintf("%s %s: %d established, limit %d; by client process: %s",
+					now.Format("15:04:05.000"), ep, n, s.limits[ep], s.clients(port)))
+			}
+		}
+	}
+}
+
+// clients counts the client ends of connections to port by process.
+func (s *connSampler) clients(port int) string {
+	out, err := exec.Command("ss", "-tnpH", "state", "established", "(", "dport", "=", ":"+strconv.Itoa(port), ")").Output()
+	if err != nil {
+		return err.Error()
+	}
+	by := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name := "?"
+		if i := strings.Index(line, "pid="); i >= 0 {
+			f := strings.FieldsFunc(line[i+4:], func(r rune) bool { return r < '0' || r > '9' })
+			if len(f) > 0 {
+				pid, _ := strconv.Atoi(f[0])
+				name = s.owners(pid)
+			}
+		}
+		if line != "" {
+			by[name]++
+		}
+	}
+	var parts []string
+	for _, k := range sortedKeys(by) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, by[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// connReport is the sampler's result.
+type connReport struct {
+	Samples, Errors int
+	LastErr         string
+	Max             map[string]int
+	MaxAt           map[string]time.Time
+	Over            map[string]int
+}
+
+// Stop ends the sampling and reports.
+func (s *connSampler) Stop() connReport {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return connReport{Samples: s.samples, Errors: s.errs, LastErr: s.lastErr, Max: s.max, MaxAt: s.maxAt, Over: s.over}
+}
