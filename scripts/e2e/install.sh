@@ -4,13 +4,15 @@
 #     and the libraries pure-ftpd links against;
 #   - pure-ftpd, unpacked beside vsftpd (both provide ftp-server, so apt will
 #     not install both) into $CACHE_DIR/pure-ftpd;
-#   - Apache Kafka's jars, from Maven Central, into $CACHE_DIR/kafka-<version>/libs.
+#   - Apache Kafka's jars, from Maven Central, into $CACHE_DIR/kafka-<version>/libs;
+#   - grpcurl ($GRPCURL_VERSION), from the Go module proxy, as .bin/grpcurl.
 # A second run finds everything in place and returns in about a second.
 # Usage: scripts/e2e/install.sh
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0=$(date +%s.%N)
+GRPCURL_VERSION=${GRPCURL_VERSION:-v1.9.3}
 [[ $(id -u) == 0 ]] || die "install.sh must run as root (apt-get, system user)"
 mkdir -p "$CACHE_DIR"
 
@@ -153,5 +155,13 @@ fi
 
 # Compile the topic tool now, so the first kafka.sh start is as quick as the rest.
 "$E2E_DIR/kafka.sh" build-tools
+
+# --- Go tools ------------------------------------------------------------------
+# grpcurl drives the dispatcher's admin API as the README shows; built once
+# from the Go module proxy (about 1 min cold) into ~/.cache/ftp-pooler/tools,
+# linked as .bin/grpcurl. Jaeger, a 10-minute build, is jaeger.sh's (run.sh
+# builds it in the background).
+command -v go >/dev/null || die "go not found (grpcurl is built from the Go module proxy)"
+"$REPO_ROOT/scripts/go-tool.sh" grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
 
 awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "install.sh: done in %.1f s\n", b - a }'

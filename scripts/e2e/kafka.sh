@@ -9,7 +9,12 @@
 #   scripts/e2e/kafka.sh list-topics           print the topic names
 #   scripts/e2e/kafka.sh logs                  print the broker log's tail
 #
-# Ports: KAFKA_PORT (19092, PLAINTEXT) and KAFKA_CONTROLLER_PORT (19093).
+# Ports: KAFKA_PORT (19092, PLAINTEXT), KAFKA_CONTROLLER_PORT (19093) and
+# KAFKA_SASL_PORT (KAFKA_PORT+2: SASL_PLAINTEXT, mechanism PLAIN, users
+# KAFKA_SASL_USER/KAFKA_SASL_PASS (ftppooler/ftppooler-secret) and
+# admin/admin-secret; KAFKA_SASL_PORT=off leaves that listener out). The env
+# file gets KAFKA_BROKERS, and KAFKA_SASL_BROKERS, KAFKA_SASL_MECHANISM,
+# KAFKA_SASL_USER and KAFKA_SASL_PASS.
 # Needs scripts/e2e/install.sh first.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,6 +22,9 @@ set -euo pipefail
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=${KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+KAFKA_SASL_USER=${KAFKA_SASL_USER:-ftppooler}
+KAFKA_SASL_PASS=${KAFKA_SASL_PASS:-ftppooler-secret}
 KAFKA_STATE=$STATE_DIR/kafka
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 BOOTSTRAP=$KAFKA_HOST:$KAFKA_PORT
@@ -30,8 +38,20 @@ DEFAULT_TOPICS=(ftp-tasks:6 ftp-results:3 ftp-failures:3 ftp-tasks-dlq:3)
 listener_entries() {
 	echo "PLAINTEXT|PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT|PLAINTEXT"
 	echo "CONTROLLER|CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT|PLAINTEXT"
+	if sasl_enabled; then echo "SASL_PLAINTEXT|SASL_PLAINTEXT://$KAFKA_HOST:$KAFKA_SASL_PORT|SASL_PLAINTEXT"; fi
 }
-extra_listener_config() { :; }
+sasl_enabled() { [[ $KAFKA_SASL_PORT != off && $KAFKA_SASL_PORT != 0 ]]; }
+# SASL/PLAIN on the SASL_PLAINTEXT listener only. The broker talks to itself
+# over PLAINTEXT, so nothing else changes; there is no authorizer, so any user
+# who logs in may do anything.
+extra_listener_config() {
+	sasl_enabled || return 0
+	cat <<EOF
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \\
+  username="admin" password="admin-secret" user_admin="admin-secret" user_$KAFKA_SASL_USER="$KAFKA_SASL_PASS";
+EOF
+}
 
 require_libs() {
 	[[ -f $KAFKA_HOME/.complete && -d $KAFKA_LIBS ]] ||
@@ -137,7 +157,9 @@ do_start() {
 		return 0
 	fi
 	local port
-	for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+	local -a ports=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
+	if sasl_enabled; then ports+=("$KAFKA_SASL_PORT"); fi
+	for port in "${ports[@]}"; do
 		port_open "$KAFKA_HOST" "$port" && die "port $KAFKA_HOST:$port is taken by another process (ss -ltnp 'sport = :$port')"
 	done
 	rm -rf "$KAFKA_STATE"
@@ -156,6 +178,15 @@ do_start() {
 		-cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_STATE/server.properties"
 	wait_ready kafka "$KAFKA_HOST" "$KAFKA_PORT" "$KAFKA_START_TIMEOUT" 'Kafka Server started'
 	set_env_var KAFKA_BROKERS "$BOOTSTRAP"
+	if sasl_enabled; then
+		wait_port "$KAFKA_HOST" "$KAFKA_SASL_PORT" 10 || die "kafka's SASL_PLAINTEXT listener is not up on $KAFKA_HOST:$KAFKA_SASL_PORT"
+		set_env_var KAFKA_SASL_BROKERS "$KAFKA_HOST:$KAFKA_SASL_PORT"
+		set_env_var KAFKA_SASL_MECHANISM PLAIN
+		set_env_var KAFKA_SASL_USER "$KAFKA_SASL_USER"
+		set_env_var KAFKA_SASL_PASS "$KAFKA_SASL_PASS"
+	else
+		set_env_var KAFKA_SASL_BROKERS ""
+	fi
 	do_topics
 }
 
@@ -166,7 +197,7 @@ do_stop() {
 do_status() {
 	local pid
 	if pid=$(pid_of kafka); then
-		echo "kafka: running (pid $pid) on $BOOTSTRAP, controller $KAFKA_HOST:$KAFKA_CONTROLLER_PORT"
+		echo "kafka: running (pid $pid) on $BOOTSTRAP, controller $KAFKA_HOST:$KAFKA_CONTROLLER_PORT$(sasl_enabled && echo ", SASL_PLAINTEXT $KAFKA_HOST:$KAFKA_SASL_PORT")"
 	else
 		echo "kafka: stopped"
 		return 3

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The end-to-end suite (`make e2e`): installs what is missing, starts Apache
-# Kafka and the FTP servers, runs the real bin/dispatcher and bin/agent
-# against them (go test -tags e2e ./e2e/realstack/...), and stops the servers
-# it started, also on failure or Ctrl-C. On failure it prints the servers'
+# Kafka, the FTP servers and Jaeger (the OTLP receiver), runs the real
+# bin/dispatcher and bin/agent against them (go test -tags e2e
+# ./e2e/realstack/...), and stops the servers it started, also on failure or
+# Ctrl-C. On failure it prints the servers'
 # logs and the tail of every dispatcher and agent log; exits non-zero.
 #
 #   scripts/e2e/run.sh                      the whole suite
@@ -23,7 +24,7 @@ rm -f "$STATE_DIR/go-test.log"
 t0=$SECONDS
 stamp() { echo "=== e2e: $* ($((SECONDS - t0)) s)"; }
 
-started_kafka=0 started_ftp=0 rc=0
+started_kafka=0 started_ftp=0 started_jaeger=0 jaeger_build=0 rc=0
 # shellcheck disable=SC2317 # called from the trap
 cleanup() {
 	local code=$?
@@ -34,10 +35,15 @@ cleanup() {
 		echo "=== e2e: FAILED; server logs follow"
 		E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/kafka.sh" logs || true
 		E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/ftp.sh" logs || true
+		((started_jaeger)) && { E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/jaeger.sh" logs || true; }
 		print_process_logs
 	fi
 	((started_ftp)) && { "$E2E_DIR/ftp.sh" stop || echo "e2e: ftp.sh stop failed" >&2; }
 	((started_kafka)) && { "$E2E_DIR/kafka.sh" stop || echo "e2e: kafka.sh stop failed" >&2; }
+	((started_jaeger)) && { "$E2E_DIR/jaeger.sh" stop || echo "e2e: jaeger.sh stop failed" >&2; }
+	# A Jaeger build still running (a failure or Ctrl-C before the tests):
+	# its process group, which setsid made ours alone.
+	((jaeger_build)) && { kill -- "-$jaeger_build" 2>/dev/null || true; }
 	if ((rc == 0)); then stamp "PASSED"; else stamp "FAILED (exit $rc)"; fi
 	exit "$rc"
 }
@@ -67,6 +73,16 @@ print_process_logs() {
 	shopt -u nullglob
 }
 
+# Jaeger, the tracing test's OTLP receiver, is built from source: about 10
+# minutes on a cold cache. Build it in the background from the start, so it
+# overlaps the installs and the server starts.
+if ! "$E2E_DIR/jaeger.sh" installed; then
+	mkdir -p "$STATE_DIR"
+	stamp "building Jaeger in the background (log: $STATE_DIR/jaeger-build.log)"
+	setsid "$E2E_DIR/jaeger.sh" install >"$STATE_DIR/jaeger-build.log" 2>&1 &
+	jaeger_build=$!
+fi
+
 stamp "install"
 "$E2E_DIR/install.sh"
 
@@ -92,6 +108,19 @@ else
 fi
 "$E2E_DIR/kafka.sh" status
 "$E2E_DIR/ftp.sh" status
+if ((jaeger_build)); then
+	stamp "waiting for the Jaeger build"
+	wait "$jaeger_build" || { tail -n 30 "$STATE_DIR/jaeger-build.log" >&2; die "building Jaeger failed (log: $STATE_DIR/jaeger-build.log)"; }
+	jaeger_build=0
+	tail -n 1 "$STATE_DIR/jaeger-build.log"
+fi
+if "$E2E_DIR/jaeger.sh" status >/dev/null 2>&1; then
+	echo "e2e: using the Jaeger already running (it stays running)"
+else
+	started_jaeger=1
+	"$E2E_DIR/jaeger.sh" start
+fi
+"$E2E_DIR/jaeger.sh" status
 
 rm -rf "$STATE_DIR/realstack"
 stamp "go test ./e2e/realstack"

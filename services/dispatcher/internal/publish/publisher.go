@@ -164,10 +164,10 @@ func (p *Publisher) poke() {
 // must stop, and what it did not commit is redone by the next owner.
 func (p *Publisher) Run(ctx context.Context) error {
 	if p.cfg.Transactional {
-		initCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err := p.producer.InitTransactions(initCtx)
-		cancel()
-		if err != nil {
+		if err := p.initTransactions(ctx, 60*time.Second); err != nil {
+			if ctx.Err() != nil {
+				return nil // shut down before the brokers answered
+			}
 			return fmt.Errorf("init transactions: %w", err)
 		}
 	}
@@ -191,8 +191,34 @@ func (p *Publisher) Run(ctx context.Context) error {
 	return err
 }
 
+// initTransactions registers the transactional id, giving up after limit.
+// librdkafka's call does not return when its context is cancelled, only at
+// its deadline, so it is made in short slices: a SIGTERM while the brokers
+// are away or refuse the login ends it within seconds, not a minute.
+func (p *Publisher) initTransactions(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		slice, cancel := context.WithTimeout(ctx, min(5*time.Second, time.Until(deadline)))
+		err := p.producer.InitTransactions(slice)
+		cancel()
+		var ke kafka.Error
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.As(err, &ke) && ke.IsRetriable() && time.Now().Before(deadline):
+			continue // timed out: the call resumes where it was
+		}
+		return err
+	}
+}
+
 // waitForWork blocks until records are pending and, unless a flush waits,
-// until a batch has had Linger to fill up.
+// until a batch has had Linger to fill up. A batch also closes once no
+// record arrived for a quarter of Linger: outcomes that trickle in one at a
+// time (an idle pipeline) would only wait for company that is not coming,
+// while under load they arrive far more often than that and batches fill.
 func (p *Publisher) waitForWork(ctx context.Context) error {
 	for p.pendingLen() == 0 {
 		select {
