@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	leaseCfg := lease.Config{
 		DispatcherID: cfg.Dispatcher.InstanceID,
 		TTL:          cfg.Lease.TTL.D(),
+		DetachHold:   cfg.Lease.TTL.D(),
 		Heartbeat:    cfg.Lease.HeartbeatInterval.D(),
 		MaxAttempts:  cfg.Retry.MaxAttempts,
 		BaseBackoff:  cfg.Retry.BaseBackoff.D(),

@@ -1,6 +1,8 @@
 package lease
 
 import (
+	"time"
+
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
 )
 
@@ -210,15 +212,47 @@ func (s *Scheduler) PoolReport(sess *Session, r *leasev1.PoolReport) {
 	})
 }
 
-// releaseSessionLocked returns everything a departing session was granted.
-func (s *Scheduler) releaseSessionLocked(sess *Session) {
+// heldQuota is connection budget a disconnected agent may still be using.
+type heldQuota struct {
+	endpoint   string
+	n          int // counted in granted
+	reclaiming int // of n, counted in reclaiming
+	until      time.Time
+}
+
+// holdSessionLocked takes a disconnected agent's quotas off it but keeps
+// them counted for DetachHold: its stream may have broken only on our side
+// (a cut network, a frozen proxy) while it still holds logged-in
+// connections and transfers. Granting them to another agent at once put
+// the fleet over an endpoint's limit, counted on the server with ss.
+func (s *Scheduler) holdSessionLocked(sess *Session) {
+	hold := s.cfg.DetachHold
+	if hold <= 0 {
+		hold = 20 * time.Second
+	}
+	until := s.clock.Now().Add(hold)
 	for id, q := range sess.quota {
-		s.budgets[id].granted -= int(q)
+		if q > 0 {
+			s.held = append(s.held, heldQuota{endpoint: id, n: int(q), until: until})
+		}
 	}
 	for _, rc := range sess.reclaims {
-		b := s.budgets[rc.endpoint]
-		b.granted -= int(rc.n)
-		b.reclaiming -= int(rc.n)
+		s.held = append(s.held, heldQuota{endpoint: rc.endpoint, n: int(rc.n), reclaiming: int(rc.n), until: until})
 	}
 	sess.quota, sess.reclaims = map[string]uint32{}, nil
+}
+
+// releaseHeldLocked returns held quotas whose time is up to the budget.
+func (s *Scheduler) releaseHeldLocked(now time.Time) {
+	kept := s.held[:0]
+	for _, h := range s.held {
+		if now.Before(h.until) {
+			kept = append(kept, h)
+			continue
+		}
+		b := s.budgets[h.endpoint]
+		b.granted -= h.n
+		b.reclaiming -= h.reclaiming
+	}
+	s.held = kept
 }

@@ -390,6 +390,33 @@ func TestMaxOutageShorterThanBreakerTimeout(t *testing.T) {
 	}
 }
 
+// A stream that broke on the dispatcher's side may still be alive on the
+// agent's, which keeps transferring on its connections until it notices.
+// Its quota stays counted for DetachHold before another agent gets it.
+func TestDisconnectedAgentsQuotaIsHeld(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"ep": 2}))
+	h.sched.cfg.DetachHold = 20 * time.Second
+	a1 := h.agent("a1", 10)
+	h.enqueueRoute(0, "ep", "local")
+	h.enqueueRoute(1, "ep", "local")
+	if got := leases(h.drain(a1)); len(got) != 2 {
+		t.Fatalf("a1: %d leases", len(got))
+	}
+	h.sched.Detach(a1, fmt.Errorf("stream cut"))
+	a2 := h.agent("a2", 10)
+	h.clock.Advance(5 * time.Second) // past the retry backoff
+	h.sched.Tick()
+	if got := leases(h.drain(a2)); len(got) != 0 {
+		t.Fatalf("a2 got %d leases while a1's connections may still be open", len(got))
+	}
+	h.clock.Advance(16 * time.Second)
+	h.sched.Tick()
+	if got := leases(h.drain(a2)); len(got) != 2 {
+		t.Fatalf("a2: %d leases after the hold, want 2", len(got))
+	}
+}
+
 func testutilState(h *harness, endpoint string) BreakerState {
 	h.sched.mu.Lock()
 	defer h.sched.mu.Unlock()

@@ -109,6 +109,12 @@ type Config struct {
 	// Endpoints are the connections file's endpoints, for connection limits.
 	Endpoints map[string]Endpoint
 	Breaker   BreakerConfig
+	// DetachHold is how long a disconnected agent's connection quotas stay
+	// counted: a stream can break on the dispatcher's side while the agent,
+	// not knowing yet (its keepalive notices within 15 s), still transfers.
+	// The dispatcher uses lease.ttl, the time it trusts silence anyway.
+	// Zero means 20 s.
+	DetachHold time.Duration
 	// Tracer and Propagator trace leases; nil when tracing is off.
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
@@ -140,8 +146,10 @@ type Scheduler struct {
 	idle     chan struct{} // closed when no lease is in flight; see WaitIdle
 	budgets  map[string]*budget
 	breakers map[string]*breaker
-	paused   map[string]bool
-	events   hub
+	// held are quotas of disconnected agents still counted (DetachHold).
+	held   []heldQuota
+	paused map[string]bool
+	events hub
 }
 
 // New returns a scheduler that hands finished tasks to onFinish, in batches,
@@ -235,6 +243,7 @@ func (s *Scheduler) Enqueue(t *Task) {
 func (s *Scheduler) Tick() {
 	s.update(func() {
 		now := s.clock.Now()
+		s.releaseHeldLocked(now)
 		s.queue.promote(now, s.promotedLocked)
 		for _, l := range s.leases {
 			if now.After(l.expires) {
@@ -575,7 +584,7 @@ func (s *Scheduler) Detach(sess *Session, cause error) {
 			s.loseLeaseLocked(l, failure.ConnectionError,
 				fmt.Sprintf("agent %s disconnected during the transfer", sess.agentID))
 		}
-		s.releaseSessionLocked(sess)
+		s.holdSessionLocked(sess)
 	})
 	sess.out.close()
 	s.logger.Info("agent disconnected", "agent_id", sess.agentID, "leases_taken_back", lost, "cause", cause)

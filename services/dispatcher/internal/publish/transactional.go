@@ -58,8 +58,18 @@ func (p *Publisher) commitBatch(ctx context.Context, batch []*Record) error {
 }
 
 // owned drops the records of partitions this dispatcher no longer holds.
+// They count as settled, so a Flush waiting for them returns.
 func (p *Publisher) owned(batch []*Record) []*Record {
 	kept := batch[:0]
+	defer func() {
+		if dropped := len(batch) - len(kept); dropped > 0 {
+			p.mu.Lock()
+			p.published += uint64(dropped)
+			close(p.progress)
+			p.progress = make(chan struct{})
+			p.mu.Unlock()
+		}
+	}()
 	for _, r := range batch {
 		if p.tracker.Owns(r.Partition) {
 			kept = append(kept, r)
