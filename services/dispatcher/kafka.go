@@ -72,7 +72,13 @@ func newProducer(k config.Kafka, instanceID string) (*kafka.Producer, error) {
 	}
 	if k.Delivery == config.DeliveryExactlyOnce {
 		own["transactional.id"] = transactionalID(k, instanceID)
-		own["transaction.timeout.ms"] = 60000
+		// A transaction open while the brokers restart must outlive the
+		// restart: one that times out is aborted with a new producer epoch,
+		// which fences this producer for good (seen at 57 s with 60). A
+		// dispatcher that dies mid-transaction and comes back aborts it at
+		// once; only one that never returns holds read_committed readers
+		// back this long.
+		own["transaction.timeout.ms"] = 180000
 	}
 	if k.MaxRetries == 0 {
 		// Idempotence needs retries; 0 meant "no app-level retries" to the

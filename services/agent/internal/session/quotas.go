@@ -55,6 +55,28 @@ func (q *Quotas) drop(sess *Session) {
 	}
 }
 
+// Settled reports whether every pool holds no more connections than its
+// quotas allow. A lowered quota closes idle connections at once, busy ones
+// only when their transfer ends (a zombie's, a cancelled one's): until then
+// the lowered quota must not be acknowledged, or the dispatcher grants it
+// to another agent while the connection is still open.
+func (q *Quotas) Settled() bool {
+	q.mu.Lock()
+	totals := map[string]int{}
+	for _, m := range q.bySes {
+		for ep, n := range m {
+			totals[ep] += int(n)
+		}
+	}
+	q.mu.Unlock()
+	for _, p := range q.pools.Report() {
+		if int(p.Open) > totals[p.EndpointId] {
+			return false
+		}
+	}
+	return true
+}
+
 func (q *Quotas) applyLocked(endpoint string) {
 	total := 0
 	for _, m := range q.bySes {

@@ -109,8 +109,10 @@ type Session struct {
 	mu      sync.Mutex
 	jobs    map[string]*running
 	commits map[string]chan *leasev1.CommitDecision
-	// appliedSeq is the seq of the last quota applied to the pools.
+	// appliedSeq is the seq of the last quota acknowledged: applied to the
+	// pools, and the pools within it. pendingSeq is the last one received.
 	appliedSeq atomic.Uint64
+	pendingSeq atomic.Uint64
 }
 
 type running struct {
@@ -275,11 +277,21 @@ func (s *Session) send(ctx context.Context, stream leasev1.LeaseService_ConnectC
 			}
 			// Pool states help the dispatcher pick agents with idle
 			// connections; the last applied quota seq rides along.
-			if err := stream.Send(s.poolReport(s.appliedSeq.Load())); err != nil {
+			if err := stream.Send(s.poolReport(s.ackableSeq())); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// ackableSeq is the quota seq that may be acknowledged now: the last one
+// received once the pools are within their quotas, else the last one
+// acknowledged.
+func (s *Session) ackableSeq() uint64 {
+	if p := s.pendingSeq.Load(); p > s.appliedSeq.Load() && s.c.quotas.Settled() {
+		return p
+	}
+	return s.appliedSeq.Load()
 }
 
 // poolReport acknowledges quotas up to seq and describes the pools.
@@ -323,7 +335,12 @@ func (s *Session) receive(stream leasev1.LeaseService_ConnectClient, jobsCtx con
 			s.decide(m.CommitDecision)
 		case *leasev1.ConnectResponse_Quota:
 			s.c.quotas.set(s, m.Quota.EndpointId, m.Quota.Connections)
-			s.enqueue(s.poolReport(m.Quota.Seq))
+			if m.Quota.Seq > s.pendingSeq.Load() {
+				s.pendingSeq.Store(m.Quota.Seq)
+			}
+			if seq := s.ackableSeq(); seq > s.appliedSeq.Load() {
+				s.enqueue(s.poolReport(seq))
+			} // else the next heartbeat acknowledges it, once busy connections above it closed
 		case *leasev1.ConnectResponse_Drain:
 			s.c.logger.Info("dispatcher is draining; no new leases from it", "grace_period", m.Drain.GracePeriod.AsDuration())
 		case *leasev1.ConnectResponse_Welcome:
