@@ -153,7 +153,7 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 	if c.tls != nil {
 		data = tls.Client(raw, c.tls)
 	}
-	dc := &dataConn{Conn: data, idle: c.idle, bufSize: c.bufSize}
+	dc := &dataConn{Conn: data, idle: c.idle, bufSize: c.bufSize, broken: &c.broken}
 	c.mu.Lock()
 	c.data = dc
 	c.mu.Unlock()

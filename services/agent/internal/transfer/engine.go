@@ -58,6 +58,7 @@ type Engine struct {
 	cfg    config.Transfer
 	logger *slog.Logger
 	bufs   sync.Pool
+	dirs   dirSyncer
 	tracer trace.Tracer
 	// StaleAfter is how old another delivery's temporary file must be
 	// before a retry removes it (its writer is surely gone).
@@ -144,7 +145,8 @@ type source struct {
 type sink interface {
 	// write appends the rest of the source to the temporary file.
 	write(ctx context.Context, src io.Reader, progress func(int64), buf []byte) (int64, error)
-	// size reports the temporary file's size, flushing it first.
+	// verify reports the temporary file's size; a local sink starts
+	// flushing it to disk, which commit waits for before the rename.
 	verify(ctx context.Context) (int64, error)
 	commit(ctx context.Context, origin string) error
 	abort()
@@ -323,7 +325,7 @@ func (e *Engine) openSource(ctx context.Context, ep *config.Endpoint, p string, 
 
 func (e *Engine) openSink(ctx context.Context, ep *config.Endpoint, p string, l *leasev1.Lease) (sink, error) {
 	if ep.Type == config.TypeLocal {
-		return openLocalSink(e.roots[ep.ID], p, l, e.cfg.Fsync, e.StaleAfter)
+		return openLocalSink(e.roots[ep.ID], p, l, e.cfg.Fsync, &e.dirs, e.StaleAfter)
 	}
 	pl, _ := e.pools.Pool(ep.ID)
 	return openFTPSink(ctx, pl, p, l)

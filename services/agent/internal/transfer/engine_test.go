@@ -360,6 +360,35 @@ func TestRetryRemovesStaleTemporaryFiles(t *testing.T) {
 	}
 }
 
+// A zombie delivery (its stream cut, still writing) creates or grows its
+// temporary file after the retry started. The retry's approved commit fences
+// it, so the retry removes such files after its rename, young as they are,
+// locally and on FTP servers, where temporary names are dot-files.
+func TestCommitRemovesFilesOfFencedDeliveries(t *testing.T) {
+	e := newEnv(t)
+	write(t, filepath.Join(e.srcDir, "z.txt"), "zzz")
+	for _, c := range []struct {
+		dst, path, zombie string
+	}{
+		{"dst", "z.txt", filepath.Join(e.dstDir, tempName("z.txt", 7, "tmp"))},
+		{"srv", "/up/z.txt", filepath.Join(e.ftp.Root, "up", tempName("z.txt", 7, "part"))},
+	} {
+		j := e.job("src", "z.txt", c.dst, c.path, true)
+		j.Lease.Attempt = 2
+		approve := j.Commit
+		j.Commit = func(ctx context.Context, n int64) (bool, string, error) {
+			write(t, c.zombie, "a zombie's bytes")
+			return approve(ctx, n)
+		}
+		if o := e.engine.Run(context.Background(), j); o.Status != leasev1.Status_STATUS_SUCCEEDED {
+			t.Fatalf("%s: %v", c.dst, o)
+		}
+		if _, err := os.Stat(c.zombie); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: a fenced delivery's temporary file survived the commit", c.dst)
+		}
+	}
+}
+
 func TestHungServersDoNotHoldSlots(t *testing.T) {
 	e := newEnv(t)
 	// A server that accepts and never answers: connect times out.

@@ -3,6 +3,7 @@ package transfer
 import (
 	"context"
 	"io"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -60,6 +61,7 @@ type ftpSink struct {
 	tmp       string
 	overwrite leasev1.OverwritePolicy
 	offset    int64
+	attempt   uint32
 }
 
 func openFTPSink(ctx context.Context, p *pool.Pool, final string, l *leasev1.Lease) (*ftpSink, error) {
@@ -67,7 +69,7 @@ func openFTPSink(ctx context.Context, p *pool.Pool, final string, l *leasev1.Lea
 	if err != nil {
 		return nil, err
 	}
-	s := &ftpSink{pool: p, conn: conn, final: final, tmp: tempName(final, l.Token, "part"), overwrite: l.Transfer.Overwrite}
+	s := &ftpSink{pool: p, conn: conn, final: final, tmp: tempName(final, l.Token, "part"), overwrite: l.Transfer.Overwrite, attempt: l.Attempt}
 	if s.overwrite == leasev1.OverwritePolicy_OVERWRITE_POLICY_FAIL {
 		exists, err := conn.Exists(ctx, final)
 		if err != nil {
@@ -104,9 +106,16 @@ func openFTPSink(ctx context.Context, p *pool.Pool, final string, l *leasev1.Lea
 // removeStale deletes temporary files other deliveries left for final. FTP
 // gives no cheap modification time, so unlike local cleanup it does not
 // wait for them to age: on a retry, every other delivery's lease is gone.
+//
+// Temporary names start with a dot, which vsftpd and pure-ftpd leave out of
+// a plain NLST: "NLST -a" lists them (both servers take ls options); a
+// server that does not gets the plain listing.
 func (s *ftpSink) removeStale(ctx context.Context) {
 	dir := path.Dir(s.final)
-	names, err := s.conn.NameList(ctx, dir)
+	names, err := s.conn.NameList(ctx, "-a "+dir)
+	if err != nil && !s.conn.Broken() {
+		names, err = s.conn.NameList(ctx, dir)
+	}
 	if err != nil {
 		return
 	}
@@ -123,9 +132,23 @@ func (s *ftpSink) resumed() int64 { return s.offset }
 
 func (s *ftpSink) write(ctx context.Context, src io.Reader, progress func(int64), _ []byte) (int64, error) {
 	var n int64
-	err := s.conn.Stor(ctx, s.tmp, &counting{r: src, add: func(k int64) { n += k; progress(k) }}, s.offset)
+	var r io.Reader = &counting{r: src, add: func(k int64) { n += k; progress(k) }}
+	if f, ok := src.(*os.File); ok {
+		// A local file: the data connection may send it with sendfile.
+		r = &countingFile{counting: r.(*counting), f: f}
+	}
+	err := s.conn.Stor(ctx, s.tmp, r, s.offset)
 	return n, err
 }
+
+// countingFile is a counting reader over a local file, which the data
+// connection can send with sendfile (remote.FileReader).
+type countingFile struct {
+	*counting
+	f *os.File
+}
+
+func (c *countingFile) SendFile() (*os.File, func(int64)) { return c.f, c.add }
 
 func (s *ftpSink) verify(ctx context.Context) (int64, error) {
 	size, err := s.conn.Size(ctx, s.tmp)
@@ -149,6 +172,12 @@ func (s *ftpSink) commit(ctx context.Context, _ string) error {
 		}
 	}
 	if err == nil {
+		if s.attempt > 1 {
+			// The approved commit fenced every earlier delivery: remove
+			// what they left, including files written since this delivery
+			// started (a zombie agent's).
+			s.removeStale(ctx)
+		}
 		s.release()
 	}
 	return err

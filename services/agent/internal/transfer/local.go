@@ -111,11 +111,15 @@ type localSink struct {
 	tmp       string
 	f         *os.File
 	fsync     bool
+	dirs      *dirSyncer
+	size      int64      // the size verify found
+	synced    chan error // the flush verify started, until commit waits for it
 	overwrite leasev1.OverwritePolicy
 	offset    int64
+	attempt   uint32
 }
 
-func openLocalSink(root *os.Root, final string, l *leasev1.Lease, fsync bool, staleAfter time.Duration) (*localSink, error) {
+func openLocalSink(root *os.Root, final string, l *leasev1.Lease, fsync bool, dirs *dirSyncer, staleAfter time.Duration) (*localSink, error) {
 	dir := path.Dir(final)
 	if err := root.MkdirAll(dir, 0o755); err != nil {
 		return nil, classifyLocal("create directory", dir, err)
@@ -126,7 +130,7 @@ func openLocalSink(root *os.Root, final string, l *leasev1.Lease, fsync bool, st
 			return nil, failure.New(failure.DestinationExists, "%s exists and the task asked not to overwrite it", final)
 		}
 	}
-	s := &localSink{root: root, final: final, tmp: tempName(final, l.Token, "tmp"), fsync: fsync, overwrite: overwrite}
+	s := &localSink{root: root, final: final, tmp: tempName(final, l.Token, "tmp"), fsync: fsync, dirs: dirs, overwrite: overwrite, attempt: l.Attempt}
 	if l.ResumeToken != 0 {
 		// Take the earlier delivery's file over under our own name: the
 		// rename is atomic, and its writer cannot commit it any more.
@@ -239,29 +243,48 @@ func copyFileChunks(ctx context.Context, dst, src *os.File, progress func(int64)
 	}
 }
 
-// verify flushes (when configured) and returns the written size.
+// verify returns the written size and, when configured, starts flushing the
+// file to disk. The flush runs while the engine asks the dispatcher to
+// commit (a network round trip of about the same length); commit waits for
+// it before the rename, so a file still becomes visible only once its data
+// is durable.
 func (s *localSink) verify(context.Context) (int64, error) {
-	if s.fsync {
-		if err := s.f.Sync(); err != nil {
-			return 0, classifyLocal("fsync", s.tmp, err)
-		}
-	}
 	st, err := s.f.Stat()
 	if err != nil {
 		return 0, classifyLocal("stat", s.tmp, err)
 	}
-	return st.Size(), nil
+	s.size = st.Size()
+	if s.fsync {
+		synced := make(chan error, 1)
+		s.synced = synced
+		go func(f *os.File) { synced <- f.Sync() }(s.f)
+	}
+	return s.size, nil
+}
+
+// flushed waits for the flush verify started, if any.
+func (s *localSink) flushed() error {
+	if s.synced == nil {
+		return nil
+	}
+	err := <-s.synced
+	s.synced = nil
+	if err != nil {
+		return classifyLocal("fsync", s.tmp, err)
+	}
+	return nil
 }
 
 // commit makes the file visible under its final name, marked with the
 // record it answers.
 func (s *localSink) commit(_ context.Context, origin string) error {
+	if err := s.flushed(); err != nil {
+		return err
+	}
 	if origin != "" {
-		if st, err := s.f.Stat(); err == nil {
-			// Best effort: file systems without user xattrs just lose the
-			// redelivery shortcut.
-			_ = unix.Fsetxattr(int(s.f.Fd()), originXattr, []byte(origin+" "+strconv.FormatInt(st.Size(), 10)), 0)
-		}
+		// Best effort: file systems without user xattrs just lose the
+		// redelivery shortcut.
+		_ = unix.Fsetxattr(int(s.f.Fd()), originXattr, []byte(origin+" "+strconv.FormatInt(s.size, 10)), 0)
 	}
 	if err := s.f.Close(); err != nil {
 		return classifyLocal("close", s.tmp, err)
@@ -281,16 +304,20 @@ func (s *localSink) commit(_ context.Context, origin string) error {
 	}
 	if s.fsync {
 		// The rename is durable once its directory is.
-		if d, err := s.root.Open(path.Dir(s.final)); err == nil {
-			_ = d.Sync()
-			d.Close()
-		}
+		s.dirs.sync(s.root, path.Dir(s.final))
+	}
+	if s.attempt > 1 {
+		// The approved commit fenced every earlier delivery: whatever they
+		// left (a killed agent's file, a zombie's still growing one) is
+		// garbage now, however young.
+		removeStaleLocal(s.root, s.final, s.tmp, 0)
 	}
 	return nil
 }
 
 // keep closes the temporary file and leaves it for a later delivery.
 func (s *localSink) keep() {
+	_ = s.flushed()
 	if s.f != nil {
 		s.f.Close()
 		s.f = nil
@@ -299,6 +326,7 @@ func (s *localSink) keep() {
 
 // abort removes the temporary file.
 func (s *localSink) abort() {
+	_ = s.flushed()
 	if s.f != nil {
 		s.f.Close()
 		s.f = nil

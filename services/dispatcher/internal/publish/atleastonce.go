@@ -11,31 +11,47 @@ import (
 
 // runAtLeastOnce produces records as they come, marks their offsets done
 // when Kafka acknowledges them, and commits the offset watermark on a timer.
+// Commits run on their own goroutine: each waits for the broker, and
+// producing must not stall behind it.
 func (p *Publisher) runAtLeastOnce(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		p.deliveryLoop(ctx)
 	}()
+	go func() {
+		defer wg.Done()
+		p.commitLoop(ctx)
+	}()
 	defer wg.Wait()
 
-	commit := time.NewTicker(p.cfg.Linger)
-	defer commit.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-commit.C:
-			if err := p.commitOffsets(); err != nil {
-				p.logger.Warn("offset commit failed; retrying on the next tick", "error", err)
-			}
 		case <-p.wake:
 			for _, r := range p.take(p.cfg.MaxBatch) {
 				p.produceUntilQueued(ctx, r)
 			}
 			if p.pendingLen() > 0 {
 				p.poke()
+			}
+		}
+	}
+}
+
+// commitLoop commits the offset watermark every Linger until ctx ends.
+func (p *Publisher) commitLoop(ctx context.Context) {
+	commit := time.NewTicker(p.cfg.Linger)
+	defer commit.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-commit.C:
+			if err := p.commitOffsets(); err != nil {
+				p.logger.Warn("offset commit failed; retrying on the next tick", "error", err)
 			}
 		}
 	}
@@ -98,6 +114,10 @@ func (p *Publisher) resubmit(r *Record) {
 // commitOffsets commits the watermark of every partition that moved. A
 // failure mid-rebalance is expected and retried by the next call.
 func (p *Publisher) commitOffsets() error {
+	// The commit loop and Flush may both commit; one at a time keeps the
+	// watermark's committed marks in order.
+	p.commitMu.Lock()
+	defer p.commitMu.Unlock()
 	offs := p.tracker.Committable()
 	if len(offs) == 0 {
 		return nil

@@ -82,6 +82,7 @@ type Publisher struct {
 	failed    error         // set when Run stopped for good
 	urgent    atomic.Int32  // flushes waiting: skip lingering
 	wake      chan struct{}
+	commitMu  sync.Mutex // serialises at-least-once offset commits
 
 	deliveries chan kafka.Event
 }
@@ -232,13 +233,18 @@ func (p *Publisher) waitForWork(ctx context.Context) error {
 	}
 	timer := time.NewTimer(p.cfg.Linger)
 	defer timer.Stop()
+	quiet := time.NewTimer(p.cfg.Linger / 4)
+	defer quiet.Stop()
 	for p.pendingLen() < p.cfg.MaxBatch && p.urgent.Load() == 0 {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
 			return nil
+		case <-quiet.C:
+			return nil
 		case <-p.wake:
+			quiet.Reset(p.cfg.Linger / 4)
 		}
 	}
 	return nil
