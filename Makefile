@@ -74,6 +74,14 @@ e2e: build ## End-to-end suite: the binaries against real Apache Kafka, vsftpd a
 chaos: build ## Fault-injection suite: 2 dispatchers, 3 agents, 5,000 tasks under kill -9, restarts and a zombie agent, against real Kafka, vsftpd and pure-ftpd (root, Debian).
 	scripts/chaos/run.sh
 
+.PHONY: bench
+bench: build ## Benchmarks against curl and a pooled Go client on real Kafka and vsftpd (~15 min quiet, root, Debian): writes BENCHMARKS.md and docs/bench-throughput.png.
+	scripts/bench/run.sh
+
+.PHONY: bench-smoke
+bench-smoke: build ## Short benchmark for CI (< 2 min): fails below BENCH_SMOKE_RATIO (0.5) of the pooled client's small-file throughput.
+	scripts/bench/run.sh -smoke
+
 .PHONY: helm-lint
 helm-lint: ## helm lint --strict, helm template with every ci/*-values.yaml, manifests checked against the Kubernetes API types.
 	scripts/helm-lint.sh

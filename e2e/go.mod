@@ -6,6 +6,7 @@ require (
 	github.com/ftp-pooler/ftp-pooler/gen v0.0.0-00010101000000-000000000000
 	github.com/ftp-pooler/ftp-pooler/services/agent v0.0.0-00010101000000-000000000000
 	github.com/ftp-pooler/ftp-pooler/services/dispatcher v0.0.0-00010101000000-000000000000
+	github.com/jlaffaye/ftp v0.2.4
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.18.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
@@ -25,7 +26,6 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.4 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
-	github.com/jlaffaye/ftp v0.2.4 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect

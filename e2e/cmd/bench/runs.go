@@ -1,0 +1,359 @@
+package main
+
+// One measured run of each system over one workload and direction.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// direction of a run.
+type direction string
+
+const (
+	download direction = "download" // vsftpd → local disk
+	upload   direction = "upload"   // local disk → vsftpd
+	relay    direction = "relay"    // vsftpd → pure-ftpd through the agent
+)
+
+// sample is one run's figures; unset ones are NaN-free zeros.
+type sample struct {
+	rate, mbps float64 // files/s, MB/s (10^6 bytes)
+	p50, p99   float64 // per-task latency, ms
+	rssD, rssA float64 // peak RSS, MiB (dispatcher; largest agent)
+	cpuD, cpuA float64 // CPU seconds per 1,000 tasks (dispatcher; all agents)
+	// Per 1,000 files too: the client (curl, ftpfetch, or dispatcher plus
+	// agents), vsftpd (and pure-ftpd) with its sessions, the Kafka broker.
+	cpuClient, cpuFTP, cpuKafka float64
+	// ratio is FTP Pooler's rate over the pooled baseline's in the run just
+	// before it (0 when none ran).
+	ratio float64
+}
+
+// serverCPU samples the servers' CPU; the difference of two samples is a
+// run's share (other users of the servers add to it, as to any figure here).
+type serverCPU struct{ ftp, kafka float64 }
+
+func (b *bench) serverCPU() serverCPU {
+	return serverCPU{
+		ftp:   treeCPU(pidFile(b.env.State, "vsftpd")) + treeCPU(pidFile(b.env.State, "pureftpd")),
+		kafka: treeCPU(pidFile(b.env.State, "kafka")),
+	}
+}
+
+// perThousand sets the server CPU figures of s for n files since c0.
+func (b *bench) perThousand(s *sample, c0 serverCPU, n int) {
+	c1 := b.serverCPU()
+	s.cpuFTP = (c1.ftp - c0.ftp) / float64(n) * 1000
+	s.cpuKafka = (c1.kafka - c0.kafka) / float64(n) * 1000
+}
+
+// runDirs makes fresh destination directories for a run and returns the
+// local one (below the local base) and the FTP one.
+func (b *bench) runDirs(tag string) (local, remote string, err error) {
+	b.runSeq++
+	name := fmt.Sprintf("%s-%s-%d", b.runID, tag, b.runSeq)
+	local = "dl/" + name
+	remote = "/bench-up/" + name
+	if err := os.MkdirAll(filepath.Join(b.localBase, local), 0o755); err != nil {
+		return "", "", err
+	}
+	if err := mkdirOwned(b.env.VSFTPD.Home, b.env.VSFTPD.path(remote)); err != nil {
+		return "", "", err
+	}
+	if b.env.PureFTPD.Addr != "" {
+		if err := mkdirOwned(b.env.PureFTPD.Home, b.env.PureFTPD.path(remote)); err != nil {
+			return "", "", err
+		}
+	}
+	return local, remote, nil
+}
+
+// cleanRun deletes a run's destination files: at once when they are
+// large, else at the end of the benchmark. Deleting thousands of files
+// between runs would slow the next runs' file creation (ext4 without a
+// journal scans recently deleted inodes when it allocates one).
+func (b *bench) cleanRun(local, remote string, bytes int64) {
+	if bytes < 256<<20 {
+		b.trash = append(b.trash, [2]string{local, remote})
+		return
+	}
+	b.removeRun(local, remote)
+}
+
+func (b *bench) removeRun(local, remote string) {
+	_ = os.RemoveAll(filepath.Join(b.localBase, local))
+	_ = os.RemoveAll(b.env.VSFTPD.path(remote))
+	if b.env.PureFTPD.Addr != "" {
+		_ = os.RemoveAll(b.env.PureFTPD.path(remote))
+	}
+}
+
+// runCurl moves w with curl -Z --parallel-max conns, reusing connections.
+func (b *bench) runCurl(w workload, d direction, conns int) (sample, error) {
+	local, remote, err := b.runDirs("curl")
+	if err != nil {
+		return sample{}, err
+	}
+	defer b.cleanRun(local, remote, int64(w.count)*w.size)
+	var cfg strings.Builder
+	for i := 0; i < w.count; i++ {
+		if d == download {
+			fmt.Fprintf(&cfg, "url = \"%s\"\noutput = \"%s\"\n", b.env.VSFTPD.url(remoteSrc(w, i)), filepath.Join(b.localBase, local, fileName(i)))
+		} else {
+			fmt.Fprintf(&cfg, "upload-file = \"%s\"\nurl = \"%s\"\n", filepath.Join(b.localBase, localSrc(w, i)), b.env.VSFTPD.url(remote+"/"+fileName(i)))
+		}
+	}
+	cfgPath := filepath.Join(b.env.Work, "curl.cfg")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
+		return sample{}, err
+	}
+	args := []string{"-s", "-S", "-K", cfgPath}
+	if w.count > 1 {
+		args = append([]string{"-Z", "--parallel-max", fmt.Sprint(conns)}, args...)
+	}
+	c0 := b.serverCPU()
+	start := time.Now()
+	cmd := exec.Command("curl", args...)
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start).Seconds()
+	if err != nil {
+		return sample{}, fmt.Errorf("curl: %v: %.500s", err, out)
+	}
+	smp := sample{rate: float64(w.count) / took, mbps: float64(w.count) * float64(w.size) / took / 1e6}
+	smp.cpuClient = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds() / float64(w.count) * 1000
+	b.perThousand(&smp, c0, w.count)
+	return smp, nil
+}
+
+// runCurlTo uploads one file with curl to srv (the relay's second leg).
+func (b *bench) runCurlTo(srv ftpServer, w workload) (sample, error) {
+	local, remote, err := b.runDirs("curlput")
+	if err != nil {
+		return sample{}, err
+	}
+	defer b.cleanRun(local, remote, w.size)
+	start := time.Now()
+	out, err := exec.Command("curl", "-s", "-S", "-T", filepath.Join(b.localBase, localSrc(w, 0)), srv.url(remote+"/"+fileName(0))).CombinedOutput()
+	took := time.Since(start).Seconds()
+	if err != nil {
+		return sample{}, fmt.Errorf("curl: %v: %.500s", err, out)
+	}
+	return sample{rate: 1 / took, mbps: float64(w.size) / took / 1e6}, nil
+}
+
+// runPooled moves w with e2e/cmd/ftpfetch over conns jlaffaye connections.
+func (b *bench) runPooled(w workload, d direction, conns int) (sample, error) {
+	local, remote, err := b.runDirs("pooled")
+	if err != nil {
+		return sample{}, err
+	}
+	defer b.cleanRun(local, remote, int64(w.count)*w.size)
+	var list strings.Builder
+	for i := 0; i < w.count; i++ {
+		if d == download {
+			fmt.Fprintf(&list, "%s\t%s\n", remoteSrc(w, i), filepath.Join(b.localBase, local, fileName(i)))
+		} else {
+			fmt.Fprintf(&list, "%s\t%s\n", remote+"/"+fileName(i), filepath.Join(b.localBase, localSrc(w, i)))
+		}
+	}
+	listPath := filepath.Join(b.env.Work, "ftpfetch.list")
+	if err := os.WriteFile(listPath, []byte(list.String()), 0o600); err != nil {
+		return sample{}, err
+	}
+	srv := b.env.VSFTPD
+	args := []string{"-addr", srv.Addr, "-user", srv.User, "-pass", srv.Pass, "-conns", fmt.Sprint(conns), "-list", listPath}
+	if d == upload {
+		args = append(args, "-put")
+	}
+	c0 := b.serverCPU()
+	cmd := exec.Command(b.ftpfetch, args...)
+	out, err := cmd.Output()
+	if err != nil {
+		return sample{}, fmt.Errorf("ftpfetch: %v: %s", err, out)
+	}
+	var r struct {
+		Files   int
+		Bytes   int64
+		Seconds float64
+		Failed  int
+		Error   string
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return sample{}, fmt.Errorf("ftpfetch printed %q: %w", out, err)
+	}
+	if r.Failed > 0 {
+		return sample{}, fmt.Errorf("ftpfetch: %d of %d failed: %s", r.Failed, r.Files, r.Error)
+	}
+	smp := sample{rate: float64(r.Files) / r.Seconds, mbps: float64(r.Bytes) / r.Seconds / 1e6}
+	smp.cpuClient = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds() / float64(r.Files) * 1000
+	b.perThousand(&smp, c0, r.Files)
+	return smp, nil
+}
+
+// runOurs produces w as tasks to s and waits for every outcome.
+func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, error) {
+	local, remote, err := b.runDirs("ours")
+	if err != nil {
+		return sample{}, err
+	}
+	defer b.cleanRun(local, remote, int64(count)*w.size)
+	b.runSeq++
+	prefix := fmt.Sprintf("b%s-%d-", b.runID, b.runSeq)
+	tasks := make([]task, count)
+	ids := make([]string, count)
+	for i := range tasks {
+		t := task{ID: prefix + fmt.Sprint(i)}
+		switch d {
+		case download:
+			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "vsftpd", remoteSrc(w, i%w.count), "local", local+"/"+fileName(i)
+		case upload:
+			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "local", localSrc(w, i%w.count), "vsftpd", remote+"/"+fileName(i)
+		case relay:
+			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "vsftpd", remoteSrc(w, i%w.count), "pureftpd", remote+"/"+fileName(i)
+		}
+		tasks[i], ids[i] = t, t.ID
+	}
+	pids := s.pids()
+	cpu0 := make([]float64, len(pids))
+	for i, p := range pids {
+		cpu0[i] = cpuSeconds(p)
+	}
+	c0 := b.serverCPU()
+	rss := sampleRSS(50*time.Millisecond, pids...)
+	all := b.kafka.expect(ids)
+	produced, err := b.kafka.produce(context.Background(), tasks)
+	if err != nil {
+		rss.end()
+		return sample{}, fmt.Errorf("produce: %w", err)
+	}
+	timeout := 2*time.Minute + time.Duration(float64(count)*float64(w.size)/100e6*float64(time.Second))
+	select {
+	case <-all:
+	case <-time.After(timeout):
+	}
+	peak := rss.end()
+	got := b.kafka.outcomes()
+	if len(got) < count {
+		return sample{}, fmt.Errorf("%d of %d outcomes after %s (dispatcher log %s)", len(got), count, timeout, s.disp.logPath)
+	}
+	first := time.Time{}
+	for _, t := range produced {
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	var last time.Time
+	lat := make([]float64, 0, count)
+	failed := 0
+	var failure string
+	for id, a := range got {
+		if !a.ok {
+			failed++
+			failure = a.code + ": " + a.detail
+		}
+		if a.at.After(last) {
+			last = a.at
+		}
+		lat = append(lat, float64(a.at.Sub(produced[id]))/1e6)
+	}
+	if failed > 0 {
+		return sample{}, fmt.Errorf("%d of %d tasks failed, e.g. %s", failed, count, failure)
+	}
+	took := last.Sub(first).Seconds()
+	slices.Sort(lat)
+	smp := sample{rate: float64(count) / took, mbps: float64(count) * float64(w.size) / took / 1e6,
+		p50: quantile(lat, 0.5), p99: quantile(lat, 0.99)}
+	smp.rssD = float64(peak[pids[0]]) / (1 << 20)
+	var cpuA float64
+	for i, p := range pids {
+		c := cpuSeconds(p) - cpu0[i]
+		if i == 0 {
+			smp.cpuD = c / float64(count) * 1000
+			continue
+		}
+		cpuA += c
+		smp.rssA = max(smp.rssA, float64(peak[p])/(1<<20))
+	}
+	smp.cpuA = cpuA / float64(count) * 1000
+	smp.cpuClient = smp.cpuD + smp.cpuA
+	b.perThousand(&smp, c0, count)
+	return smp, nil
+}
+
+// idleLatency runs n single 20 B tasks one at a time and returns their
+// latencies in ms, and the part of each spent in the agent's transfer.
+func (b *bench) idleLatency(s *stack, w workload, n int) ([]float64, []float64, error) {
+	var lat, agent, toOutcome []float64
+	for i := -3; i < n; i++ { // three warm-ups
+		local, remote, err := b.runDirs("idle")
+		if err != nil {
+			return nil, nil, err
+		}
+		b.runSeq++
+		t := task{ID: fmt.Sprintf("i%s-%d", b.runID, b.runSeq), SrcID: "vsftpd", SrcPath: remoteSrc(w, 0), DstID: "local", DstPath: local + "/" + fileName(0)}
+		all := b.kafka.expect([]string{t.ID})
+		at, err := b.kafka.produce(context.Background(), []task{t})
+		if err != nil {
+			return nil, nil, err
+		}
+		select {
+		case <-all:
+		case <-time.After(30 * time.Second):
+			return nil, nil, fmt.Errorf("no outcome for %s within 30 s", t.ID)
+		}
+		a := b.kafka.outcomes()[t.ID]
+		if !a.ok {
+			return nil, nil, fmt.Errorf("%s failed: %s %s", t.ID, a.code, a.detail)
+		}
+		if i >= 0 {
+			lat = append(lat, float64(a.at.Sub(at[t.ID]))/1e6)
+			agent = append(agent, a.agentMS)
+			toOutcome = append(toOutcome, float64(a.produced.Sub(at[t.ID]))/1e6)
+		}
+		b.cleanRun(local, remote, 0)
+		time.Sleep(50 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	slices.Sort(agent)
+	slices.Sort(toOutcome)
+	b.logf("idle: produce → outcome produced p50 %.1f ms, → outcome read p50 %.1f ms", quantile(toOutcome, 0.5), quantile(lat, 0.5))
+	return lat, agent, nil
+}
+
+// quantile of sorted xs, nearest rank.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(xs))+0.5) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}
+
+// leaseThroughput runs the scheduler's gRPC lease test and returns its
+// leases per second.
+func (b *bench) leaseThroughput() (float64, error) {
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestLeaseThroughputOverGRPC$", "-v", "./services/dispatcher/internal/lease/")
+	cmd.Dir = b.env.Root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("go test: %v: %s", err, out)
+	}
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		if i := bytes.Index(line, []byte("over gRPC: ")); i >= 0 {
+			var r float64
+			if _, err := fmt.Sscanf(string(line[i+len("over gRPC: "):]), "%f", &r); err == nil {
+				return r, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no rate in go test output: %s", out)
+}
