@@ -53,7 +53,10 @@ type Intake struct {
 	stopped        atomic.Bool
 	ready          atomic.Bool
 
-	assigned   map[int32]bool
+	assigned map[int32]bool
+	// rewind holds, per partition, the first record read while intake was
+	// paused by the operator, which the consumer was sent back to.
+	rewind     map[int32]int64
 	paused     bool
 	lastLagRun time.Time
 	lagMu      sync.Mutex
@@ -67,7 +70,7 @@ func New(cfg Config, consumer *kafka.Consumer, tracker *watermark.Tracker, handl
 	m *metrics.Metrics, logger *slog.Logger) *Intake {
 	return &Intake{
 		cfg: cfg, consumer: consumer, tracker: tracker, handler: handler, metrics: m,
-		logger: logger.With("component", "intake"), assigned: map[int32]bool{},
+		logger: logger.With("component", "intake"), assigned: map[int32]bool{}, rewind: map[int32]int64{},
 	}
 }
 
@@ -123,6 +126,18 @@ func (in *Intake) handle(m *kafka.Message) {
 	if in.stopped.Load() {
 		return // Not tracked, so never committed: the next owner reads it.
 	}
+	if in.operatorPaused.Load() {
+		// Fetched before the pause reached the consumer: read it again
+		// after ResumeIntake, from the first record held back.
+		if first, ok := in.rewind[p]; !ok || off < first {
+			in.rewind[p] = off
+			if err := in.consumer.Seek(m.TopicPartition, 0); err != nil {
+				in.logger.Warn("rewinding a record read while intake is paused", "partition", p, "offset", off, "error", err)
+			}
+		}
+		return
+	}
+	clear(in.rewind)
 	switch in.tracker.Track(p, off) {
 	case watermark.Ignore:
 		in.logger.Warn("ignoring a record already read in this assignment", "partition", p, "offset", off)

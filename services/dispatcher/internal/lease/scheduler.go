@@ -622,7 +622,11 @@ func (s *Scheduler) Progress(sess *Session, p *leasev1.Progress) {
 	now := s.clock.Now()
 	l.heartbeat, l.expires = now, now.Add(s.cfg.TTL)
 	l.bytesDone, l.bytesTotal = p.BytesDone, p.BytesTotal
-	s.emit(EventProgress, l.task, l, nil)
+	if !l.committed {
+		// After COMMITTED the bytes are final; a heartbeat while the agent
+		// renames is no progress for Watch to show.
+		s.emit(EventProgress, l.task, l, nil)
+	}
 }
 
 // Commit answers whether the agent may make its write visible: only while it
