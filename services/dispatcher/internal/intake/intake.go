@@ -222,11 +222,7 @@ func (in *Intake) committed(c *kafka.Consumer, parts []kafka.TopicPartition) map
 	for _, tp := range parts {
 		out[tp.Partition] = kafka.TopicPartition{Partition: tp.Partition, Offset: kafka.OffsetInvalid}
 	}
-	query := make([]kafka.TopicPartition, len(parts))
-	for i, tp := range parts {
-		query[i] = kafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition}
-	}
-	got, err := c.Committed(query, int(in.cfg.CommittedTimeout.Milliseconds()))
+	got, err := c.Committed(parts, int(in.cfg.CommittedTimeout.Milliseconds()))
 	if err != nil {
 		in.logger.Warn("reading committed offsets of assigned partitions: tasks finished by their previous owner may be done again",
 			"partitions", partitionList(parts), "error", err)

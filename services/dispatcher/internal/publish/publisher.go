@@ -272,12 +272,18 @@ func (p *Publisher) pendingLen() int {
 	return len(p.pending)
 }
 
-func (p *Publisher) markPublished(batch []*Record) {
+// settled counts n submitted records as done with, published or dropped,
+// and wakes Flush.
+func (p *Publisher) settled(n int) {
 	p.mu.Lock()
-	p.published += uint64(len(batch))
+	p.published += uint64(n)
 	close(p.progress)
 	p.progress = make(chan struct{})
 	p.mu.Unlock()
+}
+
+func (p *Publisher) markPublished(batch []*Record) {
+	p.settled(len(batch))
 	for _, r := range batch {
 		if r.Done != nil {
 			r.Done()

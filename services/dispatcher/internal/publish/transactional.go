@@ -63,11 +63,7 @@ func (p *Publisher) owned(batch []*Record) []*Record {
 	kept := batch[:0]
 	defer func() {
 		if dropped := len(batch) - len(kept); dropped > 0 {
-			p.mu.Lock()
-			p.published += uint64(dropped)
-			close(p.progress)
-			p.progress = make(chan struct{})
-			p.mu.Unlock()
+			p.settled(dropped)
 		}
 	}()
 	for _, r := range batch {
