@@ -1274,7 +1274,14 @@ type EndpointPool struct {
 	// Logged-in connections, in use or idle.
 	Open uint32 `protobuf:"varint,2,opt,name=open,proto3" json:"open,omitempty"`
 	// Logged-in connections waiting for a transfer.
-	Idle          uint32 `protobuf:"varint,3,opt,name=idle,proto3" json:"idle,omitempty"`
+	Idle uint32 `protobuf:"varint,3,opt,name=idle,proto3" json:"idle,omitempty"`
+	// Connections the agent may hold to the endpoint that the receiving
+	// dispatcher did not grant: its other dispatchers' quotas (also those of
+	// streams that ended while their transfers finish) plus connections still
+	// closing above all its quotas. A dispatcher grants none of them again,
+	// so the fleet stays within max_connections while shares move between
+	// dispatchers (one restarting, the group changing).
+	Elsewhere     uint32 `protobuf:"varint,4,opt,name=elsewhere,proto3" json:"elsewhere,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1326,6 +1333,13 @@ func (x *EndpointPool) GetOpen() uint32 {
 func (x *EndpointPool) GetIdle() uint32 {
 	if x != nil {
 		return x.Idle
+	}
+	return 0
+}
+
+func (x *EndpointPool) GetElsewhere() uint32 {
+	if x != nil {
+		return x.Elsewhere
 	}
 	return 0
 }
@@ -1465,12 +1479,13 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\n" +
 	"PoolReport\x12\x1b\n" +
 	"\tquota_seq\x18\x01 \x01(\x04R\bquotaSeq\x12>\n" +
-	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"W\n" +
+	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"u\n" +
 	"\fEndpointPool\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
 	"\x04open\x18\x02 \x01(\rR\x04open\x12\x12\n" +
-	"\x04idle\x18\x03 \x01(\rR\x04idle\"E\n" +
+	"\x04idle\x18\x03 \x01(\rR\x04idle\x12\x1c\n" +
+	"\telsewhere\x18\x04 \x01(\rR\telsewhere\"E\n" +
 	"\x05Drain\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod2f\n" +
 	"\fLeaseService\x12V\n" +

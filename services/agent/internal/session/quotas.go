@@ -77,6 +77,29 @@ func (q *Quotas) Settled() bool {
 	return true
 }
 
+// reportFor describes the pools to sess's dispatcher: with each endpoint
+// the connections that dispatcher did not grant (Elsewhere), so it never
+// grants them a second time while another dispatcher's quota covers them.
+func (q *Quotas) reportFor(sess *Session) []*leasev1.EndpointPool {
+	q.mu.Lock()
+	totals, mine := map[string]uint32{}, q.bySes[sess]
+	for _, m := range q.bySes {
+		for ep, n := range m {
+			totals[ep] += n
+		}
+	}
+	q.mu.Unlock()
+	pools := q.pools.Report()
+	for _, p := range pools {
+		total, granted := totals[p.EndpointId], mine[p.EndpointId]
+		p.Elsewhere = total - min(granted, total)
+		if p.Open > total {
+			p.Elsewhere += p.Open - total // closing above every quota
+		}
+	}
+	return pools
+}
+
 func (q *Quotas) applyLocked(endpoint string) {
 	total := 0
 	for _, m := range q.bySes {

@@ -45,3 +45,38 @@ func TestLoweredQuotaSettlesWhenBusyConnectionsClose(t *testing.T) {
 		t.Fatal("back within the quota: settled")
 	}
 }
+
+// Each dispatcher hears what the agent holds under the others' quotas,
+// also a departed dispatcher's while its transfers finish, and connections
+// still closing above every quota.
+func TestReportTellsEachDispatcherWhatOthersGranted(t *testing.T) {
+	pools := &fakePools{open: map[string]int{}, busy: map[string]int{}, limit: map[string]int{}}
+	q := NewQuotas(pools, []string{"ftp"})
+	d1, d2 := &Session{}, &Session{}
+	q.set(d1, "ftp", 3)
+	q.set(d2, "ftp", 2)
+	pools.open["ftp"], pools.busy["ftp"] = 5, 5
+	elsewhere := func(s *Session) uint32 {
+		for _, p := range q.reportFor(s) {
+			if p.EndpointId == "ftp" {
+				return p.Elsewhere
+			}
+		}
+		t.Fatal("no report for ftp")
+		return 0
+	}
+	if e1, e2 := elsewhere(d1), elsewhere(d2); e1 != 2 || e2 != 3 {
+		t.Fatalf("elsewhere d1=%d d2=%d, want 2 and 3", e1, e2)
+	}
+	// d2 takes one back while all five are busy: one connection is above
+	// every quota until it closes, and both must count it.
+	q.set(d2, "ftp", 1)
+	if e1, e2 := elsewhere(d1), elsewhere(d2); e1 != 2 || e2 != 4 {
+		t.Fatalf("with one closing: elsewhere d1=%d d2=%d, want 2 and 4", e1, e2)
+	}
+	// A third dispatcher, just connected, learns of all of them.
+	d3 := &Session{}
+	if e3 := elsewhere(d3); e3 != 5 {
+		t.Fatalf("new dispatcher hears of %d, want 5", e3)
+	}
+}

@@ -254,6 +254,11 @@ func (s *Session) enqueue(m *leasev1.ConnectRequest) {
 func (s *Session) send(ctx context.Context, stream leasev1.LeaseService_ConnectClient, heartbeat time.Duration) error {
 	t := time.NewTicker(heartbeat)
 	defer t.Stop()
+	// The dispatcher grants no connections before it knows what this agent
+	// holds under other dispatchers' quotas.
+	if err := stream.Send(s.poolReport(s.ackableSeq())); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -300,7 +305,7 @@ func (s *Session) poolReport(seq uint64) *leasev1.ConnectRequest {
 		s.appliedSeq.Store(seq)
 	}
 	return &leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_PoolReport{PoolReport: &leasev1.PoolReport{
-		QuotaSeq: s.appliedSeq.Load(), Endpoints: s.c.quotas.pools.Report(),
+		QuotaSeq: s.appliedSeq.Load(), Endpoints: s.c.quotas.reportFor(s),
 	}}}
 }
 

@@ -33,6 +33,7 @@ func BenchmarkScheduler(b *testing.B) {
 		BaseBackoff: time.Second, MaxBackoff: time.Second, Endpoints: benchEndpoints}, SystemClock, metrics.New(),
 		slog.New(slog.NewTextHandler(io.Discard, nil)), func(f []Finished) { finished.Add(int64(len(f))) })
 	sess := s.Attach(&leasev1.Hello{AgentId: "a", Slots: 64}, "x")
+	s.PoolReport(sess, &leasev1.PoolReport{})
 	s.SetWindow(sess, 64)
 	ctx := context.Background()
 	buf := sess.Out().Take(ctx, nil)
@@ -97,6 +98,7 @@ func leaseThroughput(t testing.TB, n, agents, window int) float64 {
 			t.Fatal(err)
 		}
 		_ = stream.Send(&leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_Hello{Hello: &leasev1.Hello{AgentId: fmt.Sprint("noop-", a), Slots: uint32(window)}}})
+		_ = stream.Send(&leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_PoolReport{PoolReport: &leasev1.PoolReport{}}})
 		_ = stream.Send(&leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_Credit{Credit: &leasev1.Credit{Window: uint32(window)}}})
 		wg.Add(1)
 		go func() {

@@ -53,6 +53,12 @@ type budget struct {
 	granted int
 	// reclaiming counts units taken back and not yet acknowledged.
 	reclaiming int
+	// elsewhere is what connected agents report holding under other
+	// dispatchers' quotas (EndpointPool.elsewhere). Shares add up to the
+	// limit only once every member has read the same group; until then,
+	// and while a restarted dispatcher's predecessor's transfers finish,
+	// this keeps grants within limit - elsewhere.
+	elsewhere int
 }
 
 // setShares recomputes every endpoint's share of its limit for a group of
@@ -106,19 +112,55 @@ func idleFor(sess *Session, needs []need) bool {
 }
 
 // grantable reports whether this dispatcher's shares can cover what sess
-// lacks for needs.
+// lacks for needs, and the fleet's limit, less what agents hold under other
+// dispatchers' quotas, can too.
 func (s *Scheduler) grantable(sess *Session, needs []need) bool {
 	for _, nd := range needs {
 		deficit := int(sess.busy[nd.endpoint]+nd.n) - int(sess.quota[nd.endpoint])
 		if deficit <= 0 {
 			continue
 		}
+		if s.unreported > 0 {
+			return false // an agent that has not reported may hold anything
+		}
 		b := s.budgets[nd.endpoint]
-		if b == nil || b.granted+deficit > b.share {
+		if b == nil || b.granted+deficit > b.share || b.granted+deficit+b.elsewhere > b.limit {
 			return false
 		}
 	}
 	return true
+}
+
+// setPoolsLocked records an agent's pool report and what it holds under
+// other dispatchers' quotas.
+func (s *Scheduler) setPoolsLocked(sess *Session, pools []*leasev1.EndpointPool) {
+	if !sess.reported {
+		sess.reported = true
+		s.unreported--
+	}
+	for _, p := range pools {
+		if b := s.budgets[p.EndpointId]; b != nil {
+			if old := sess.pool[p.EndpointId]; old != nil {
+				b.elsewhere -= int(old.Elsewhere)
+			}
+			b.elsewhere += int(p.Elsewhere)
+		}
+		sess.pool[p.EndpointId] = p
+	}
+}
+
+// forgetPoolsLocked drops a departed session's report.
+func (s *Scheduler) forgetPoolsLocked(sess *Session) {
+	if !sess.reported {
+		sess.reported = true
+		s.unreported--
+	}
+	for id, p := range sess.pool {
+		if b := s.budgets[id]; b != nil {
+			b.elsewhere -= int(p.Elsewhere)
+		}
+	}
+	sess.pool = map[string]*leasev1.EndpointPool{}
 }
 
 // claimLocked raises sess's quotas as needed and counts the task's
@@ -195,8 +237,8 @@ type reclaim struct {
 // PoolReport records an agent's pools and settles the reclaims it applied.
 func (s *Scheduler) PoolReport(sess *Session, r *leasev1.PoolReport) {
 	s.update(func() {
-		for _, p := range r.Endpoints {
-			sess.pool[p.EndpointId] = p
+		if !sess.detached {
+			s.setPoolsLocked(sess, r.Endpoints)
 		}
 		kept := sess.reclaims[:0]
 		for _, rc := range sess.reclaims {

@@ -455,3 +455,53 @@ func TestLostLeasesCarryProgressForward(t *testing.T) {
 		}
 	}
 }
+
+// While the shares move (a dispatcher restarting, the group changing), a
+// dispatcher whose share says yes must still leave room for connections
+// agents hold under other dispatchers' quotas.
+func TestGrantsLeaveRoomForOtherDispatchersConnections(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"ftp": 4}))
+	a := h.agent("a1", 8)
+	// The agent still holds 3 under a departed dispatcher's quota.
+	h.sched.PoolReport(a, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "ftp", Open: 3, Elsewhere: 3}}})
+	for i := range 4 {
+		h.enqueueRoute(int64(i), "ftp", "local")
+	}
+	if n := len(leases(h.drain(a))); n != 1 {
+		t.Fatalf("%d leases with 3 of the limit of 4 held elsewhere, want 1", n)
+	}
+	// Those transfers end: the rest may run.
+	h.sched.PoolReport(a, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "ftp", Open: 1}}})
+	if n := len(leases(h.drain(a))); n != 3 {
+		t.Fatalf("%d more leases once nothing is held elsewhere, want 3", n)
+	}
+	if g := h.granted("ftp"); g != 4 {
+		t.Fatalf("granted %d, want 4", g)
+	}
+}
+
+// An agent that has not reported yet may hold connections under other
+// dispatchers' quotas: nobody is granted anything until it has.
+func TestNoGrantsBeforeEveryAgentReported(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"ftp": 4}))
+	a := h.agent("a1", 8)
+	silent := h.sched.Attach(&leasev1.Hello{AgentId: "a2", Slots: 8}, "127.0.0.1:2")
+	h.sched.SetWindow(silent, 8)
+	h.enqueueRoute(0, "ftp", "local")
+	if n := len(leases(h.drain(a))); n != 0 {
+		t.Fatalf("%d leases granted while an agent had not reported", n)
+	}
+	h.sched.PoolReport(silent, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "ftp", Elsewhere: 2}}})
+	if n := len(leases(h.drain(a))) + len(leases(h.drain(silent))); n != 1 {
+		t.Fatalf("%d leases after the report, want 1", n)
+	}
+	// A session that leaves without reporting does not block the rest.
+	quiet := h.sched.Attach(&leasev1.Hello{AgentId: "a3", Slots: 8}, "127.0.0.1:3")
+	h.sched.Detach(quiet, nil)
+	h.enqueueRoute(1, "ftp", "local")
+	if n := len(leases(h.drain(a))) + len(leases(h.drain(silent))); n != 1 {
+		t.Fatalf("%d leases after the silent session left, want 1", n)
+	}
+}

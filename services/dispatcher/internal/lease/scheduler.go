@@ -147,9 +147,11 @@ type Scheduler struct {
 	budgets  map[string]*budget
 	breakers map[string]*breaker
 	// held are quotas of disconnected agents still counted (DetachHold).
-	held   []heldQuota
-	paused map[string]bool
-	events hub
+	held []heldQuota
+	// unreported counts sessions whose agent has not sent a pool report.
+	unreported int
+	paused     map[string]bool
+	events     hub
 }
 
 // New returns a scheduler that hands finished tasks to onFinish, in batches,
@@ -332,7 +334,7 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 	// The budget is used up. If an agent sits on quota it does not use,
 	// take it back (once per endpoint at a time) so this task can run soon.
 	for _, nd := range t.needs {
-		if b := s.budgets[nd.endpoint]; b != nil && b.reclaiming == 0 && b.granted >= b.share {
+		if b := s.budgets[nd.endpoint]; b != nil && b.reclaiming == 0 && (b.granted >= b.share || b.granted+b.elsewhere >= b.limit) {
 			s.reclaimLocked(nd.endpoint, nil)
 		}
 	}
@@ -565,6 +567,7 @@ func (s *Scheduler) Attach(hello *leasev1.Hello, addr string) *Session {
 			sess.out.push(drainMsg(s.cfg.TTL))
 		}
 		s.sessions = append(s.sessions, sess)
+		s.unreported++
 	})
 	s.logger.Info("agent connected", "agent_id", sess.agentID, "address", addr, "slots", sess.slots, "version", sess.version)
 	return sess
@@ -579,12 +582,14 @@ func (s *Scheduler) Detach(sess *Session, cause error) {
 			return
 		}
 		s.sessions = slices.Delete(s.sessions, i, i+1)
+		sess.detached = true
 		for _, l := range sess.leases {
 			lost++
 			s.loseLeaseLocked(l, failure.ConnectionError,
 				fmt.Sprintf("agent %s disconnected during the transfer", sess.agentID))
 		}
 		s.holdSessionLocked(sess)
+		s.forgetPoolsLocked(sess)
 	})
 	sess.out.close()
 	s.logger.Info("agent disconnected", "agent_id", sess.agentID, "leases_taken_back", lost, "cause", cause)

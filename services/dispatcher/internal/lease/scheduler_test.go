@@ -82,6 +82,7 @@ func (h *harness) enqueue(offsets ...int64) {
 
 func (h *harness) agent(id string, window uint32) *Session {
 	sess := h.sched.Attach(&leasev1.Hello{AgentId: id, Slots: window}, "127.0.0.1:1")
+	h.sched.PoolReport(sess, &leasev1.PoolReport{}) // as agents do on connecting
 	h.sched.SetWindow(sess, window)
 	if _, ok := h.next(sess).Message.(*leasev1.ConnectResponse_Welcome); !ok {
 		h.t.Fatal("first message is not welcome")

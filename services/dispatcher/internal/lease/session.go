@@ -30,6 +30,10 @@ type Session struct {
 	pool     map[string]*leasev1.EndpointPool
 	quotaSeq uint64
 	reclaims []reclaim
+	// reported is set by the agent's first pool report: until then what it
+	// holds under other dispatchers' quotas is unknown.
+	reported bool
+	detached bool
 }
 
 // AgentID is the agent's identifier.
