@@ -15,9 +15,11 @@ import (
 // period, then releases it; the other agent finishes it, and the release
 // does not count as a failed attempt.
 func TestAgentDrainReleasesWhatItCannotFinish(t *testing.T) {
-	s := newStack(t, stackOptions{agents: 1, agentYML: "  drain_timeout: 300ms\n"})
-	s.ftpA.Throttle.Store(1 << 20) // 2 MiB take two seconds
-	writeFile(t, filepath.Join(s.ftpA.Root, "slow.bin"), strings.Repeat("s", 2<<20))
+	s := newStack(t, stackOptions{agents: 1, agentYML: "  drain_timeout: 500ms\n"})
+	// 8 MiB take two seconds: the drain timeout leaves more than the
+	// 1 MiB below which a partial file is not worth keeping.
+	s.ftpA.Throttle.Store(4 << 20)
+	writeFile(t, filepath.Join(s.ftpA.Root, "slow.bin"), strings.Repeat("s", 8<<20))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	watch, err := s.admin.Watch(ctx, &adminv1.WatchRequest{TaskId: "slow-1"})
@@ -56,7 +58,7 @@ func TestAgentDrainReleasesWhatItCannotFinish(t *testing.T) {
 	if resumed, _ := m.Fields["resumed_from"].(float64); resumed <= 0 {
 		t.Errorf("the second delivery started over instead of resuming: %s", m.Value)
 	}
-	if got := readFile(t, filepath.Join(s.base, "slow.bin")); len(got) != 2<<20 {
+	if got := readFile(t, filepath.Join(s.base, "slow.bin")); len(got) != 8<<20 {
 		t.Fatalf("destination holds %d bytes", len(got))
 	}
 	assertNoTempFiles(t, s.base)

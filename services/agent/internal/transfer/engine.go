@@ -35,6 +35,13 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/internal/taskpath"
 )
 
+// resumeMinBytes is the least a temporary file must hold to be kept for a
+// later delivery to continue: smaller ones cost less to send again than a
+// file left behind when no later delivery comes (its dispatcher died, and
+// its successor leases the task afresh). Every commit of a file this large
+// removes what other deliveries left for it.
+const resumeMinBytes = 1 << 20
+
 // ErrHandOver, as (or wrapped in) the cause of a job's cancellation, keeps
 // the partial temporary file in place instead of removing it: the lease is
 // going to another delivery, which continues from it.
@@ -205,7 +212,7 @@ func (e *Engine) run(ctx context.Context, job *Job) (res outcome, err error) {
 	defer func() {
 		switch {
 		case err == nil:
-		case errors.Is(context.Cause(ctx), ErrHandOver):
+		case errors.Is(context.Cause(ctx), ErrHandOver) && job.Done.Load() >= resumeMinBytes:
 			snk.keep()
 		default:
 			snk.abort()

@@ -3,6 +3,7 @@ package transfer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -430,4 +431,53 @@ func newEnvIdle(t *testing.T, idle time.Duration) *env {
 		}, pool.Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	e.engine.pools = pools
 	return e
+}
+
+// A delivery handed over (its stream lost, the agent draining) keeps its
+// temporary file only when continuing from it is worth it: a small file is
+// cheaper to send again than to leave behind when no delivery takes it
+// over, as when a restarted dispatcher leases the task afresh.
+func TestHandOverKeepsOnlyLargePartials(t *testing.T) {
+	e := newEnv(t)
+	write(t, filepath.Join(e.srcDir, "small.txt"), "twenty bytes exactly")
+	write(t, filepath.Join(e.srcDir, "large.bin"), strings.Repeat("x", 2*resumeMinBytes))
+	for _, c := range []struct {
+		name string
+		kept bool
+	}{{"small.txt", false}, {"large.bin", true}} {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		j := e.job("src", c.name, "dst", c.name, true)
+		j.Commit = func(context.Context, int64) (bool, string, error) {
+			cancel(fmt.Errorf("%w: stream lost", ErrHandOver)) // lost while asking
+			return false, "", context.Canceled
+		}
+		e.engine.Run(ctx, j)
+		_, err := os.Stat(filepath.Join(e.dstDir, tempName(c.name, 42, "tmp")))
+		if kept := err == nil; kept != c.kept {
+			t.Errorf("%s: temporary file kept=%v after the hand-over, want %v", c.name, kept, c.kept)
+		}
+	}
+}
+
+// A kept partial whose task is leased afresh (attempt 1, no resume token:
+// its dispatcher died) is removed by the commit of the new delivery, on
+// local disks and FTP servers alike.
+func TestFirstAttemptCommitOfALargeFileRemovesKeptPartials(t *testing.T) {
+	e := newEnv(t)
+	write(t, filepath.Join(e.srcDir, "l.bin"), strings.Repeat("y", resumeMinBytes))
+	for _, c := range []struct {
+		dst, path, kept string
+	}{
+		{"dst", "l.bin", filepath.Join(e.dstDir, tempName("l.bin", 5, "tmp"))},
+		{"srv", "/up/l.bin", filepath.Join(e.ftp.Root, "up", tempName("l.bin", 5, "part"))},
+	} {
+		write(t, c.kept, "half of it")
+		j := e.job("src", "l.bin", c.dst, c.path, true)
+		if o := e.engine.Run(context.Background(), j); o.Status != leasev1.Status_STATUS_SUCCEEDED {
+			t.Fatalf("%s: %v", c.dst, o)
+		}
+		if _, err := os.Stat(c.kept); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: a kept partial survived the first delivery's commit", c.dst)
+		}
+	}
 }

@@ -62,6 +62,7 @@ type ftpSink struct {
 	overwrite leasev1.OverwritePolicy
 	offset    int64
 	attempt   uint32
+	size      int64 // what verify found
 }
 
 func openFTPSink(ctx context.Context, p *pool.Pool, final string, l *leasev1.Lease) (*ftpSink, error) {
@@ -158,6 +159,7 @@ func (s *ftpSink) verify(ctx context.Context) (int64, error) {
 	if size < 0 {
 		return 0, failure.New(failure.IOError, "%s does not report file sizes (SIZE); the upload cannot be verified", s.conn).At(s.conn.Endpoint().ID)
 	}
+	s.size = size
 	return size, nil
 }
 
@@ -172,10 +174,11 @@ func (s *ftpSink) commit(ctx context.Context, _ string) error {
 		}
 	}
 	if err == nil {
-		if s.attempt > 1 {
+		if s.attempt > 1 || s.size >= resumeMinBytes {
 			// The approved commit fenced every earlier delivery: remove
 			// what they left, including files written since this delivery
-			// started (a zombie agent's).
+			// started (a zombie agent's) and partials kept for a delivery
+			// that never came.
 			s.removeStale(ctx)
 		}
 		s.release()

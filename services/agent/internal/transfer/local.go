@@ -306,10 +306,11 @@ func (s *localSink) commit(_ context.Context, origin string) error {
 		// The rename is durable once its directory is.
 		s.dirs.sync(s.root, path.Dir(s.final))
 	}
-	if s.attempt > 1 {
+	if s.attempt > 1 || s.size >= resumeMinBytes {
 		// The approved commit fenced every earlier delivery: whatever they
-		// left (a killed agent's file, a zombie's still growing one) is
-		// garbage now, however young.
+		// left (a killed agent's file, a zombie's still growing one, a
+		// partial kept for a delivery that never came) is garbage now,
+		// however young.
 		removeStaleLocal(s.root, s.final, s.tmp, 0)
 	}
 	return nil
