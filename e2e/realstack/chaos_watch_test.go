@@ -193,14 +193,14 @@ type connSampler struct {
 	// Snapshots show, for the first samples above a limit, which process
 	// held each connection (ss -p on the client side).
 	Snapshots []string
-	// owners names processes by pid, for the snapshots.
-	owners func(pid int) string
+	// ownerOf names processes by pid, for the snapshots.
+	ownerOf func(pid int) string
 }
 
 // sampleConnections starts counting; ports maps each server's listening
 // port to its endpoint id, limits each endpoint's max_connections.
 func sampleConnections(ports map[int]string, limits map[string]int, interval time.Duration, owners func(int) string) *connSampler {
-	s := &connSampler{ports: ports, limits: limits, owners: owners, stop: make(chan struct{}), done: make(chan struct{}),
+	s := &connSampler{ports: ports, limits: limits, ownerOf: owners, stop: make(chan struct{}), done: make(chan struct{}),
 		max: map[string]int{}, maxAt: map[string]time.Time{}, over: map[string]int{}}
 	go func() {
 		defer close(s.done)
@@ -218,7 +218,8 @@ func sampleConnections(ports map[int]string, limits map[string]int, interval tim
 	return s
 }
 
-// ssFilter is ss's filter for the servers' ports: ( sport = :A or sport = :B ).
+// ssFilter is ss's filter for both ends of connections to the servers'
+// ports: ( sport = :A or dport = :A or sport = :B ... ).
 func (s *connSampler) ssFilter() []string {
 	var ports []int
 	for p := range s.ports {
@@ -230,29 +231,39 @@ func (s *connSampler) ssFilter() []string {
 		if i > 0 {
 			f = append(f, "or")
 		}
-		f = append(f, "sport", "=", ":"+strconv.Itoa(p))
+		f = append(f, "sport", "=", ":"+strconv.Itoa(p), "or", "dport", "=", ":"+strconv.Itoa(p))
 	}
 	return append(f, ")")
 }
 
-// sample runs `ss -Htn state established ( sport = :PORT or ... )`: each
-// line is one connection a server accepted and still holds.
+// tcpSocket is one line of `ss -Htn`.
+type tcpSocket struct{ state, local, peer string }
+
+// sample runs `ss -Htn ( sport = :PORT or dport = :PORT ... )` once: the
+// server ends in state ESTAB are the connections a server accepted and
+// still holds; the client ends, read in the same pass, tell what each
+// looked like from our side at that instant.
 func (s *connSampler) sample() {
-	args := append([]string{"-Htn", "state", "established"}, s.ssFilter()...)
+	args := append([]string{"-Htn"}, s.ssFilter()...)
 	out, err := exec.Command("ss", args...).Output()
 	counts := map[string]int{}
+	byLocal := map[string]tcpSocket{}
+	var servers []tcpSocket
 	if err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(out))
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
-			// Recv-Q Send-Q Local Peer (state is left out with a state filter).
-			if len(f) < 4 {
+			// State Recv-Q Send-Q Local Peer.
+			if len(f) < 5 {
 				continue
 			}
-			_, port, perr := net.SplitHostPort(f[2])
+			sock := tcpSocket{state: f[0], local: f[3], peer: f[4]}
+			byLocal[sock.local] = sock
+			_, port, perr := net.SplitHostPort(sock.local)
 			n, _ := strconv.Atoi(port)
-			if ep, ok := s.ports[n]; ok && perr == nil {
+			if ep, ok := s.ports[n]; ok && perr == nil && sock.state == "ESTAB" {
 				counts[ep]++
+				servers = append(servers, sock)
 			}
 		}
 	}
@@ -273,15 +284,38 @@ func (s *connSampler) sample() {
 		if n > s.limits[ep] {
 			s.over[ep]++
 			if len(s.Snapshots) < 6 {
-				s.Snapshots = append(s.Snapshots, fmt.Sprintf("%s %s: %d established, limit %d; by client process: %s",
-					now.Format("15:04:05.000"), ep, n, s.limits[ep], s.clients(port)))
+				s.Snapshots = append(s.Snapshots, fmt.Sprintf("%s %s: %d established, limit %d; client ends then: %s; owners just after: %s",
+					now.Format("15:04:05.000"), ep, n, s.limits[ep], clientEnds(port, servers, byLocal), s.owners(port)))
 			}
 		}
 	}
 }
 
-// clients counts the client ends of connections to port by process.
-func (s *connSampler) clients(port int) string {
+// clientEnds describes, for each server end on port, the state of its
+// client end in the same ss pass ("ESTAB" when both are open).
+func clientEnds(port int, servers []tcpSocket, byLocal map[string]tcpSocket) string {
+	suffix := ":" + strconv.Itoa(port)
+	states := map[string]int{}
+	for _, srv := range servers {
+		if !strings.HasSuffix(srv.local, suffix) {
+			continue
+		}
+		st := "gone"
+		if c, ok := byLocal[srv.peer]; ok {
+			st = c.state
+		}
+		states[st]++
+	}
+	var parts []string
+	for _, k := range sortedKeys(states) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, states[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+// owners counts the client ends of established connections to port by
+// process (ss -p, too slow to run every sample).
+func (s *connSampler) owners(port int) string {
 	out, err := exec.Command("ss", "-tnpH", "state", "established", "(", "dport", "=", ":"+strconv.Itoa(port), ")").Output()
 	if err != nil {
 		return err.Error()
@@ -293,7 +327,7 @@ func (s *connSampler) clients(port int) string {
 			f := strings.FieldsFunc(line[i+4:], func(r rune) bool { return r < '0' || r > '9' })
 			if len(f) > 0 {
 				pid, _ := strconv.Atoi(f[0])
-				name = s.owners(pid)
+				name = s.ownerOf(pid)
 			}
 		}
 		if line != "" {

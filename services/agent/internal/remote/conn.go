@@ -140,6 +140,7 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 	c.mu.Lock()
 	first := c.control == nil
 	if first {
+		raw = &controlConn{Conn: raw}
 		c.control = raw // interrupt reads it from another goroutine
 	}
 	c.mu.Unlock()
@@ -381,8 +382,39 @@ func (c *Conn) Close() error {
 		c.closeControl()
 		return nil
 	}
-	_ = c.control.SetDeadline(time.Now().Add(time.Second))
-	return c.sc.Quit()
+	_ = c.control.SetDeadline(time.Now().Add(closeWait))
+	return c.sc.Quit() // closes the control connection: see controlConn.Close
+}
+
+// closeWait bounds how long closing a control connection waits for the
+// server to let go of it.
+const closeWait = time.Second
+
+// controlConn is the TCP connection under a control channel (and its TLS).
+//
+// Its Close returns once the server has closed its end too, or after
+// closeWait: a connection we closed still counts on the server until the
+// server has read our QUIT and FIN, and a pool slot freed any earlier let
+// the next login arrive first. The chaos suite saw exactly that with ss:
+// one connection over max_connections, our end in FIN-WAIT-1, the
+// server's still ESTABLISHED.
+type controlConn struct {
+	net.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *controlConn) Close() error {
+	c.once.Do(func() {
+		if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
+			// The server answers QUIT (or our FIN) by closing: wait for
+			// its FIN, discarding its last reply.
+			_ = c.Conn.SetReadDeadline(time.Now().Add(closeWait))
+			_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, 1<<16))
+		}
+		c.err = c.Conn.Close()
+	})
+	return c.err
 }
 
 func (c *Conn) closeControl() {
