@@ -184,6 +184,7 @@ type connSampler struct {
 
 	mu      sync.Mutex
 	samples int
+	torn    int // server ends left out: their client end was already gone
 	errs    int
 	lastErr string
 	max     map[string]int
@@ -261,10 +262,24 @@ func (s *connSampler) sample() {
 			byLocal[sock.local] = sock
 			_, port, perr := net.SplitHostPort(sock.local)
 			n, _ := strconv.Atoi(port)
-			if ep, ok := s.ports[n]; ok && perr == nil && sock.state == "ESTAB" {
-				counts[ep]++
+			if _, ok := s.ports[n]; ok && perr == nil && sock.state == "ESTAB" {
 				servers = append(servers, sock)
 			}
+		}
+	}
+	// On loopback every connection a server holds has our end in the same
+	// table, in some state (ESTAB, or FIN-WAIT while the server has not
+	// read our close yet: those count). A server end whose client end is
+	// not there at all was torn down while ss walked the table (a reset,
+	// or a dump that read it before the close and the other end after):
+	// counting it would count one connection at two moments.
+	for _, srv := range servers {
+		_, port, _ := net.SplitHostPort(srv.local)
+		n, _ := strconv.Atoi(port)
+		if _, ok := byLocal[srv.peer]; ok {
+			counts[s.ports[n]]++
+		} else {
+			s.torn++
 		}
 	}
 	s.mu.Lock()
@@ -284,8 +299,8 @@ func (s *connSampler) sample() {
 		if n > s.limits[ep] {
 			s.over[ep]++
 			if len(s.Snapshots) < 6 {
-				s.Snapshots = append(s.Snapshots, fmt.Sprintf("%s %s: %d established, limit %d; client ends then: %s; owners just after: %s",
-					now.Format("15:04:05.000"), ep, n, s.limits[ep], clientEnds(port, servers, byLocal), s.owners(port)))
+				s.Snapshots = append(s.Snapshots, fmt.Sprintf("%s %s: %d established, limit %d; client ends then: %s; owners just after: %s; server ends whose client end was not ESTAB, just after: %s",
+					now.Format("15:04:05.000"), ep, n, s.limits[ep], clientEnds(port, servers, byLocal), s.owners(port), strangers(port, servers, byLocal)))
 			}
 		}
 	}
@@ -311,6 +326,44 @@ func clientEnds(port int, servers []tcpSocket, byLocal map[string]tcpSocket) str
 		parts = append(parts, fmt.Sprintf("%s=%d", k, states[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// strangers describes, from a second ss pass with -i (timers since the
+// last send and receive), the server ends on port whose client end was not
+// ESTAB in the first pass: a connection just closing has fresh timers, a
+// forgotten one old ones.
+func strangers(port int, servers []tcpSocket, byLocal map[string]tcpSocket) string {
+	suffix := ":" + strconv.Itoa(port)
+	var peers []string
+	for _, srv := range servers {
+		if c, ok := byLocal[srv.peer]; strings.HasSuffix(srv.local, suffix) && (!ok || c.state != "ESTAB") {
+			peers = append(peers, srv.peer)
+		}
+	}
+	if len(peers) == 0 {
+		return "none"
+	}
+	out, err := exec.Command("ss", "-tniH", "(", "sport", "=", ":"+strconv.Itoa(port), ")").Output()
+	if err != nil {
+		return err.Error()
+	}
+	var found []string
+	lines := strings.Split(string(out), "\n")
+	for i, line := range lines {
+		for _, p := range peers {
+			if strings.Contains(line, " "+p) {
+				info := ""
+				if i+1 < len(lines) {
+					info = strings.Join(strings.Fields(lines[i+1]), " ")
+				}
+				found = append(found, fmt.Sprintf("[%s: %s]", strings.Join(strings.Fields(line), " "), info))
+			}
+		}
+	}
+	if len(found) == 0 {
+		return strings.Join(peers, ",") + " already gone"
+	}
+	return strings.Join(found, " ")
 }
 
 // owners counts the client ends of established connections to port by
@@ -344,6 +397,7 @@ func (s *connSampler) owners(port int) string {
 // connReport is the sampler's result.
 type connReport struct {
 	Samples, Errors int
+	Torn            int
 	LastErr         string
 	Max             map[string]int
 	MaxAt           map[string]time.Time
@@ -360,5 +414,5 @@ func (s *connSampler) Stop() connReport {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return connReport{Samples: s.samples, Errors: s.errs, LastErr: s.lastErr, Max: s.max, MaxAt: s.maxAt, Over: s.over}
+	return connReport{Samples: s.samples, Torn: s.torn, Errors: s.errs, LastErr: s.lastErr, Max: s.max, MaxAt: s.maxAt, Over: s.over}
 }
