@@ -182,14 +182,15 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		endpoints[id] = lease.Endpoint{ID: id, FTP: ep.Type == config.TypeFTP, Limit: limit}
 	}
 	leaseCfg := lease.Config{
-		DispatcherID: cfg.Dispatcher.InstanceID,
-		TTL:          cfg.Lease.TTL.D(),
-		DetachHold:   cfg.Lease.TTL.D(),
-		Heartbeat:    cfg.Lease.HeartbeatInterval.D(),
-		MaxAttempts:  cfg.Retry.MaxAttempts,
-		BaseBackoff:  cfg.Retry.BaseBackoff.D(),
-		MaxBackoff:   cfg.Retry.MaxBackoff.D(),
-		Endpoints:    endpoints,
+		DispatcherID:        cfg.Dispatcher.InstanceID,
+		TTL:                 cfg.Lease.TTL.D(),
+		DetachHold:          cfg.Lease.TTL.D(),
+		LeasesPerConnection: uint32(cfg.Lease.LeasesPerConnection),
+		Heartbeat:           cfg.Lease.HeartbeatInterval.D(),
+		MaxAttempts:         cfg.Retry.MaxAttempts,
+		BaseBackoff:         cfg.Retry.BaseBackoff.D(),
+		MaxBackoff:          cfg.Retry.MaxBackoff.D(),
+		Endpoints:           endpoints,
 		Breaker: lease.BreakerConfig{
 			FailureThreshold: cfg.CircuitBreaker.FailureThreshold,
 			SuccessThreshold: cfg.CircuitBreaker.SuccessThreshold,

@@ -134,6 +134,10 @@ type Lease struct {
 	HeartbeatInterval Duration `yaml:"heartbeat_interval"`
 	// CommitTimeout is how long an agent waits for a commit decision.
 	CommitTimeout Duration `yaml:"commit_timeout"`
+	// LeasesPerConnection is how many leases with one FTP side may share a
+	// connection of an agent's quota: the next one waits in the agent's
+	// pool while the first writes the local side, commits and reports.
+	LeasesPerConnection int `yaml:"leases_per_connection"`
 }
 
 // CircuitBreaker configures the per-endpoint breaker; the keys are the
@@ -270,9 +274,10 @@ func Default() Config {
 			MaxOutage:   Duration(10 * time.Minute),
 		},
 		Lease: Lease{
-			TTL:               Duration(30 * time.Second),
-			HeartbeatInterval: Duration(5 * time.Second),
-			CommitTimeout:     Duration(10 * time.Second),
+			TTL:                 Duration(30 * time.Second),
+			HeartbeatInterval:   Duration(5 * time.Second),
+			CommitTimeout:       Duration(10 * time.Second),
+			LeasesPerConnection: 2,
 		},
 		CircuitBreaker: CircuitBreaker{
 			FailureThreshold: 5,
@@ -388,6 +393,9 @@ func (c *Config) Validate(role Role) error {
 		positiveDur("lease.heartbeat_interval", c.Lease.HeartbeatInterval)
 		if c.Lease.HeartbeatInterval*2 > c.Lease.TTL {
 			bad("lease.heartbeat_interval", "must be at most half of lease.ttl (%s), got %s", c.Lease.TTL, c.Lease.HeartbeatInterval)
+		}
+		if n := c.Lease.LeasesPerConnection; n < 1 || n > 16 {
+			bad("lease.leases_per_connection", "must be between 1 (a lease per connection) and 16, got %d", n)
 		}
 		positiveDur("dispatcher.drain_timeout", c.Dispatcher.DrainTimeout)
 		positive("circuit_breaker.failure_threshold", c.CircuitBreaker.FailureThreshold)

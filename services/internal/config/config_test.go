@@ -197,6 +197,8 @@ func TestValidate(t *testing.T) {
 		{name: "input equals result topic", role: RoleDispatcher, mutate: func(c *Config) { c.Kafka.ResultTopic = c.Kafka.InputTopic }, wantKey: "kafka.input_topic"},
 		{name: "bad delivery", role: RoleDispatcher, mutate: func(c *Config) { c.Kafka.Delivery = "maybe" }, wantKey: "kafka.delivery"},
 		{name: "heartbeat too slow", role: RoleDispatcher, mutate: func(c *Config) { c.Lease.HeartbeatInterval = c.Lease.TTL }, wantKey: "lease.heartbeat_interval"},
+		{name: "no leases per connection", role: RoleDispatcher, mutate: func(c *Config) { c.Lease.LeasesPerConnection = 0 }, wantKey: "lease.leases_per_connection"},
+		{name: "too many leases per connection", role: RoleDispatcher, mutate: func(c *Config) { c.Lease.LeasesPerConnection = 17 }, wantKey: "lease.leases_per_connection"},
 		{name: "no dispatchers", role: RoleAgent, mutate: func(c *Config) { c.Agent.Dispatchers = nil }, wantKey: "agent.dispatchers"},
 		{name: "zero slots", role: RoleAgent, mutate: func(c *Config) { c.Agent.Slots = 0 }, wantKey: "agent.slots"},
 		{name: "tiny buffer", role: RoleAgent, mutate: func(c *Config) { c.Transfer.BufferSize = 10 }, wantKey: "transfer.buffer_size"},

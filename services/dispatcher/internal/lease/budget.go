@@ -15,10 +15,26 @@ type Endpoint struct {
 	Limit int
 }
 
-// need is one endpoint a task uses and how many connections to it.
+// Config.LeasesPerConnection is how many leases with one FTP side may share
+// a unit of connection quota. Such a lease holds its connection only while
+// it reads or writes the remote file, not while the agent writes the local
+// side, asks to commit, renames and reports: a second lease waiting in the
+// agent's pool keeps the connection busy through that time (small files
+// spend most of a lease there). The agent's pool never opens more than its
+// quotas, so the fleet's connections stay within max_connections.
+//
+// A relay holds one connection while it waits for the other; were its
+// connections shared, two relays in opposite directions could each hold
+// what the other waits for. Relays therefore take whole connections
+// (LeasesPerConnection units each), which keeps every relay's connections
+// within the quota, while leases with one FTP side never wait holding one.
+
+// need is one endpoint a task uses: how many connections to it, and how
+// many units of quota (LeasesPerConnection units to a connection) it takes.
 type need struct {
 	endpoint string
 	n        uint32
+	units    uint32
 }
 
 // needsOf lists the FTP connections a transfer uses: one per FTP side, two
@@ -36,7 +52,19 @@ func (s *Scheduler) needsOf(spec *leasev1.TransferSpec) []need {
 		}
 		out = append(out, need{endpoint: id, n: 1})
 	}
+	shared := len(out) == 1 && out[0].n == 1
+	for i := range out {
+		out[i].units = out[i].n * s.perConn
+		if shared {
+			out[i].units = 1
+		}
+	}
 	return out
+}
+
+// connectionsFor is the quota that covers units of leases.
+func (s *Scheduler) connectionsFor(units uint32) uint32 {
+	return (units + s.perConn - 1) / s.perConn
 }
 
 // budget is one FTP endpoint's connections as this dispatcher accounts them.
@@ -91,13 +119,29 @@ func (s *Scheduler) SetGroup(dispatchers, rank int) {
 
 // spare reports whether sess can run a task with these needs within the
 // quotas it already holds.
-func spare(sess *Session, needs []need) bool {
+func (s *Scheduler) spare(sess *Session, needs []need) bool {
 	for _, nd := range needs {
-		if sess.quota[nd.endpoint] < sess.busy[nd.endpoint]+nd.n {
+		if sess.quota[nd.endpoint]*s.perConn < sess.busy[nd.endpoint]+nd.units {
 			return false
 		}
 	}
 	return true
+}
+
+// anySpareFor reports whether a session that takes work has quota with
+// room for nd: then a task that cannot be placed waits for its other
+// endpoint, and taking nd's quota back would only make the agent close a
+// connection it is about to use.
+func (s *Scheduler) anySpareFor(nd need) bool {
+	for _, sess := range s.sessions {
+		if sess.draining || uint32(len(sess.leases)) >= sess.window {
+			continue
+		}
+		if sess.quota[nd.endpoint]*s.perConn >= sess.busy[nd.endpoint]+nd.units {
+			return true
+		}
+	}
+	return false
 }
 
 // idleFor reports whether sess said it holds an idle connection to every
@@ -116,7 +160,7 @@ func idleFor(sess *Session, needs []need) bool {
 // dispatchers' quotas, can too.
 func (s *Scheduler) grantable(sess *Session, needs []need) bool {
 	for _, nd := range needs {
-		deficit := int(sess.busy[nd.endpoint]+nd.n) - int(sess.quota[nd.endpoint])
+		deficit := int(s.connectionsFor(sess.busy[nd.endpoint]+nd.units)) - int(sess.quota[nd.endpoint])
 		if deficit <= 0 {
 			continue
 		}
@@ -167,12 +211,13 @@ func (s *Scheduler) forgetPoolsLocked(sess *Session) {
 // connections as busy.
 func (s *Scheduler) claimLocked(sess *Session, needs []need) {
 	for _, nd := range needs {
-		want := sess.busy[nd.endpoint] + nd.n
+		busy := sess.busy[nd.endpoint] + nd.units
+		want := s.connectionsFor(busy)
 		if deficit := int(want) - int(sess.quota[nd.endpoint]); deficit > 0 {
 			s.budgets[nd.endpoint].granted += deficit
 			s.setQuotaLocked(sess, nd.endpoint, want)
 		}
-		sess.busy[nd.endpoint] = want
+		sess.busy[nd.endpoint] = busy
 	}
 }
 
@@ -180,7 +225,7 @@ func (s *Scheduler) claimLocked(sess *Session, needs []need) {
 // spare quota.
 func (s *Scheduler) unclaimLocked(sess *Session, needs []need) {
 	for _, nd := range needs {
-		sess.busy[nd.endpoint] -= min(nd.n, sess.busy[nd.endpoint])
+		sess.busy[nd.endpoint] -= min(nd.units, sess.busy[nd.endpoint])
 	}
 	s.shrinkLocked()
 }
@@ -200,11 +245,11 @@ func (s *Scheduler) setQuotaLocked(sess *Session, endpoint string, n uint32) {
 func (s *Scheduler) reclaimLocked(endpoint string, except *Session) bool {
 	var victim *Session
 	for _, sess := range s.sessions {
-		if sess == except || sess.quota[endpoint] <= sess.busy[endpoint] {
+		if sess == except || sess.quota[endpoint] <= s.connectionsFor(sess.busy[endpoint]) {
 			continue
 		}
-		// Prefer a session whose spare connection is idle: closing it costs nothing.
-		if victim == nil || sess.quota[endpoint]-sess.busy[endpoint] > victim.quota[endpoint]-victim.busy[endpoint] {
+		// Prefer the session with the most spare: its connections are idle.
+		if victim == nil || s.spareConnections(sess, endpoint) > s.spareConnections(victim, endpoint) {
 			victim = sess
 		}
 	}
@@ -226,6 +271,11 @@ func (s *Scheduler) shrinkLocked() {
 			}
 		}
 	}
+}
+
+// spareConnections is quota sess holds for endpoint beyond its leases' needs.
+func (s *Scheduler) spareConnections(sess *Session, endpoint string) uint32 {
+	return sess.quota[endpoint] - min(sess.quota[endpoint], s.connectionsFor(sess.busy[endpoint]))
 }
 
 type reclaim struct {

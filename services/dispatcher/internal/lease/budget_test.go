@@ -505,3 +505,62 @@ func TestNoGrantsBeforeEveryAgentReported(t *testing.T) {
 		t.Fatalf("%d leases after the silent session left, want 1", n)
 	}
 }
+
+// With two leases to a connection, an agent gets twice as many downloads
+// as connections: the second waits in its pool while the first writes the
+// local file and commits. The quota granted, and so the fleet's logins,
+// stay within the limit.
+func TestLeasesShareAConnection(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"ftp": 2}))
+	h.sched.perConn = 2
+	a := h.agent("a1", 8)
+	for i := range 6 {
+		h.enqueueRoute(int64(i), "ftp", "local")
+	}
+	msgs := h.drain(a)
+	if n := len(leases(msgs)); n != 4 {
+		t.Fatalf("%d leases on 2 connections at 2 leases each, want 4", n)
+	}
+	if g := h.granted("ftp"); g != 2 {
+		t.Fatalf("granted %d connections, want 2", g)
+	}
+	q := quotas(msgs)
+	if len(q) == 0 || q[len(q)-1].Connections != 2 {
+		t.Fatalf("quotas %v, want 2 connections at last", q)
+	}
+	// One finished lease makes room for exactly one more.
+	h.sched.Result(a, result(leases(msgs)[0], success()))
+	if n := len(leases(h.drain(a))); n != 1 {
+		t.Fatalf("%d leases after one finished, want 1", n)
+	}
+}
+
+// A relay holds one connection while it waits for the other, so relays
+// take whole connections: two relays in opposite directions between
+// endpoints of one connection each could otherwise hold what the other
+// waits for, for ever.
+func TestRelaysTakeWholeConnections(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"x": 1, "y": 1}))
+	h.sched.perConn = 2
+	a := h.agent("a1", 8)
+	h.enqueueRoute(1, "x", "y")
+	h.enqueueRoute(2, "y", "x")
+	h.enqueueRoute(3, "x", "local")
+	msgs := h.drain(a)
+	if n := len(leases(msgs)); n != 1 {
+		t.Fatalf("%d leases, want the first relay alone (it takes both connections whole)", n)
+	}
+	// Then either the download (a unit of x) or the other relay (both
+	// connections whole), never both: x has one connection.
+	h.sched.Result(a, result(leases(msgs)[0], success()))
+	next := leases(h.drain(a))
+	if len(next) != 1 {
+		t.Fatalf("after the first relay: %v, want one lease", next)
+	}
+	h.sched.Result(a, result(next[0], success()))
+	if last := leases(h.drain(a)); len(last) != 1 {
+		t.Fatalf("then: %v, want the remaining task", last)
+	}
+}

@@ -82,7 +82,7 @@ func (s *Scheduler) Endpoints() []EndpointView {
 			v.Breaker, v.ConsecutiveFailures, v.LastError, v.LastErrorAt = br.state, br.failures, br.lastError, br.lastAt
 		}
 		for _, sess := range s.sessions {
-			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: sess.busy[id]}
+			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: s.connectionsFor(sess.busy[id])}
 			if p := sess.pool[id]; p != nil {
 				ac.Open, ac.Idle = p.Open, p.Idle
 			}

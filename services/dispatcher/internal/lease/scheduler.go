@@ -115,6 +115,10 @@ type Config struct {
 	// The dispatcher uses lease.ttl, the time it trusts silence anyway.
 	// Zero means 20 s.
 	DetachHold time.Duration
+	// LeasesPerConnection is how many leases with one FTP side share a unit
+	// of an agent's connection quota (see needsOf). Zero means 1: a lease
+	// per connection.
+	LeasesPerConnection uint32
 	// Tracer and Propagator trace leases; nil when tracing is off.
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
@@ -125,6 +129,7 @@ type Config struct {
 // Scheduler leases tasks to agents. Create it with New.
 type Scheduler struct {
 	cfg      Config
+	perConn  uint32 // cfg.LeasesPerConnection, at least 1
 	clock    Clock
 	logger   *slog.Logger
 	metrics  *metrics.Metrics
@@ -173,6 +178,7 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 		breakers: breakers,
 		paused:   map[string]bool{},
 		cfg:      cfg,
+		perConn:  max(cfg.LeasesPerConnection, 1),
 		clock:    clock,
 		logger:   logger.With("component", "scheduler"),
 		metrics:  m,
@@ -312,7 +318,7 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 		if sess.draining || uint32(len(sess.leases)) >= sess.window {
 			continue
 		}
-		if spare(sess, t.needs) {
+		if s.spare(sess, t.needs) {
 			if idleFor(sess, t.needs) {
 				s.rr = (s.rr + i + 1) % n
 				return sess
@@ -334,6 +340,9 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 	// The budget is used up. If an agent sits on quota it does not use,
 	// take it back (once per endpoint at a time) so this task can run soon.
 	for _, nd := range t.needs {
+		if s.anySpareFor(nd) {
+			continue // not this endpoint's connections are missing
+		}
 		if b := s.budgets[nd.endpoint]; b != nil && b.reclaiming == 0 && (b.granted >= b.share || b.granted+b.elsewhere >= b.limit) {
 			s.reclaimLocked(nd.endpoint, nil)
 		}

@@ -26,7 +26,7 @@ type Session struct {
 	out         *outbox
 	// Connection accounting, per FTP endpoint id.
 	quota    map[string]uint32 // granted by this dispatcher
-	busy     map[string]uint32 // used by this dispatcher's leases on the agent
+	busy     map[string]uint32 // units of quota this dispatcher's leases on the agent use (LeasesPerConnection to a connection)
 	pool     map[string]*leasev1.EndpointPool
 	quotaSeq uint64
 	reclaims []reclaim
