@@ -56,6 +56,7 @@ type origin struct {
 	task    *task.Task
 	headers []task.Header
 	span    trace.SpanContext
+	epoch   uint64 // the partition's assignment the record was read in
 }
 
 // receive starts a task's trace: a consumer span continuing the producer's
@@ -126,7 +127,7 @@ func (p *pipeline) Handle(rec *task.Record) {
 		headers, done := p.publishing(span.SpanContext(), p.kafka.DLQTopic, rec.Headers)
 		p.pub.Submit(&publish.Record{
 			Topic: p.kafka.DLQTopic, Key: rec.Key, Value: dl.Encode(), Headers: headers, Done: done,
-			Partition: rec.Partition, Offset: rec.Offset,
+			Partition: rec.Partition, Offset: rec.Offset, Epoch: rec.Epoch,
 			// Keep the first 64 KiB if the DLQ topic refuses the whole record.
 			Shrink: func() []byte { return dl.Truncated(rec.Value, 64<<10).Encode() },
 		})
@@ -138,7 +139,7 @@ func (p *pipeline) Handle(rec *task.Record) {
 		p.logger.Warn("task cannot run", "task_id", t.ID, "error_code", failure.Name(ferr.Code), "error", ferr.Error())
 		span.SetStatus(codes.Error, ferr.Error())
 		o := &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorCode: ferr.Code, ErrorMessage: ferr.Error(), SourceSize: -1}
-		p.pub.Submit(p.record(rec.Partition, rec.Offset, &origin{task: t, headers: headers, span: span.SpanContext()}, o, 0, ""))
+		p.pub.Submit(p.record(rec.Partition, rec.Offset, &origin{task: t, headers: headers, span: span.SpanContext(), epoch: rec.Epoch}, o, 0, ""))
 		return
 	}
 	overwrite := leasev1.OverwritePolicy_OVERWRITE_POLICY_REPLACE
@@ -150,7 +151,7 @@ func (p *pipeline) Handle(rec *task.Record) {
 		ID:         t.ID,
 		ReceivedAt: p.now(),
 		Span:       span.SpanContext(),
-		Payload:    &origin{task: t, headers: headers, span: span.SpanContext()},
+		Payload:    &origin{task: t, headers: headers, span: span.SpanContext(), epoch: rec.Epoch},
 		Spec: &leasev1.TransferSpec{
 			TaskId: t.ID, SrcId: t.SrcID, SrcPath: t.SrcPath, DstId: t.DstID, DstPath: t.DstPath, Overwrite: overwrite,
 			Origin: fmt.Sprintf("%s/%d/%d", rec.Topic, rec.Partition, rec.Offset),
@@ -215,7 +216,7 @@ func (p *pipeline) record(partition int32, offset int64, org *origin,
 	headers, done := p.publishing(org.span, topic, org.headers)
 	return &publish.Record{
 		Topic: topic, Key: []byte(t.ID), Value: msg.Encode(), Headers: headers, Done: done,
-		Partition: partition, Offset: offset,
+		Partition: partition, Offset: offset, Epoch: org.epoch,
 	}
 }
 

@@ -153,6 +153,7 @@ func (in *Intake) handle(m *kafka.Message) {
 		Topic:     *m.TopicPartition.Topic,
 		Partition: p,
 		Offset:    off,
+		Epoch:     in.tracker.Epoch(p),
 		Key:       m.Key,
 		Value:     m.Value,
 		Timestamp: m.Timestamp,

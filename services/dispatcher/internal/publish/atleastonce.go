@@ -97,7 +97,7 @@ func (p *Publisher) deliveryLoop(ctx context.Context) {
 				time.AfterFunc(p.cfg.RetryBackoff, func() { p.resubmit(r) })
 				continue
 			}
-			p.tracker.Done(r.Partition, r.Offset)
+			p.tracker.Done(r.Partition, r.Epoch, r.Offset)
 			p.markPublished([]*Record{r})
 		}
 	}

@@ -34,9 +34,11 @@ type Record struct {
 	Key     []byte
 	Value   []byte
 	Headers []task.Header
-	// Partition and Offset locate the input record this one answers.
+	// Partition and Offset locate the input record this one answers, read
+	// in the partition's assignment Epoch (watermark.Tracker.Epoch).
 	Partition int32
 	Offset    int64
+	Epoch     uint64
 	// Shrink, when set, returns a smaller value to send instead when the
 	// broker refuses Value as too large (dead letters of huge records).
 	Shrink func() []byte

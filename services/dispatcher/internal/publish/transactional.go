@@ -31,8 +31,9 @@ func (p *Publisher) commitBatch(ctx context.Context, batch []*Record) error {
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		// A partition given up while the batch waited or failed belongs to
-		// another dispatcher now, which redoes its tasks: their outcomes,
-		// published here without their offsets, would be second ones.
+		// another dispatcher now, or to this one afresh (lost, then
+		// assigned again), and its tasks are redone from the committed
+		// offset: their outcomes, published here, would be second ones.
 		if batch = p.owned(batch); len(batch) == 0 {
 			return nil
 		}
@@ -57,7 +58,8 @@ func (p *Publisher) commitBatch(ctx context.Context, batch []*Record) error {
 	}
 }
 
-// owned drops the records of partitions this dispatcher no longer holds.
+// owned drops the records of partitions this dispatcher no longer holds in
+// the assignment they were read in.
 // They count as settled, so a Flush waiting for them returns.
 func (p *Publisher) owned(batch []*Record) []*Record {
 	kept := batch[:0]
@@ -67,7 +69,7 @@ func (p *Publisher) owned(batch []*Record) []*Record {
 		}
 	}()
 	for _, r := range batch {
-		if p.tracker.Owns(r.Partition) {
+		if p.tracker.Owns(r.Partition, r.Epoch) {
 			kept = append(kept, r)
 			continue
 		}
@@ -103,7 +105,7 @@ func (p *Publisher) transaction(ctx context.Context, batch []*Record) (err error
 		produced++
 	}
 	for _, r := range batch {
-		p.tracker.Done(r.Partition, r.Offset)
+		p.tracker.Done(r.Partition, r.Epoch, r.Offset)
 	}
 	offs := p.tracker.Committable()
 	if len(offs) > 0 {

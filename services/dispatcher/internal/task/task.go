@@ -21,6 +21,8 @@ type Record struct {
 	Topic     string
 	Partition int32
 	Offset    int64
+	// Epoch numbers the partition's assignment the record was read in.
+	Epoch     uint64
 	Key       []byte
 	Value     []byte
 	Headers   []Header

@@ -44,6 +44,8 @@ type Tracker struct {
 	mu    sync.Mutex
 	parts map[int32]*partition
 	total int
+	// epochs counts assignments, numbering each partition's.
+	epochs uint64
 	// MaxMetadata bounds the metadata of a commit (Kafka's
 	// offset.metadata.max.bytes, 4096 by default).
 	MaxMetadata int
@@ -73,6 +75,9 @@ type partition struct {
 	// seq counts changes to the done-set; committedSeq is the seq of the
 	// last commit, so a commit is due when they differ.
 	seq, committedSeq uint64
+	// epoch numbers this assignment of the partition: work read in an
+	// earlier one (revoked, then assigned again) must not count in it.
+	epoch uint64
 }
 
 // New returns an empty tracker.
@@ -88,19 +93,36 @@ func (t *Tracker) Assign(p int32, committed int64, metadata string) {
 	if old, ok := t.parts[p]; ok {
 		t.total -= len(old.pending) - old.head
 	}
-	ps := &partition{last: -1, committed: -1}
+	t.epochs++
+	ps := &partition{last: -1, committed: -1, epoch: t.epochs}
 	if committed >= 0 {
 		ps.inherited = decodeDone(committed, metadata)
 	}
 	t.parts[p] = ps
 }
 
-// Owns reports whether the partition is assigned (tracked).
-func (t *Tracker) Owns(p int32) bool {
+// Epoch numbers the partition's current assignment (0: not assigned).
+// Records read in it carry it, so their outcomes are told apart from
+// those of an earlier assignment of the same partition.
+func (t *Tracker) Epoch(p int32) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	_, ok := t.parts[p]
-	return ok
+	if ps, ok := t.parts[p]; ok {
+		return ps.epoch
+	}
+	return 0
+}
+
+// Owns reports whether the partition is assigned and still in the given
+// assignment. A partition lost and assigned again is owned anew: its
+// records are read again from the committed offset and redone, so an
+// outcome of the earlier assignment still waiting to be published would
+// be a second one.
+func (t *Tracker) Owns(p int32, epoch uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps, ok := t.parts[p]
+	return ok && ps.epoch == epoch
 }
 
 // Revoke stops tracking a partition and forgets its offsets.
@@ -145,13 +167,14 @@ func (t *Tracker) Track(p int32, off int64) Verdict {
 	return Process
 }
 
-// Done marks a tracked offset as finished. Unknown offsets (of a revoked
-// partition, say) are ignored.
-func (t *Tracker) Done(p int32, off int64) {
+// Done marks a tracked offset of the given assignment as finished. Unknown
+// offsets, and those of another assignment (of a revoked partition, or one
+// revoked and assigned again), are ignored.
+func (t *Tracker) Done(p int32, epoch uint64, off int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ps, ok := t.parts[p]
-	if !ok {
+	if !ok || ps.epoch != epoch {
 		return
 	}
 	live := ps.pending[ps.head:]
