@@ -391,7 +391,8 @@ func TestChaos(t *testing.T) {
 	for _, ep := range []string{"vsftpd", "pureftpd"} {
 		fmt.Fprintf(&b, "connections: %s peaked at %d at %s; %d samples above the limit\n", ep, cr.Max[ep], cr.MaxAt[ep].Format("15:04:05.000"), cr.Over[ep])
 	}
-	fmt.Fprintf(&b, "connections: %d server ends left out of the counts because their client end was already gone in the same ss pass (torn down while ss read the table)\n", cr.Torn)
+	fmt.Fprintf(&b, "connections: %d server ends left out of the counts because their client end was already gone in the same ss pass (torn down while ss read the table); counting them too, the most would have been vsftpd %d, pureftpd %d\n",
+		cr.Torn, cr.MaxWithTorn["vsftpd"], cr.MaxWithTorn["pureftpd"])
 	for _, snap := range conns.Snapshots {
 		fmt.Fprintf(&b, "  above the limit: %s\n", snap)
 	}

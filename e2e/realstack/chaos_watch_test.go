@@ -185,12 +185,14 @@ type connSampler struct {
 	mu      sync.Mutex
 	samples int
 	torn    int // server ends left out: their client end was already gone
-	errs    int
-	lastErr string
-	max     map[string]int
-	maxAt   map[string]time.Time
-	over    map[string]int // samples above the limit
-	limits  map[string]int
+	// maxWithTorn is the most counted with those ends, for the report.
+	maxWithTorn map[string]int
+	errs        int
+	lastErr     string
+	max         map[string]int
+	maxAt       map[string]time.Time
+	over        map[string]int // samples above the limit
+	limits      map[string]int
 	// Snapshots show, for the first samples above a limit, which process
 	// held each connection (ss -p on the client side).
 	Snapshots []string
@@ -202,7 +204,7 @@ type connSampler struct {
 // port to its endpoint id, limits each endpoint's max_connections.
 func sampleConnections(ports map[int]string, limits map[string]int, interval time.Duration, owners func(int) string) *connSampler {
 	s := &connSampler{ports: ports, limits: limits, ownerOf: owners, stop: make(chan struct{}), done: make(chan struct{}),
-		max: map[string]int{}, maxAt: map[string]time.Time{}, over: map[string]int{}}
+		max: map[string]int{}, maxWithTorn: map[string]int{}, maxAt: map[string]time.Time{}, over: map[string]int{}}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(interval)
@@ -273,13 +275,14 @@ func (s *connSampler) sample() {
 	// not there at all was torn down while ss walked the table (a reset,
 	// or a dump that read it before the close and the other end after):
 	// counting it would count one connection at two moments.
+	torn := map[string]int{}
 	for _, srv := range servers {
 		_, port, _ := net.SplitHostPort(srv.local)
 		n, _ := strconv.Atoi(port)
 		if _, ok := byLocal[srv.peer]; ok {
 			counts[s.ports[n]]++
 		} else {
-			s.torn++
+			torn[s.ports[n]]++
 		}
 	}
 	s.mu.Lock()
@@ -293,6 +296,8 @@ func (s *connSampler) sample() {
 	now := time.Now()
 	for port, ep := range s.ports {
 		n := counts[ep]
+		s.torn += torn[ep]
+		s.maxWithTorn[ep] = max(s.maxWithTorn[ep], n+torn[ep])
 		if n > s.max[ep] {
 			s.max[ep], s.maxAt[ep] = n, now
 		}
@@ -398,6 +403,7 @@ func (s *connSampler) owners(port int) string {
 type connReport struct {
 	Samples, Errors int
 	Torn            int
+	MaxWithTorn     map[string]int
 	LastErr         string
 	Max             map[string]int
 	MaxAt           map[string]time.Time
@@ -414,5 +420,5 @@ func (s *connSampler) Stop() connReport {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return connReport{Samples: s.samples, Torn: s.torn, Errors: s.errs, LastErr: s.lastErr, Max: s.max, MaxAt: s.maxAt, Over: s.over}
+	return connReport{Samples: s.samples, Torn: s.torn, MaxWithTorn: s.maxWithTorn, Errors: s.errs, LastErr: s.lastErr, Max: s.max, MaxAt: s.maxAt, Over: s.over}
 }
