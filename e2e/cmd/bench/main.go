@@ -52,6 +52,7 @@ type options struct {
 	deliveries string
 	divide     int
 	agentConns int
+	noFsync    bool
 }
 
 type bench struct {
@@ -87,8 +88,10 @@ func main() {
 	flag.StringVar(&o.workloads, "workloads", "", "comma-separated workloads to run (w20B,w100K,w4M,w1G; default all)")
 	flag.StringVar(&o.deliveries, "deliveries", "", "comma-separated delivery modes to run (txn,alo; default both)")
 	flag.IntVar(&o.agentConns, "agent-conns", 0, "experiment: the agents' own max_connections, below -conns (leases prefetched ahead of free connections)")
+	fsync := flag.Bool("fsync", true, "FTP Pooler's transfer.fsync in the workload and large-file stacks (false: what durability costs, beside baselines that never fsync)")
 	flag.IntVar(&o.divide, "divide", 1, "divide every file count by this, for a quick trial of the whole benchmark")
 	flag.Parse()
+	o.noFsync = !*fsync
 	if o.reps == 0 {
 		o.reps = 3
 		if o.smoke {
@@ -382,7 +385,11 @@ func (b *bench) full(ctx context.Context) error {
 		if !b.section("workloads") && !b.section("idle") && !(b.section("large") && d.key == "txn") {
 			continue
 		}
-		s, err := b.startStack(stackOpts{name: d.key, delivery: d.config, agents: b.opts.agents, conns: b.opts.conns, agentConns: b.opts.agentConns})
+		opts := stackOpts{name: d.key, delivery: d.config, agents: b.opts.agents, conns: b.opts.conns, agentConns: b.opts.agentConns}
+		if b.opts.noFsync {
+			opts.extra = map[string]map[string]any{"transfer": {"fsync": false}}
+		}
+		s, err := b.startStack(opts)
 		if err != nil {
 			return err
 		}

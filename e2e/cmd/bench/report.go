@@ -385,5 +385,8 @@ func fsyncNote(b *bench) string {
 	if b.opts.smoke {
 		return "except transfer.fsync off, like the pooled baseline"
 	}
+	if b.opts.noFsync {
+		return "except transfer.fsync off (-fsync=false), like the baselines"
+	}
 	return "transfer.fsync on"
 }
