@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
 // fileWant is what a destination must hold once it is visible.
@@ -180,7 +182,7 @@ func (w *destWatcher) Stop() watchReport {
 type connSampler struct {
 	ports map[int]string // port -> endpoint id
 	stop  chan struct{}
-	done  chan struct{}
+	done  <-chan struct{}
 
 	mu      sync.Mutex
 	samples int
@@ -203,21 +205,9 @@ type connSampler struct {
 // sampleConnections starts counting; ports maps each server's listening
 // port to its endpoint id, limits each endpoint's max_connections.
 func sampleConnections(ports map[int]string, limits map[string]int, interval time.Duration, owners func(int) string) *connSampler {
-	s := &connSampler{ports: ports, limits: limits, ownerOf: owners, stop: make(chan struct{}), done: make(chan struct{}),
+	s := &connSampler{ports: ports, limits: limits, ownerOf: owners, stop: make(chan struct{}),
 		max: map[string]int{}, maxWithTorn: map[string]int{}, maxAt: map[string]time.Time{}, over: map[string]int{}}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			s.sample()
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	s.done = stackenv.Poll(interval, s.stop, false, s.sample)
 	return s
 }
 

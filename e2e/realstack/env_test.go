@@ -23,7 +23,6 @@
 package realstack
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"net"
@@ -34,6 +33,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
 // FTPServer is one of the FTP servers scripts/e2e/ftp.sh runs.
@@ -94,7 +95,7 @@ func TestMain(m *testing.M) {
 // loadEnv reads <state>/env (E2E_STATE_DIR, else <repo>/.e2e) and checks
 // that the servers answer and the binaries and kcat are there.
 func loadEnv() (*Env, error) {
-	root, err := repoRoot()
+	root, err := stackenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,7 @@ func loadEnv() (*Env, error) {
 		state = filepath.Join(root, ".e2e")
 	}
 	path := filepath.Join(state, "env")
-	kv, err := readEnvFile(path)
+	kv, err := stackenv.ReadEnvFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w\n  the end-to-end servers are not set up: run `make e2e`, or scripts/e2e/install.sh,"+
 			" scripts/e2e/kafka.sh start and scripts/e2e/ftp.sh start (as root) first", err)
@@ -165,45 +166,4 @@ func loadEnv() (*Env, error) {
 		return nil, err
 	}
 	return e, nil
-}
-
-// repoRoot is the directory holding scripts/e2e, from the test's working
-// directory (e2e/realstack) upwards.
-func repoRoot() (string, error) {
-	if r := os.Getenv("E2E_REPO_ROOT"); r != "" {
-		return r, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if st, err := os.Stat(filepath.Join(d, "scripts", "e2e", "ftp.sh")); err == nil && !st.IsDir() {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no scripts/e2e/ftp.sh above %s: run the suite from the repository", dir)
-		}
-	}
-}
-
-// readEnvFile parses KEY=VALUE lines.
-func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	kv := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if k, v, ok := strings.Cut(line, "="); ok {
-			kv[k] = v
-		}
-	}
-	return kv, sc.Err()
 }

@@ -27,6 +27,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
 // testCA is a certificate authority made for one test.
@@ -226,7 +228,7 @@ func TestOpsMutualTLS(t *testing.T) {
 // skip when the broker was started by an older kafka.sh without it.
 func kafkaSASL(t testing.TB) (brokers, mechanism, user, pass string) {
 	t.Helper()
-	kv, err := readEnvFile(filepath.Join(env.StateDir, "env"))
+	kv, err := stackenv.ReadEnvFile(filepath.Join(env.StateDir, "env"))
 	must(t, err)
 	brokers, mechanism, user, pass = kv["KAFKA_SASL_BROKERS"], kv["KAFKA_SASL_MECHANISM"], kv["KAFKA_SASL_USER"], kv["KAFKA_SASL_PASS"]
 	if brokers == "" {

@@ -17,12 +17,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
 // jaegerAddrs are Jaeger's OTLP/gRPC address and query URL from <state>/env.
 func jaegerAddrs(t testing.TB) (otlp, query string) {
 	t.Helper()
-	kv, err := readEnvFile(filepath.Join(env.StateDir, "env"))
+	kv, err := stackenv.ReadEnvFile(filepath.Join(env.StateDir, "env"))
 	must(t, err)
 	otlp, query = kv["JAEGER_OTLP_GRPC_ADDR"], kv["JAEGER_QUERY_URL"]
 	if otlp == "" || query == "" {

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
 // Proc is one child process of the test. Its stdout and stderr go to
@@ -334,28 +336,15 @@ func (p *Proc) ReadMemory() (Memory, error) {
 type MemorySampler struct {
 	procs []*Proc
 	stop  chan struct{}
-	done  chan struct{}
+	done  <-chan struct{}
 	mu    sync.Mutex
 	peak  map[string]Memory // largest VmRSS seen, and the last VmHWM
 }
 
 // SampleMemory polls procs' VmRSS and VmHWM every interval.
 func SampleMemory(interval time.Duration, procs ...*Proc) *MemorySampler {
-	s := &MemorySampler{procs: procs, stop: make(chan struct{}), done: make(chan struct{}), peak: map[string]Memory{}}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			s.sample()
-			select {
-			case <-s.stop:
-				s.sample()
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	s := &MemorySampler{procs: procs, stop: make(chan struct{}), peak: map[string]Memory{}}
+	s.done = stackenv.Poll(interval, s.stop, true, s.sample)
 	return s
 }
 

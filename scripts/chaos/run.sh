@@ -69,22 +69,7 @@ mkdir -p "$STATE_DIR/bin"
 cp bin/dispatcher bin/agent "$STATE_DIR/bin/"
 
 stamp "starting Kafka and the FTP servers"
-if "$E2E_DIR/kafka.sh" status >/dev/null 2>&1; then
-	echo "chaos: using the Kafka broker already running (it stays running)"
-	"$E2E_DIR/kafka.sh" topics
-else
-	started_kafka=1
-	"$E2E_DIR/kafka.sh" start
-fi
-if "$E2E_DIR/ftp.sh" status >/dev/null 2>&1; then
-	echo "chaos: using the FTP servers already running (they stay running)"
-	"$E2E_DIR/ftp.sh" env >/dev/null
-else
-	started_ftp=1
-	"$E2E_DIR/ftp.sh" start
-fi
-"$E2E_DIR/kafka.sh" status
-"$E2E_DIR/ftp.sh" status
+start_servers chaos
 
 rm -rf "$STATE_DIR/realstack"
 stamp "go test -tags 'e2e chaos' -run TestChaos ./e2e/realstack"

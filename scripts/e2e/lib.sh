@@ -261,6 +261,30 @@ wait_ready() {
 	die "$name not ready on $host:$port after $4 s (log: $log)"
 }
 
+# start_servers <label>: uses the Kafka broker and FTP servers already
+# running (they stay running) or starts them, setting started_kafka=1 and
+# started_ftp=1 for the caller's cleanup to stop what it started.
+start_servers() {
+	local label=$1 e2e_dir
+	e2e_dir=$(dirname "${BASH_SOURCE[0]}")
+	if "$e2e_dir/kafka.sh" status >/dev/null 2>&1; then
+		echo "$label: using the Kafka broker already running (it stays running)"
+		"$e2e_dir/kafka.sh" topics
+	else
+		started_kafka=1
+		"$e2e_dir/kafka.sh" start
+	fi
+	if "$e2e_dir/ftp.sh" status >/dev/null 2>&1; then
+		echo "$label: using the FTP servers already running (they stay running)"
+		"$e2e_dir/ftp.sh" env >/dev/null
+	else
+		started_ftp=1
+		"$e2e_dir/ftp.sh" start
+	fi
+	"$e2e_dir/kafka.sh" status
+	"$e2e_dir/ftp.sh" status
+}
+
 # print_logs [name...]: the last E2E_LOG_LINES (200) lines of each server log
 # in the state dir (all of them without names), for test failure diagnostics.
 print_logs() {

@@ -92,22 +92,7 @@ if [[ ! -x bin/dispatcher || ! -x bin/agent ]]; then
 fi
 
 stamp "starting Kafka and the FTP servers"
-if "$E2E_DIR/kafka.sh" status >/dev/null 2>&1; then
-	echo "e2e: using the Kafka broker already running (it stays running)"
-	"$E2E_DIR/kafka.sh" topics
-else
-	started_kafka=1
-	"$E2E_DIR/kafka.sh" start
-fi
-if "$E2E_DIR/ftp.sh" status >/dev/null 2>&1; then
-	echo "e2e: using the FTP servers already running (they stay running)"
-	"$E2E_DIR/ftp.sh" env >/dev/null
-else
-	started_ftp=1
-	"$E2E_DIR/ftp.sh" start
-fi
-"$E2E_DIR/kafka.sh" status
-"$E2E_DIR/ftp.sh" status
+start_servers e2e
 if ((jaeger_build)); then
 	stamp "waiting for the Jaeger build"
 	wait "$jaeger_build" || { tail -n 30 "$STATE_DIR/jaeger-build.log" >&2; die "building Jaeger failed (log: $STATE_DIR/jaeger-build.log)"; }

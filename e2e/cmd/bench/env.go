@@ -4,7 +4,6 @@ package main
 // end-to-end suite reads it), or the embedded broker when no Kafka answers.
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
 // ftpServer is one FTP server of scripts/e2e/ftp.sh.
@@ -46,38 +46,6 @@ type benchEnv struct {
 	embedded  *devstack.Broker
 }
 
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if st, err := os.Stat(filepath.Join(d, "scripts", "e2e", "ftp.sh")); err == nil && !st.IsDir() {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no scripts/e2e/ftp.sh above %s: run from the repository", dir)
-		}
-	}
-}
-
-func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	kv := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
-			kv[k] = v
-		}
-	}
-	return kv, sc.Err()
-}
-
 func answers(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -88,7 +56,7 @@ func answers(addr string) bool {
 }
 
 func loadEnv(binDir string, forceEmbedded bool) (*benchEnv, error) {
-	root, err := repoRoot()
+	root, err := stackenv.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +64,7 @@ func loadEnv(binDir string, forceEmbedded bool) (*benchEnv, error) {
 	if state == "" {
 		state = filepath.Join(root, ".e2e")
 	}
-	kv, err := readEnvFile(filepath.Join(state, "env"))
+	kv, err := stackenv.ReadEnvFile(filepath.Join(state, "env"))
 	if err != nil {
 		return nil, fmt.Errorf("%w\n  the FTP servers are not set up: run scripts/bench/run.sh (make bench), or scripts/e2e/install.sh and scripts/e2e/ftp.sh start (as root)", err)
 	}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
 // proc is one child process; its output goes to logPath.
@@ -156,27 +158,14 @@ func rssBytes(pid int) int64 {
 type sampler struct {
 	pids []int
 	stop chan struct{}
-	done chan struct{}
+	done <-chan struct{}
 	mu   sync.Mutex
 	peak map[int]int64
 }
 
 func sampleRSS(interval time.Duration, pids ...int) *sampler {
-	s := &sampler{pids: pids, stop: make(chan struct{}), done: make(chan struct{}), peak: map[int]int64{}}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			s.sample()
-			select {
-			case <-s.stop:
-				s.sample()
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	s := &sampler{pids: pids, stop: make(chan struct{}), peak: map[int]int64{}}
+	s.done = stackenv.Poll(interval, s.stop, true, s.sample)
 	return s
 }
 
