@@ -218,6 +218,12 @@ func (c *Conn) op(ctx context.Context) (done func()) {
 	}
 	_ = c.control.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, c.interrupt)
+	if ctx.Err() != nil {
+		// AfterFunc runs in its own goroutine, which a quick exchange can
+		// beat: an operation begun after cancellation would then succeed
+		// and leave the connection looking healthy.
+		c.interrupt()
+	}
 	return func() {
 		stop()
 		if !c.broken.Load() {
