@@ -221,6 +221,9 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 	var httpSrv *status.Server
 	if cfg.Agent.HTTPListen != "" {
 		httpSrv = status.New(logger, m.Registry)
+		if cfg.Metrics.Pprof {
+			httpSrv.ServeProfiles()
+		}
 		httpSrv.AddCheck("dispatchers", func(context.Context) error {
 			if slots.Connected() == 0 {
 				return errors.New("not connected to any dispatcher")

@@ -248,6 +248,9 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	reflection.Register(adminGRPC)
 
 	httpSrv := status.New(logger, m.Registry)
+	if cfg.Metrics.Pprof {
+		httpSrv.ServeProfiles()
+	}
 	httpSrv.AddCheck("kafka", func(context.Context) error {
 		if !in.Ready() {
 			return errors.New("not yet assigned partitions by the consumer group")

@@ -160,6 +160,10 @@ type API struct {
 // when it differs from api.port, so existing scrape configs keep working.
 type Metrics struct {
 	Port int `yaml:"port"`
+	// Pprof serves Go's profiles (/debug/pprof/) beside /metrics, for
+	// finding where CPU and memory go in production. Off by default: a
+	// profile shows paths and names to whoever can reach the port.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Logging configures log/slog.

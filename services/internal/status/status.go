@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -43,6 +44,15 @@ func New(logger *slog.Logger, reg *prometheus.Registry) *Server {
 		s.mux.HandleFunc(p, s.ready)
 	}
 	return s
+}
+
+// ServeProfiles adds Go's profiling endpoints under /debug/pprof/.
+func (s *Server) ServeProfiles() {
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // AddCheck registers a readiness check under name.
