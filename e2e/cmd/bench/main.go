@@ -53,6 +53,11 @@ type options struct {
 	divide     int
 	agentConns int
 	noFsync    bool
+	// pprofDir, when set, receives CPU profiles of every measured run.
+	pprofDir     string
+	pprofSeconds int
+	// set overrides config.yaml keys of every stack ("section.key=value").
+	set configSets
 }
 
 type bench struct {
@@ -89,6 +94,9 @@ func main() {
 	flag.StringVar(&o.deliveries, "deliveries", "", "comma-separated delivery modes to run (txn,alo; default both)")
 	flag.IntVar(&o.agentConns, "agent-conns", 0, "experiment: the agents' own max_connections, below -conns (leases prefetched ahead of free connections)")
 	fsync := flag.Bool("fsync", true, "FTP Pooler's transfer.fsync in the workload and large-file stacks (false: what durability costs, beside baselines that never fsync)")
+	flag.StringVar(&o.pprofDir, "pprof", "", "`directory` for CPU profiles of the dispatcher and agents, taken over the first -pprof-seconds of each measured run")
+	flag.IntVar(&o.pprofSeconds, "pprof-seconds", 5, "length of each -pprof profile")
+	flag.Var(&o.set, "set", "`section.key=value` for every stack's config.yaml (repeatable; numbers, booleans and JSON keep their type), e.g. -set lease.leases_per_connection=4")
 	flag.IntVar(&o.divide, "divide", 1, "divide every file count by this, for a quick trial of the whole benchmark")
 	flag.Parse()
 	o.noFsync = !*fsync
@@ -124,6 +132,14 @@ func run(ctx context.Context, o options) error {
 	b.localBase = filepath.Join(env.Work, "local")
 	if err := os.MkdirAll(b.localBase, 0o755); err != nil {
 		return err
+	}
+	if o.pprofDir != "" {
+		if b.opts.pprofDir, err = filepath.Abs(o.pprofDir); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(b.opts.pprofDir, 0o755); err != nil {
+			return err
+		}
 	}
 	b.logf("Kafka: %s at %s; vsftpd at %s; pure-ftpd at %s", env.KafkaKind, env.Kafka, env.VSFTPD.Addr, orNone(env.PureFTPD.Addr))
 	b.ftpfetch = filepath.Join(env.Work, "ftpfetch")

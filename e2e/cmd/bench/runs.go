@@ -230,6 +230,8 @@ func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, e
 	c0 := b.serverCPU()
 	rss := sampleRSS(50*time.Millisecond, pids...)
 	all := b.kafka.expect(ids)
+	prof := b.startProfiles(s, fmt.Sprintf("%s-%s-%s-%d", s.opts.name, w.name, d, b.runSeq))
+	defer prof.wait(b)
 	produced, err := b.kafka.produce(context.Background(), tasks)
 	if err != nil {
 		rss.end()

@@ -44,6 +44,7 @@ type stack struct {
 	leaseAddr  string
 	adminAddr  string
 	httpAddr   string
+	agentHTTP  []string
 	adminConn  *grpc.ClientConn
 	admin      adminv1.AdminServiceClient
 	configPath string
@@ -83,6 +84,15 @@ func (b *bench) startStack(o stackOpts) (*stack, error) {
 			"instance_id": s.group, "drain_timeout": "10s",
 		},
 		"agent": {"drain_timeout": "10s", "reconnect_max_backoff": "1s"},
+	}
+	if b.opts.pprofDir != "" {
+		cfg["metrics"] = map[string]any{"pprof": true}
+	}
+	for _, kv := range b.opts.set {
+		if cfg[kv.section] == nil {
+			cfg[kv.section] = map[string]any{}
+		}
+		cfg[kv.section][kv.key] = kv.value
 	}
 	for sec, kv := range o.extra {
 		if cfg[sec] == nil {
@@ -151,9 +161,11 @@ func (b *bench) startStack(o stackOpts) (*stack, error) {
 			return fail(err)
 		}
 		s.agents = append(s.agents, a)
-		if _, err := a.waitLogValue("http_address", 30*time.Second); err != nil {
+		addr, err := a.waitLogValue("http_address", 30*time.Second)
+		if err != nil {
 			return fail(err)
 		}
+		s.agentHTTP = append(s.agentHTTP, addr)
 	}
 	if err := s.waitReady(60 * time.Second); err != nil {
 		return fail(err)
@@ -227,4 +239,29 @@ func (s *stack) stats() (*adminv1.GetStatsResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return s.admin.GetStats(ctx, &adminv1.GetStatsRequest{})
+}
+
+// configSets are -set flags: config keys every stack overrides last.
+type configSets []configSet
+
+type configSet struct {
+	section, key string
+	value        any
+}
+
+func (c *configSets) String() string { return fmt.Sprint(*c) }
+
+func (c *configSets) Set(v string) error {
+	name, value, ok := strings.Cut(v, "=")
+	section, key, dotted := strings.Cut(name, ".")
+	if !ok || !dotted || section == "" || key == "" {
+		return fmt.Errorf("%q: want section.key=value", v)
+	}
+	// Numbers, booleans and JSON stay typed; anything else is a string.
+	var parsed any = value
+	if err := json.Unmarshal([]byte(value), &parsed); err != nil {
+		parsed = value
+	}
+	*c = append(*c, configSet{section, key, parsed})
+	return nil
 }
