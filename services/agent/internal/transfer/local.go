@@ -220,7 +220,54 @@ func (s *localSink) write(ctx context.Context, src io.Reader, progress func(int6
 	if lf, ok := src.(*os.File); ok {
 		return copyFileChunks(ctx, s.f, lf, progress)
 	}
-	return io.CopyBuffer(writerOnly{s.f}, &counting{r: src, add: progress}, buf)
+	var w io.Writer = writerOnly{s.f}
+	if s.fsync {
+		w = newWriteBehind(s.f, s.offset)
+	}
+	return io.CopyBuffer(w, &counting{r: src, add: progress}, buf)
+}
+
+// writeBehindChunk is how much a download writes between starting
+// writeback of what it wrote.
+const writeBehindChunk = 16 << 20
+
+// writeBehind writes a file while the kernel writes it back: every chunk
+// is handed to writeback as soon as it is written (sync_file_range WRITE,
+// which starts the I/O without waiting for it). The flush before commit
+// then finds little left, so a large download becomes durable at about the
+// rate of the slower of network and disk instead of their sum (flushing
+// the whole file at the end measured 388 MB/s against curl's 633 to the
+// page cache). Waiting for each chunk before the next, as streaming
+// writers sometimes do, measured no faster here and stalls the copy; the
+// kernel's dirty-page throttling already bounds what a slow disk leaves
+// pending.
+type writeBehind struct {
+	f       *os.File
+	raw     syscall.RawConn
+	pos     int64 // offset of the next byte written
+	started int64 // writeback was started for everything before this
+}
+
+func newWriteBehind(f *os.File, offset int64) *writeBehind {
+	w := &writeBehind{f: f, pos: offset, started: offset}
+	if raw, err := f.SyscallConn(); err == nil {
+		w.raw = raw
+	}
+	return w
+}
+
+func (w *writeBehind) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.pos += int64(n)
+	if w.raw != nil && w.pos-w.started >= writeBehindChunk {
+		// Errors are left for the fsync before commit, which fails for
+		// any page that could not be written.
+		_ = w.raw.Control(func(fd uintptr) {
+			_ = unix.SyncFileRange(int(fd), w.started, w.pos-w.started, unix.SYNC_FILE_RANGE_WRITE)
+		})
+		w.started = w.pos
+	}
+	return n, err
 }
 
 const chunk = 64 << 20
