@@ -251,6 +251,14 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	if cfg.Metrics.Pprof {
 		httpSrv.ServeProfiles()
 	}
+	httpSrv.AddCheck("consumer_group", func(context.Context) error {
+		if !members.Known() {
+			// Measured about a second after the first assignment; ready
+			// before it, a dispatcher would hold its first tasks that long.
+			return errors.New("consumer group not yet read: no share of the endpoints' connection limits, so nothing can be leased")
+		}
+		return nil
+	})
 	httpSrv.AddCheck("kafka", func(context.Context) error {
 		if !in.Ready() {
 			return errors.New("not yet assigned partitions by the consumer group")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -22,6 +23,7 @@ type Membership struct {
 	logger   *slog.Logger
 	kick     chan struct{}
 	last     [2]int
+	known    atomic.Bool
 }
 
 // NewMembership reads the group through an admin client sharing the
@@ -120,4 +122,10 @@ func (m *Membership) apply(members, rank int) {
 	m.last = [2]int{members, rank}
 	m.logger.Info("consumer group membership", "dispatchers", members, "rank", rank)
 	m.onChange(members, rank)
+	m.known.Store(true)
 }
+
+// Known reports whether the group was read once (or given up on): until
+// then this dispatcher's share of every endpoint's connection limit is
+// zero and it leases nothing.
+func (m *Membership) Known() bool { return m.known.Load() }
