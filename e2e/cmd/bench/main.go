@@ -72,6 +72,9 @@ type bench struct {
 	res       *results
 	logLevel  string
 	trash     [][2]string
+	// version is the checkout's, read before the report is first written
+	// into it (which would make every run "-dirty").
+	version string
 }
 
 func main() {
@@ -129,6 +132,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer env.close()
 	b.env = env
+	b.version = cmdOutput("git", "-C", env.Root, "describe", "--tags", "--always", "--dirty")
 	b.localBase = filepath.Join(env.Work, "local")
 	if err := os.MkdirAll(b.localBase, 0o755); err != nil {
 		return err

@@ -358,7 +358,7 @@ func (r *results) document(b *bench, tables, chart string) string {
 	fmt.Fprintf(&d, "- **When:** %s, %.0f minutes\n", b.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(b.started).Minutes())
 	fmt.Fprintf(&d, "- **Machine:** %d × %s, %s RAM, %s, kernel %s\n", runtime.NumCPU(), cpuModel(), memTotal(), osName(), cmdOutput("uname", "-r"))
 	fmt.Fprintf(&d, "- **Versions:** FTP Pooler %s (%s); %s; Kafka: %s; vsftpd %s; pure-ftpd %s; %s; jlaffaye/ftp v0.2.4; franz-go (the benchmark's producer and consumer)\n",
-		cmdOutput("git", "-C", b.env.Root, "describe", "--tags", "--always", "--dirty"), runtime.Version(), firstLine(cmdOutput("go", "version")),
+		b.version, runtime.Version(), firstLine(cmdOutput("go", "version")),
 		b.env.KafkaKind, cmdOutput("dpkg-query", "-W", "-f", "${Version}", "vsftpd"), pureVersion(), firstLine(cmdOutput("curl", "--version")))
 	fmt.Fprintf(&d, "- **Command:** `%s`\n\n", strings.Join(append([]string{"go run ./e2e/cmd/bench"}, os.Args[1:]...), " "))
 	if rel, err := filepath.Rel(b.env.Root, chart); err == nil && len(r.scale) > 0 {
