@@ -353,7 +353,7 @@ Arguments: dict "root" $ "public" bool.
   "circuit_breaker" $c.circuit_breaker
   "logging" $c.logging
   "api" (dict "host" "0.0.0.0" "port" $http)
-  "metrics" (dict "port" $http)
+  "metrics" (dict "port" $http "pprof" (default false $v.profiling))
   "dispatcher" $dispatcher
   "agent" $agent
 -}}
