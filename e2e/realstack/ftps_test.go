@@ -179,21 +179,29 @@ func watchEndpoint(s *Stack, id string) func() uint32 {
 // closed and each task fails after retry.max_attempts. (They used to open
 // the breaker and then wait for it forever, past max_attempts, with no
 // outcome and their partition's offset stuck behind them.)
+//
+// vsftpd's failure is a race at the end of the upload, not a rule: CI once
+// saw 2 of 3 such uploads succeed at their first attempt. A success is
+// therefore allowed; what must hold is that every task gets its outcome and
+// every failed one failed exactly retry.max_attempts times. The test needs
+// more failed deliveries than the breaker's threshold to mean anything, and
+// skips (saying why) when the server let too many through.
 func TestFailuresAfterLoginUseUpAttempts(t *testing.T) {
 	if env.VSFTPSTLSMax != "1.3" {
 		t.Skip("needs the FTPS server to offer TLS 1.3")
 	}
+	const threshold, attempts = 5, 3
 	extra := fmt.Sprintf("\n[vsftps-tls13]\ntype = ftp\nhost = %s\nport = %d\nuser = %s\npass = %s\ntls = explicit\ntls_ca_file = %s\ntls_max_version = 1.3\n",
 		env.VSFTPS.Host, env.VSFTPS.Port, env.VSFTPS.User, env.VSFTPS.Pass, env.VSFTPSCA)
 	s := NewStack(t, StackOptions{ExtraConnections: extra, Config: map[string]map[string]any{
-		"circuit_breaker": {"failure_threshold": 5, "timeout_seconds": 2},
+		"circuit_breaker": {"failure_threshold": threshold, "timeout_seconds": 2},
 	}})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPS.Path(dir))
 	PutRandomFile(t, filepath.Join(s.Base, "outbox/up.bin"), 1<<20, 5000)
 	var tasks []Task
 	var ids []string
-	for i := 0; i < 3; i++ { // 3 tasks × 3 attempts = 9 failures > threshold 5
+	for i := 0; i < 6; i++ { // 6 tasks × 3 attempts = 18 failures when vsftpd fails them all
 		tk := Task{TaskID: s.ID(fmt.Sprintf("poison-%d", i)), SrcID: "local", SrcPath: "outbox/up.bin", DstID: "vsftps-tls13", DstPath: fmt.Sprintf("%s/up-%d.bin", dir, i)}
 		tasks = append(tasks, tk)
 		ids = append(ids, tk.TaskID)
@@ -212,9 +220,22 @@ func TestFailuresAfterLoginUseUpAttempts(t *testing.T) {
 		t.Errorf("%s: no outcome after 30 s though retry.max_attempts is 3: state %s, attempt %d, last error %s: %s",
 			id, r.Task.State, r.Task.Attempt, r.Task.LastErrorCode, r.Task.LastErrorMessage)
 	}
+	failedDeliveries := 0
 	for id, m := range got {
-		if a, _ := m.Num("attempts"); a != 3 || m.Str("status") != "failed" || m.Str("error_code") != "CONNECTION_ERROR" {
-			t.Errorf("%s: want failed with CONNECTION_ERROR after exactly retry.max_attempts 3: %s", id, m.Value)
+		a, _ := m.Num("attempts")
+		switch {
+		case m.Str("status") == "success":
+			// vsftpd did not hit its TLS 1.3 race this time; the earlier
+			// attempts of this task, if any, still count.
+			t.Logf("%s: vsftpd accepted this TLS 1.3 upload (attempt %v)", id, a)
+			failedDeliveries += int(a) - 1
+		case a != attempts || m.Str("status") != "failed" || m.Str("error_code") != "CONNECTION_ERROR":
+			t.Errorf("%s: want failed with CONNECTION_ERROR after exactly retry.max_attempts %d: %s", id, attempts, m.Value)
+		default:
+			failedDeliveries += attempts
 		}
+	}
+	if !t.Failed() && failedDeliveries <= threshold {
+		t.Skipf("vsftpd failed only %d deliveries, not more than the breaker's threshold %d: nothing shown about the breaker", failedDeliveries, threshold)
 	}
 }
