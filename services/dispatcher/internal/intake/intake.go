@@ -138,7 +138,8 @@ func (in *Intake) handle(m *kafka.Message) {
 		return
 	}
 	clear(in.rewind)
-	switch in.tracker.Track(p, off) {
+	verdict, epoch := in.tracker.Track(p, off)
+	switch verdict {
 	case watermark.Ignore:
 		in.logger.Warn("ignoring a record already read in this assignment", "partition", p, "offset", off)
 		return
@@ -153,7 +154,7 @@ func (in *Intake) handle(m *kafka.Message) {
 		Topic:     *m.TopicPartition.Topic,
 		Partition: p,
 		Offset:    off,
-		Epoch:     in.tracker.Epoch(p),
+		Epoch:     epoch,
 		Key:       m.Key,
 		Value:     m.Value,
 		Timestamp: m.Timestamp,

@@ -101,18 +101,6 @@ func (t *Tracker) Assign(p int32, committed int64, metadata string) {
 	t.parts[p] = ps
 }
 
-// Epoch numbers the partition's current assignment (0: not assigned).
-// Records read in it carry it, so their outcomes are told apart from
-// those of an earlier assignment of the same partition.
-func (t *Tracker) Epoch(p int32) uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if ps, ok := t.parts[p]; ok {
-		return ps.epoch
-	}
-	return 0
-}
-
 // Owns reports whether the partition is assigned and still in the given
 // assignment. A partition lost and assigned again is owned anew: its
 // records are read again from the committed offset and redone, so an
@@ -135,13 +123,19 @@ func (t *Tracker) Revoke(p int32) {
 	}
 }
 
-// Track records a consumed offset and says what to do with its record.
-func (t *Tracker) Track(p int32, off int64) Verdict {
+// Track records a consumed offset and says what to do with its record,
+// and numbers the partition's assignment it was read in (0: not
+// assigned). The record carries that epoch, so its outcome is told apart
+// from those of an earlier assignment of the same partition (Owns, Done).
+func (t *Tracker) Track(p int32, off int64) (Verdict, uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ps, ok := t.parts[p]
-	if !ok || off <= ps.last {
-		return Ignore
+	if !ok {
+		return Ignore, 0
+	}
+	if off <= ps.last {
+		return Ignore, ps.epoch
 	}
 	ps.last = off
 	// Offsets the previous owner finished that were skipped over (deleted
@@ -156,15 +150,15 @@ func (t *Tracker) Track(p int32, off int64) Verdict {
 		ps.inherited = ps.inherited[1:]
 		if ps.head == len(ps.pending) {
 			ps.seq++ // the commit point moves over it
-			return AlreadyDone
+			return AlreadyDone, ps.epoch
 		}
 		ps.pending = append(ps.pending, entry{offset: off, done: true})
 		t.total++
-		return AlreadyDone
+		return AlreadyDone, ps.epoch
 	}
 	ps.pending = append(ps.pending, entry{offset: off})
 	t.total++
-	return Process
+	return Process, ps.epoch
 }
 
 // Done marks a tracked offset of the given assignment as finished. Unknown
