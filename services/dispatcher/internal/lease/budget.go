@@ -121,11 +121,16 @@ func (s *Scheduler) SetGroup(dispatchers, rank int) {
 // quotas it already holds.
 func (s *Scheduler) spare(sess *Session, needs []need) bool {
 	for _, nd := range needs {
-		if sess.quota[nd.endpoint]*s.perConn < sess.busy[nd.endpoint]+nd.units {
+		if !s.fits(sess, nd) {
 			return false
 		}
 	}
 	return true
+}
+
+// fits reports whether the quota sess holds for nd's endpoint has room for nd.
+func (s *Scheduler) fits(sess *Session, nd need) bool {
+	return sess.quota[nd.endpoint]*s.perConn >= sess.busy[nd.endpoint]+nd.units
 }
 
 // anySpareFor reports whether a session that takes work has quota with
@@ -134,10 +139,7 @@ func (s *Scheduler) spare(sess *Session, needs []need) bool {
 // connection it is about to use.
 func (s *Scheduler) anySpareFor(nd need) bool {
 	for _, sess := range s.sessions {
-		if sess.draining || uint32(len(sess.leases)) >= sess.window {
-			continue
-		}
-		if sess.quota[nd.endpoint]*s.perConn >= sess.busy[nd.endpoint]+nd.units {
+		if sess.takesWork() && s.fits(sess, nd) {
 			return true
 		}
 	}

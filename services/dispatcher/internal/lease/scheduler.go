@@ -280,7 +280,7 @@ func (s *Scheduler) dispatchLocked() {
 	for {
 		credit := false
 		for _, sess := range s.sessions {
-			if !sess.draining && uint32(len(sess.leases)) < sess.window {
+			if sess.takesWork() {
 				credit = true
 				break
 			}
@@ -315,7 +315,7 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 	n := len(s.sessions)
 	for i := range n {
 		sess := s.sessions[(s.rr+i)%n]
-		if sess.draining || uint32(len(sess.leases)) >= sess.window {
+		if !sess.takesWork() {
 			continue
 		}
 		if s.spare(sess, t.needs) {

@@ -130,3 +130,9 @@ func (o *Outbox) Take(ctx context.Context, buf []*leasev1.ConnectResponse) []*le
 		}
 	}
 }
+
+// takesWork reports whether the session may be given another lease: not
+// draining, and with room in its credit window.
+func (sess *Session) takesWork() bool {
+	return !sess.draining && uint32(len(sess.leases)) < sess.window
+}
