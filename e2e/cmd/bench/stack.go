@@ -85,21 +85,21 @@ func (b *bench) startStack(o stackOpts) (*stack, error) {
 		},
 		"agent": {"drain_timeout": "10s", "reconnect_max_backoff": "1s"},
 	}
+	set := func(section, key string, value any) {
+		if cfg[section] == nil {
+			cfg[section] = map[string]any{}
+		}
+		cfg[section][key] = value
+	}
 	if b.opts.pprofDir != "" {
-		cfg["metrics"] = map[string]any{"pprof": true}
+		set("metrics", "pprof", true)
 	}
 	for _, kv := range b.opts.set {
-		if cfg[kv.section] == nil {
-			cfg[kv.section] = map[string]any{}
-		}
-		cfg[kv.section][kv.key] = kv.value
+		set(kv.section, kv.key, kv.value)
 	}
 	for sec, kv := range o.extra {
-		if cfg[sec] == nil {
-			cfg[sec] = map[string]any{}
-		}
 		for k, v := range kv {
-			cfg[sec][k] = v
+			set(sec, k, v)
 		}
 	}
 	js, _ := json.MarshalIndent(cfg, "", "  ")
@@ -241,7 +241,8 @@ func (s *stack) stats() (*adminv1.GetStatsResponse, error) {
 	return s.admin.GetStats(ctx, &adminv1.GetStatsRequest{})
 }
 
-// configSets are -set flags: config keys every stack overrides last.
+// configSets are -set flags: config keys every stack overrides (a stack's
+// own settings, such as smoke mode's transfer.fsync, still win).
 type configSets []configSet
 
 type configSet struct {
@@ -258,8 +259,8 @@ func (c *configSets) Set(v string) error {
 		return fmt.Errorf("%q: want section.key=value", v)
 	}
 	// Numbers, booleans and JSON stay typed; anything else is a string.
-	var parsed any = value
-	if err := json.Unmarshal([]byte(value), &parsed); err != nil {
+	var parsed any
+	if json.Unmarshal([]byte(value), &parsed) != nil {
 		parsed = value
 	}
 	*c = append(*c, configSet{section, key, parsed})
