@@ -246,16 +246,34 @@ func (c *Conn) Size(ctx context.Context, p string) (int64, error) {
 	return n, nil
 }
 
-// Exists reports whether a file exists, using SIZE.
+// Exists reports whether a file exists, using SIZE, or, on a server
+// without SIZE, listing its directory: taking "cannot tell" for "exists"
+// failed every upload that must not overwrite with DESTINATION_EXISTS.
 func (c *Conn) Exists(ctx context.Context, p string) (bool, error) {
-	_, err := c.Size(ctx, p)
-	if err == nil {
+	size, err := c.Size(ctx, p)
+	if err == nil && size >= 0 {
 		return true, nil
 	}
-	if failure.CodeOf(err) == failure.FileNotFound {
-		return false, nil
+	if err != nil {
+		if failure.CodeOf(err) == failure.FileNotFound {
+			return false, nil
+		}
+		return false, err
 	}
-	return false, err
+	names, err := c.NameList(ctx, path.Dir(p))
+	if err != nil {
+		if failure.CodeOf(err) == failure.FileNotFound {
+			return false, nil // no directory, no file
+		}
+		return false, err
+	}
+	base := path.Base(p)
+	for _, n := range names {
+		if path.Base(n) == base {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Retr opens a file for reading from offset. The reader's Close waits for

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"os"
@@ -30,6 +31,21 @@ func (d *dataConn) Read(b []byte) (int, error) {
 func (d *dataConn) Write(b []byte) (int, error) {
 	_ = d.Conn.SetWriteDeadline(time.Now().Add(d.idle))
 	return d.Conn.Write(b)
+}
+
+// Handshake completes the TLS handshake of an FTPS data connection that
+// carried no bytes. TLS starts on the first read or write, so an empty
+// upload would close the connection before TLS began, and servers refuse
+// that (ProFTPD mod_tls: 425 "Unable to build data connection"; pyftpdlib:
+// no reply at all). jlaffaye's StorFrom calls it after writing nothing, but
+// only when the connection it dialed has this method.
+func (d *dataConn) Handshake() error {
+	tc, ok := d.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	_ = tc.SetDeadline(time.Now().Add(d.idle))
+	return tc.Handshake()
 }
 
 // ReadFrom serves uploads (jlaffaye's Stor uses io.Copy) with a large
