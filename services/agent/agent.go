@@ -143,6 +143,7 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 		DefaultMax:  cfg.Pool.MaxSessionsPerConnection,
 		IdleTimeout: time.Duration(cfg.Pool.SessionTimeoutSeconds) * time.Second,
 		CheckAfter:  cfg.Pool.CheckIdleAfter.D(),
+		BusyWait:    cfg.Lease.ConnectionWait.D(),
 	}, endpoints, func(ep *config.Endpoint) pool.Dialer {
 		return &remote.Dialer{
 			Endpoint:       ep,

@@ -191,6 +191,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		BaseBackoff:         cfg.Retry.BaseBackoff.D(),
 		MaxBackoff:          cfg.Retry.MaxBackoff.D(),
 		Endpoints:           endpoints,
+		LimitRecovery:       cfg.Pool.LimitRecoveryInterval.D(),
 		Breaker: lease.BreakerConfig{
 			FailureThreshold: cfg.CircuitBreaker.FailureThreshold,
 			SuccessThreshold: cfg.CircuitBreaker.SuccessThreshold,

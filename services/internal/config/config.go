@@ -93,6 +93,11 @@ type Pool struct {
 	// CheckIdleAfter: a connection idle longer than this is checked with
 	// NOOP before reuse (servers drop idle sessions: vsftpd after 300 s).
 	CheckIdleAfter Duration `yaml:"check_idle_after"`
+	// LimitRecoveryInterval: after a server refused a login for being full,
+	// the endpoint's limit is what it accepted; each interval without
+	// another refusal raises it by one, back up to max_connections, so a
+	// temporary cap (another client's connections) does not stay forever.
+	LimitRecoveryInterval Duration `yaml:"limit_recovery_interval"`
 }
 
 // Transfer configures how agents move bytes.
@@ -138,6 +143,12 @@ type Lease struct {
 	// connection of an agent's quota: the next one waits in the agent's
 	// pool while the first writes the local side, commits and reports.
 	LeasesPerConnection int `yaml:"leases_per_connection"`
+	// ConnectionWait bounds how long a lease waits on its agent for a
+	// connection other transfers hold. Past it the lease goes back to the
+	// dispatcher and is leased again with a connection of its own (here or
+	// on another agent): a stalled transfer must not hold up the tasks
+	// queued behind it for its idle timeout.
+	ConnectionWait Duration `yaml:"connection_wait"`
 }
 
 // CircuitBreaker configures the per-endpoint breaker; the keys are the
@@ -262,6 +273,7 @@ func Default() Config {
 			SessionTimeoutSeconds:        300,
 			PrewarmSessionsPerConnection: 1,
 			CheckIdleAfter:               Duration(15 * time.Second),
+			LimitRecoveryInterval:        Duration(time.Minute),
 		},
 		Transfer: Transfer{
 			TransferTimeoutSeconds: 300,
@@ -282,6 +294,7 @@ func Default() Config {
 			HeartbeatInterval:   Duration(5 * time.Second),
 			CommitTimeout:       Duration(10 * time.Second),
 			LeasesPerConnection: 2,
+			ConnectionWait:      Duration(time.Second),
 		},
 		CircuitBreaker: CircuitBreaker{
 			FailureThreshold: 5,
@@ -402,6 +415,7 @@ func (c *Config) Validate(role Role) error {
 			bad("lease.leases_per_connection", "must be between 1 (a lease per connection) and 16, got %d", n)
 		}
 		positiveDur("dispatcher.drain_timeout", c.Dispatcher.DrainTimeout)
+		positiveDur("pool.limit_recovery_interval", c.Pool.LimitRecoveryInterval)
 		positive("circuit_breaker.failure_threshold", c.CircuitBreaker.FailureThreshold)
 		positive("circuit_breaker.success_threshold", c.CircuitBreaker.SuccessThreshold)
 		positive("circuit_breaker.timeout_seconds", c.CircuitBreaker.TimeoutSeconds)
@@ -425,6 +439,7 @@ func (c *Config) Validate(role Role) error {
 		positive("pool.max_sessions_per_pod", c.Pool.MaxSessionsPerPod)
 		positive("pool.session_timeout_seconds", c.Pool.SessionTimeoutSeconds)
 		positiveDur("pool.check_idle_after", c.Pool.CheckIdleAfter)
+		positiveDur("lease.connection_wait", c.Lease.ConnectionWait)
 		positive("transfer.transfer_timeout_seconds", c.Transfer.TransferTimeoutSeconds)
 		positive("transfer.connect_timeout_seconds", c.Transfer.ConnectTimeoutSeconds)
 		positiveDur("transfer.idle_timeout", c.Transfer.IdleTimeout)

@@ -63,6 +63,11 @@ type Error struct {
 	// Endpoint: the endpoint's fault, not the task's, so it opens the
 	// endpoint's breaker and does not use up the task's attempts.
 	Unreachable bool
+	// ServerFull marks a login Endpoint refused for being full (a
+	// connection limit it enforces): the endpoint is up and the task fine.
+	// Accepted is how many logged-in connections to it the agent held then.
+	ServerFull bool
+	Accepted   int
 }
 
 // New returns a classified failure with a formatted message.

@@ -1558,7 +1558,8 @@ type EndpointInfo struct {
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// host:port of an FTP endpoint, base_path of a local one.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	// max_connections: the limit for the whole fleet.
+	// The connection limit for the whole fleet now: max_connections, or less
+	// while a limit learned from the server's refusals applies.
 	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	// This dispatcher's share of the limit.
 	Share uint32 `protobuf:"varint,5,opt,name=share,proto3" json:"share,omitempty"`
@@ -1581,9 +1582,16 @@ type EndpointInfo struct {
 	// Tasks waiting that use the endpoint.
 	Queued uint32 `protobuf:"varint,14,opt,name=queued,proto3" json:"queued,omitempty"`
 	// Per agent: quota, busy, open and idle connections.
-	Agents        []*AgentConnections `protobuf:"bytes,15,rep,name=agents,proto3" json:"agents,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Agents []*AgentConnections `protobuf:"bytes,15,rep,name=agents,proto3" json:"agents,omitempty"`
+	// max_connections as configured (or pool.max_sessions_per_connection).
+	ConfiguredLimit uint32 `protobuf:"varint,16,opt,name=configured_limit,json=configuredLimit,proto3" json:"configured_limit,omitempty"`
+	// Why limit is below configured_limit: the server's refusal that taught
+	// it; empty when no learned limit applies.
+	LimitReason string `protobuf:"bytes,17,opt,name=limit_reason,json=limitReason,proto3" json:"limit_reason,omitempty"`
+	// When the learned limit last changed; unset when none applies.
+	LimitChangedAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=limit_changed_at,json=limitChangedAt,proto3" json:"limit_changed_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EndpointInfo) Reset() {
@@ -1717,6 +1725,27 @@ func (x *EndpointInfo) GetQueued() uint32 {
 func (x *EndpointInfo) GetAgents() []*AgentConnections {
 	if x != nil {
 		return x.Agents
+	}
+	return nil
+}
+
+func (x *EndpointInfo) GetConfiguredLimit() uint32 {
+	if x != nil {
+		return x.ConfiguredLimit
+	}
+	return 0
+}
+
+func (x *EndpointInfo) GetLimitReason() string {
+	if x != nil {
+		return x.LimitReason
+	}
+	return ""
+}
+
+func (x *EndpointInfo) GetLimitChangedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LimitChangedAt
 	}
 	return nil
 }
@@ -2324,7 +2353,7 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"\x03lag\x18\x04 \x01(\x03R\x03lag\"\x16\n" +
 	"\x14ListEndpointsRequest\"W\n" +
 	"\x15ListEndpointsResponse\x12>\n" +
-	"\tendpoints\x18\x01 \x03(\v2 .ftppooler.admin.v1.EndpointInfoR\tendpoints\"\x87\x04\n" +
+	"\tendpoints\x18\x01 \x03(\v2 .ftppooler.admin.v1.EndpointInfoR\tendpoints\"\x9b\x05\n" +
 	"\fEndpointInfo\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
@@ -2343,7 +2372,10 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"\rlast_error_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x16\n" +
 	"\x06paused\x18\r \x01(\bR\x06paused\x12\x16\n" +
 	"\x06queued\x18\x0e \x01(\rR\x06queued\x12<\n" +
-	"\x06agents\x18\x0f \x03(\v2$.ftppooler.admin.v1.AgentConnectionsR\x06agents\"\x7f\n" +
+	"\x06agents\x18\x0f \x03(\v2$.ftppooler.admin.v1.AgentConnectionsR\x06agents\x12)\n" +
+	"\x10configured_limit\x18\x10 \x01(\rR\x0fconfiguredLimit\x12!\n" +
+	"\flimit_reason\x18\x11 \x01(\tR\vlimitReason\x12D\n" +
+	"\x10limit_changed_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x0elimitChangedAt\"\x7f\n" +
 	"\x10AgentConnections\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
 	"\x05quota\x18\x02 \x01(\rR\x05quota\x12\x12\n" +
@@ -2491,38 +2523,39 @@ var file_ftppooler_admin_v1_admin_service_proto_depIdxs = []int32{
 	1,  // 13: ftppooler.admin.v1.EndpointInfo.breaker:type_name -> ftppooler.admin.v1.BreakerState
 	36, // 14: ftppooler.admin.v1.EndpointInfo.last_error_at:type_name -> google.protobuf.Timestamp
 	26, // 15: ftppooler.admin.v1.EndpointInfo.agents:type_name -> ftppooler.admin.v1.AgentConnections
-	33, // 16: ftppooler.admin.v1.WatchResponse.event:type_name -> ftppooler.admin.v1.TaskEvent
-	2,  // 17: ftppooler.admin.v1.TaskEvent.kind:type_name -> ftppooler.admin.v1.TaskEventKind
-	36, // 18: ftppooler.admin.v1.TaskEvent.time:type_name -> google.protobuf.Timestamp
-	3,  // 19: ftppooler.admin.v1.AdminService.ListAgents:input_type -> ftppooler.admin.v1.ListAgentsRequest
-	6,  // 20: ftppooler.admin.v1.AdminService.ListLeases:input_type -> ftppooler.admin.v1.ListLeasesRequest
-	9,  // 21: ftppooler.admin.v1.AdminService.GetTask:input_type -> ftppooler.admin.v1.GetTaskRequest
-	12, // 22: ftppooler.admin.v1.AdminService.CancelTask:input_type -> ftppooler.admin.v1.CancelTaskRequest
-	14, // 23: ftppooler.admin.v1.AdminService.DrainAgent:input_type -> ftppooler.admin.v1.DrainAgentRequest
-	16, // 24: ftppooler.admin.v1.AdminService.PauseIntake:input_type -> ftppooler.admin.v1.PauseIntakeRequest
-	18, // 25: ftppooler.admin.v1.AdminService.ResumeIntake:input_type -> ftppooler.admin.v1.ResumeIntakeRequest
-	20, // 26: ftppooler.admin.v1.AdminService.GetStats:input_type -> ftppooler.admin.v1.GetStatsRequest
-	23, // 27: ftppooler.admin.v1.AdminService.ListEndpoints:input_type -> ftppooler.admin.v1.ListEndpointsRequest
-	27, // 28: ftppooler.admin.v1.AdminService.PauseEndpoint:input_type -> ftppooler.admin.v1.PauseEndpointRequest
-	29, // 29: ftppooler.admin.v1.AdminService.ResumeEndpoint:input_type -> ftppooler.admin.v1.ResumeEndpointRequest
-	31, // 30: ftppooler.admin.v1.AdminService.Watch:input_type -> ftppooler.admin.v1.WatchRequest
-	4,  // 31: ftppooler.admin.v1.AdminService.ListAgents:output_type -> ftppooler.admin.v1.ListAgentsResponse
-	7,  // 32: ftppooler.admin.v1.AdminService.ListLeases:output_type -> ftppooler.admin.v1.ListLeasesResponse
-	10, // 33: ftppooler.admin.v1.AdminService.GetTask:output_type -> ftppooler.admin.v1.GetTaskResponse
-	13, // 34: ftppooler.admin.v1.AdminService.CancelTask:output_type -> ftppooler.admin.v1.CancelTaskResponse
-	15, // 35: ftppooler.admin.v1.AdminService.DrainAgent:output_type -> ftppooler.admin.v1.DrainAgentResponse
-	17, // 36: ftppooler.admin.v1.AdminService.PauseIntake:output_type -> ftppooler.admin.v1.PauseIntakeResponse
-	19, // 37: ftppooler.admin.v1.AdminService.ResumeIntake:output_type -> ftppooler.admin.v1.ResumeIntakeResponse
-	21, // 38: ftppooler.admin.v1.AdminService.GetStats:output_type -> ftppooler.admin.v1.GetStatsResponse
-	24, // 39: ftppooler.admin.v1.AdminService.ListEndpoints:output_type -> ftppooler.admin.v1.ListEndpointsResponse
-	28, // 40: ftppooler.admin.v1.AdminService.PauseEndpoint:output_type -> ftppooler.admin.v1.PauseEndpointResponse
-	30, // 41: ftppooler.admin.v1.AdminService.ResumeEndpoint:output_type -> ftppooler.admin.v1.ResumeEndpointResponse
-	32, // 42: ftppooler.admin.v1.AdminService.Watch:output_type -> ftppooler.admin.v1.WatchResponse
-	31, // [31:43] is the sub-list for method output_type
-	19, // [19:31] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	36, // 16: ftppooler.admin.v1.EndpointInfo.limit_changed_at:type_name -> google.protobuf.Timestamp
+	33, // 17: ftppooler.admin.v1.WatchResponse.event:type_name -> ftppooler.admin.v1.TaskEvent
+	2,  // 18: ftppooler.admin.v1.TaskEvent.kind:type_name -> ftppooler.admin.v1.TaskEventKind
+	36, // 19: ftppooler.admin.v1.TaskEvent.time:type_name -> google.protobuf.Timestamp
+	3,  // 20: ftppooler.admin.v1.AdminService.ListAgents:input_type -> ftppooler.admin.v1.ListAgentsRequest
+	6,  // 21: ftppooler.admin.v1.AdminService.ListLeases:input_type -> ftppooler.admin.v1.ListLeasesRequest
+	9,  // 22: ftppooler.admin.v1.AdminService.GetTask:input_type -> ftppooler.admin.v1.GetTaskRequest
+	12, // 23: ftppooler.admin.v1.AdminService.CancelTask:input_type -> ftppooler.admin.v1.CancelTaskRequest
+	14, // 24: ftppooler.admin.v1.AdminService.DrainAgent:input_type -> ftppooler.admin.v1.DrainAgentRequest
+	16, // 25: ftppooler.admin.v1.AdminService.PauseIntake:input_type -> ftppooler.admin.v1.PauseIntakeRequest
+	18, // 26: ftppooler.admin.v1.AdminService.ResumeIntake:input_type -> ftppooler.admin.v1.ResumeIntakeRequest
+	20, // 27: ftppooler.admin.v1.AdminService.GetStats:input_type -> ftppooler.admin.v1.GetStatsRequest
+	23, // 28: ftppooler.admin.v1.AdminService.ListEndpoints:input_type -> ftppooler.admin.v1.ListEndpointsRequest
+	27, // 29: ftppooler.admin.v1.AdminService.PauseEndpoint:input_type -> ftppooler.admin.v1.PauseEndpointRequest
+	29, // 30: ftppooler.admin.v1.AdminService.ResumeEndpoint:input_type -> ftppooler.admin.v1.ResumeEndpointRequest
+	31, // 31: ftppooler.admin.v1.AdminService.Watch:input_type -> ftppooler.admin.v1.WatchRequest
+	4,  // 32: ftppooler.admin.v1.AdminService.ListAgents:output_type -> ftppooler.admin.v1.ListAgentsResponse
+	7,  // 33: ftppooler.admin.v1.AdminService.ListLeases:output_type -> ftppooler.admin.v1.ListLeasesResponse
+	10, // 34: ftppooler.admin.v1.AdminService.GetTask:output_type -> ftppooler.admin.v1.GetTaskResponse
+	13, // 35: ftppooler.admin.v1.AdminService.CancelTask:output_type -> ftppooler.admin.v1.CancelTaskResponse
+	15, // 36: ftppooler.admin.v1.AdminService.DrainAgent:output_type -> ftppooler.admin.v1.DrainAgentResponse
+	17, // 37: ftppooler.admin.v1.AdminService.PauseIntake:output_type -> ftppooler.admin.v1.PauseIntakeResponse
+	19, // 38: ftppooler.admin.v1.AdminService.ResumeIntake:output_type -> ftppooler.admin.v1.ResumeIntakeResponse
+	21, // 39: ftppooler.admin.v1.AdminService.GetStats:output_type -> ftppooler.admin.v1.GetStatsResponse
+	24, // 40: ftppooler.admin.v1.AdminService.ListEndpoints:output_type -> ftppooler.admin.v1.ListEndpointsResponse
+	28, // 41: ftppooler.admin.v1.AdminService.PauseEndpoint:output_type -> ftppooler.admin.v1.PauseEndpointResponse
+	30, // 42: ftppooler.admin.v1.AdminService.ResumeEndpoint:output_type -> ftppooler.admin.v1.ResumeEndpointResponse
+	32, // 43: ftppooler.admin.v1.AdminService.Watch:output_type -> ftppooler.admin.v1.WatchResponse
+	32, // [32:44] is the sub-list for method output_type
+	20, // [20:32] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_ftppooler_admin_v1_admin_service_proto_init() }

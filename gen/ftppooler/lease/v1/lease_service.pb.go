@@ -1013,9 +1013,14 @@ type Release struct {
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Bytes the agent left in its temporary file for the next delivery to
 	// continue from.
-	BytesDone     int64 `protobuf:"varint,4,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BytesDone int64 `protobuf:"varint,4,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	// True when the lease waited lease.connection_wait for a connection that
+	// other transfers held: the dispatcher leases it again as needing a
+	// connection of its own, here or on another agent, instead of letting it
+	// wait behind a slow or stalled transfer.
+	ConnectionBusy bool `protobuf:"varint,5,opt,name=connection_busy,json=connectionBusy,proto3" json:"connection_busy,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Release) Reset() {
@@ -1074,6 +1079,13 @@ func (x *Release) GetBytesDone() int64 {
 		return x.BytesDone
 	}
 	return 0
+}
+
+func (x *Release) GetConnectionBusy() bool {
+	if x != nil {
+		return x.ConnectionBusy
+	}
+	return false
 }
 
 // Cancel tells the agent to abandon a lease and discard what it wrote.
@@ -1460,13 +1472,14 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\x06Result\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x125\n" +
-	"\aoutcome\x18\x03 \x01(\v2\x1b.ftppooler.lease.v1.OutcomeR\aoutcome\"q\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x1b.ftppooler.lease.v1.OutcomeR\aoutcome\"\x9a\x01\n" +
 	"\aRelease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
-	"bytes_done\x18\x04 \x01(\x03R\tbytesDone\"Q\n" +
+	"bytes_done\x18\x04 \x01(\x03R\tbytesDone\x12'\n" +
+	"\x0fconnection_busy\x18\x05 \x01(\bR\x0econnectionBusy\"Q\n" +
 	"\x06Cancel\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x16\n" +

@@ -362,8 +362,17 @@ type Outcome struct {
 	// after the endpoint accepted a session (a 426 mid-transfer, a stalled
 	// data connection) counts as an attempt.
 	EndpointUnreachable bool `protobuf:"varint,11,opt,name=endpoint_unreachable,json=endpointUnreachable,proto3" json:"endpoint_unreachable,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// True when failed_endpoint refused a login for being full: a 421, or a
+	// 530 whose text speaks of a limit ("maximum number of clients", "too
+	// many users"). The server is up and the task is fine: the attempt does
+	// not count, the breaker does not see it, and the dispatcher lowers the
+	// endpoint's connection limit to what the server accepted.
+	EndpointFull bool `protobuf:"varint,12,opt,name=endpoint_full,json=endpointFull,proto3" json:"endpoint_full,omitempty"`
+	// With endpoint_full: the logged-in connections the agent held to the
+	// endpoint when the server refused one more.
+	EndpointAccepted uint32 `protobuf:"varint,13,opt,name=endpoint_accepted,json=endpointAccepted,proto3" json:"endpoint_accepted,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Outcome) Reset() {
@@ -473,6 +482,20 @@ func (x *Outcome) GetEndpointUnreachable() bool {
 	return false
 }
 
+func (x *Outcome) GetEndpointFull() bool {
+	if x != nil {
+		return x.EndpointFull
+	}
+	return false
+}
+
+func (x *Outcome) GetEndpointAccepted() uint32 {
+	if x != nil {
+		return x.EndpointAccepted
+	}
+	return 0
+}
+
 var File_ftppooler_lease_v1_transfer_proto protoreflect.FileDescriptor
 
 const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
@@ -485,7 +508,7 @@ const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
 	"\x06dst_id\x18\x04 \x01(\tR\x05dstId\x12\x19\n" +
 	"\bdst_path\x18\x05 \x01(\tR\adstPath\x12A\n" +
 	"\toverwrite\x18\x06 \x01(\x0e2#.ftppooler.lease.v1.OverwritePolicyR\toverwrite\x12\x16\n" +
-	"\x06origin\x18\a \x01(\tR\x06origin\"\xe5\x03\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\"\xb7\x04\n" +
 	"\aOutcome\x122\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1a.ftppooler.lease.v1.StatusR\x06status\x12+\n" +
 	"\x11bytes_transferred\x18\x02 \x01(\x03R\x10bytesTransferred\x125\n" +
@@ -500,7 +523,9 @@ const file_ftppooler_lease_v1_transfer_proto_rawDesc = "" +
 	"\falready_done\x18\t \x01(\bR\valreadyDone\x12!\n" +
 	"\fresumed_from\x18\n" +
 	" \x01(\x03R\vresumedFrom\x121\n" +
-	"\x14endpoint_unreachable\x18\v \x01(\bR\x13endpointUnreachable*l\n" +
+	"\x14endpoint_unreachable\x18\v \x01(\bR\x13endpointUnreachable\x12#\n" +
+	"\rendpoint_full\x18\f \x01(\bR\fendpointFull\x12+\n" +
+	"\x11endpoint_accepted\x18\r \x01(\rR\x10endpointAccepted*l\n" +
 	"\x0fOverwritePolicy\x12 \n" +
 	"\x1cOVERWRITE_POLICY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18OVERWRITE_POLICY_REPLACE\x10\x01\x12\x19\n" +

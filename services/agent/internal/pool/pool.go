@@ -7,6 +7,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 )
 
 // Dialer opens a logged-in connection.
@@ -36,7 +38,16 @@ type Config struct {
 	IdleTimeout time.Duration
 	// CheckAfter sends NOOP before reusing a connection idle this long.
 	CheckAfter time.Duration
+	// BusyWait bounds how long Get waits while every connection its limit
+	// allows is in use (lease.connection_wait); 0 waits as long as ctx.
+	BusyWait time.Duration
 }
+
+// ErrBusy is Get's answer when every connection the pool may hold stayed
+// in use for Config.BusyWait: the caller should not wait behind them (one
+// may be stalled until its idle timeout) but hand its work back, to run on
+// a connection of its own.
+var ErrBusy = errors.New("every connection the quota allows stayed busy")
 
 // Set holds the pools of all FTP endpoints.
 type Set struct {
@@ -65,10 +76,11 @@ type Pool struct {
 	max    int // the limit now: the dispatchers' quotas, at most cap
 	cap    int // the configured limit
 
-	mu   sync.Mutex
-	idle []*remote.Conn // most recently used last
-	open int            // idle + busy + dialing
-	busy int
+	mu      sync.Mutex
+	idle    []*remote.Conn // most recently used last
+	open    int            // idle + busy + dialing
+	busy    int            // includes dialing
+	dialing int
 }
 
 // NewSet builds a pool per FTP endpoint; dialer makes each endpoint's dialer.
@@ -117,6 +129,7 @@ func (p *Pool) attrs() []attribute.KeyValue {
 }
 
 func (p *Pool) get(ctx context.Context) (*remote.Conn, error) {
+	var giveUp time.Time
 	for {
 		if c := p.takeIdle(); c != nil {
 			if time.Since(c.LastUsed()) < p.set.cfg.CheckAfter {
@@ -135,7 +148,18 @@ func (p *Pool) get(ctx context.Context) (*remote.Conn, error) {
 		if p.reserve() {
 			return p.dial(ctx)
 		}
-		if err := p.set.wait(ctx); err != nil {
+		now := time.Now()
+		if giveUp.IsZero() {
+			giveUp = now.Add(p.set.cfg.BusyWait)
+		}
+		if p.set.cfg.BusyWait > 0 && !now.Before(giveUp) {
+			return nil, ErrBusy
+		}
+		wait := time.Second
+		if p.set.cfg.BusyWait > 0 {
+			wait = min(wait, giveUp.Sub(now))
+		}
+		if err := p.set.wait(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -183,7 +207,16 @@ func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
 		defer span.End()
 	}
 	start := time.Now()
+	p.mu.Lock()
+	p.dialing++
+	p.mu.Unlock()
 	c, err := p.dialer.Dial(ctx)
+	p.mu.Lock()
+	p.dialing--
+	p.mu.Unlock()
+	if err != nil {
+		err = p.judgeRefusal(ctx, err)
+	}
 	if err != nil && span != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
@@ -195,6 +228,43 @@ func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// judgeRefusal completes a refused login's failure with what only the pool
+// knows: how many connections the server accepted before it refused this
+// one (the dispatcher learns the endpoint's real limit from it), and, for a
+// 421 that gave no reason, whether the server is up: with connections
+// logged in it is, so it is full, not down.
+func (p *Pool) judgeRefusal(ctx context.Context, err error) error {
+	var fe *failure.Error
+	if !errors.As(err, &fe) || !(fe.ServerFull || remote.IsBareRefusal(err)) {
+		return err
+	}
+	loggedIn := p.loggedInSettled(ctx)
+	if loggedIn > 0 && remote.IsBareRefusal(err) {
+		fe.Unreachable, fe.ServerFull = false, true
+	}
+	if fe.ServerFull {
+		fe.Accepted = loggedIn
+	}
+	return err
+}
+
+// loggedInSettled counts the pool's logged-in connections, other than the
+// refused one, once the logins racing it have ended (for at most a
+// second): counted mid-burst, logins about to succeed would be missed and
+// the limit learned too low.
+func (p *Pool) loggedInSettled(ctx context.Context) int {
+	deadline := time.Now().Add(time.Second)
+	for {
+		p.mu.Lock()
+		dialing, loggedIn := p.dialing, p.open-p.dialing-1
+		p.mu.Unlock()
+		if dialing == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return loggedIn
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Put returns a connection; a broken one, or one above a limit that
@@ -328,14 +398,14 @@ func (s *Set) notify() {
 	}
 }
 
-func (s *Set) wait(ctx context.Context) error {
+func (s *Set) wait(ctx context.Context, recheck time.Duration) error {
 	w := make(chan struct{})
 	s.mu.Lock()
 	s.waiters = append(s.waiters, w)
 	s.mu.Unlock()
 	// Re-check periodically as well: a pool's own limit frees on Put,
 	// which notifies, but cheap insurance against a missed wake-up.
-	t := time.NewTimer(time.Second)
+	t := time.NewTimer(recheck)
 	defer t.Stop()
 	select {
 	case <-w:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"testing"
 	"time"
 
@@ -241,5 +242,106 @@ func TestSetLimitClosesIdleAboveIt(t *testing.T) {
 	s.SetLimit("srv", 100) // capped at the configured 10
 	if st := s.Stats()[0]; st.Max != 10 {
 		t.Fatalf("limit not capped by the configuration: %+v", st)
+	}
+}
+
+func TestBusyWaitIsBounded(t *testing.T) {
+	srv := ftptest.Start(t)
+	srv.Endpoint.MaxConnections = 1
+	p, _ := newSet(t, srv.Endpoint, Config{BusyWait: 200 * time.Millisecond}).Pool("srv")
+	ctx := context.Background()
+	held, err := p.Get(ctx) // a transfer that stalls
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := p.Get(ctx); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Get behind a held connection: %v, want ErrBusy", err)
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond || waited > 2*time.Second {
+		t.Fatalf("gave up after %s, want about BusyWait (200ms)", waited)
+	}
+	// A connection that comes back within the wait is taken, not refused.
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		p.Put(held)
+	}()
+	c, err := p.Get(ctx)
+	if err != nil {
+		t.Fatalf("Get while the connection came back within BusyWait: %v", err)
+	}
+	p.Put(c)
+	if n := srv.Logins(); n != 1 {
+		t.Fatalf("%d logins, want 1", n)
+	}
+}
+
+// cappedDialer logs in through real dials until cap connections were made,
+// then refuses the way the server does.
+type cappedDialer struct {
+	real    Dialer
+	cap     int
+	made    int
+	refusal *failure.Error
+}
+
+func (d *cappedDialer) Dial(ctx context.Context) (*remote.Conn, error) {
+	if d.made >= d.cap {
+		fe := *d.refusal
+		return nil, &fe
+	}
+	d.made++
+	return d.real.Dial(ctx)
+}
+
+func TestRefusedLoginCountsWhatTheServerAccepted(t *testing.T) {
+	srv := ftptest.Start(t)
+	real := &remote.Dialer{Endpoint: srv.Endpoint, ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second}
+	tests := []struct {
+		name     string
+		refusal  *failure.Error
+		wantFull bool
+	}{
+		{"530 with a limit text", &failure.Error{Code: failure.ConnectionError, ServerFull: true,
+			Err: &textproto.Error{Code: 530, Msg: "Sorry, the maximum number of clients (2) for this user are already connected."}}, true},
+		// A 421 that gives no reason while two of our logins stand: full, not down.
+		{"bare 421", &failure.Error{Code: failure.ConnectionError, Unreachable: true,
+			Err: &textproto.Error{Code: 421, Msg: "Service not available"}}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &cappedDialer{real: real, cap: 2, refusal: tc.refusal}
+			s := NewSet(Config{MaxTotal: 10, DefaultMax: 10, IdleTimeout: time.Minute, CheckAfter: time.Minute},
+				[]*config.Endpoint{srv.Endpoint}, func(*config.Endpoint) Dialer { return d }, Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			defer s.closeIdle(0)
+			p, _ := s.Pool("srv")
+			ctx := context.Background()
+			var held []*remote.Conn
+			for range 2 {
+				c, err := p.Get(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, c)
+			}
+			_, err := p.Get(ctx)
+			var fe *failure.Error
+			if !errors.As(err, &fe) || fe.ServerFull != tc.wantFull || fe.Unreachable || fe.Accepted != 2 {
+				t.Fatalf("third login: %+v, want server full with 2 accepted", fe)
+			}
+			for _, c := range held {
+				p.Put(c)
+			}
+		})
+	}
+	// With nothing logged in, a bare 421 is the server being down.
+	d := &cappedDialer{real: real, cap: 0, refusal: tests[1].refusal}
+	s := NewSet(Config{MaxTotal: 10, DefaultMax: 10, IdleTimeout: time.Minute, CheckAfter: time.Minute},
+		[]*config.Endpoint{srv.Endpoint}, func(*config.Endpoint) Dialer { return d }, Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, _ := s.Pool("srv")
+	_, err := p.Get(context.Background())
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.ServerFull || !fe.Unreachable {
+		t.Fatalf("bare 421 with no connection logged in: %+v, want unreachable", fe)
 	}
 }

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"net/textproto"
 	"testing"
 
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
@@ -34,6 +35,36 @@ func TestReplyFailure(t *testing.T) {
 	for _, tc := range tests {
 		if got := replyFailure(tc.op, tc.code, tc.msg); got != tc.want {
 			t.Errorf("%s %d %q = %s, want %s", tc.op, tc.code, tc.msg, failure.Name(got), failure.Name(tc.want))
+		}
+	}
+}
+
+// The ways servers say they are full, as they say them; and refusals that
+// are not about a limit.
+func TestRefusedAsFull(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		code int
+		msg  string
+		full bool
+	}{
+		{530, "Sorry, the maximum number of clients (3) for this user are already connected.", true},  // ProFTPD MaxClientsPerUser
+		{530, "Sorry, the maximum number of clients (3) from your host are already connected.", true}, // ProFTPD MaxClientsPerHost
+		{421, "There are too many connected users, please try later.", true},                          // vsftpd max_clients
+		{421, "There are too many connections from your internet address.", true},                     // vsftpd max_per_ip
+		{421, "I can't accept more than 4 connections as the same user", true},                        // pure-ftpd -y
+		{421, "Too many connections. Service temporarily unavailable.", true},                         // pyftpdlib max_cons
+		{421, "Too many connections from the same IP address.", true},                                 // pyftpdlib max_cons_per_ip
+		{421, "Maximum login limit has been reached.", true},                                          // Apache FtpServer
+		{530, "Login incorrect.", false},
+		{530, "Login authentication failed", false},
+		{421, "Service not available, closing control connection.", false},
+		{550, "Too many files", false}, // not a login refusal code
+	}
+	for _, tc := range tests {
+		err := &textproto.Error{Code: tc.code, Msg: tc.msg}
+		if got := refusedAsFull(err); got != tc.full {
+			t.Errorf("%d %q: full = %v, want %v", tc.code, tc.msg, got, tc.full)
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,8 +124,50 @@ func unanswered(fe *failure.Error, timeout time.Duration) *failure.Error {
 		fe.Code = failure.ConnectionError
 		fe.Msg += fmt.Sprintf(": no answer within %s", timeout)
 	}
+	if refusedAsFull(fe.Err) {
+		fe.Code, fe.ServerFull = failure.ConnectionError, true
+		return fe
+	}
 	fe.Unreachable = fe.Code == failure.ConnectionError
 	return fe
+}
+
+// refusedAsFull reports whether a refused connect or login says the server
+// is full. Servers say so in many ways: vsftpd "421 There are too many
+// connected users", pure-ftpd "421 I can't accept more than 4 connections
+// as the same user", ProFTPD "530 Sorry, the maximum number of clients (3)
+// for this user are already connected.", pyftpdlib "421 Too many
+// connections from the same IP address." A 530 without such words is a
+// wrong password; a 421 without them may be a server going down, which
+// IsBareRefusal lets the pool judge by the connections it already holds.
+func refusedAsFull(err error) bool {
+	code := replyCode(err)
+	if code != 421 && code != 530 {
+		return false
+	}
+	text := strings.ToLower(err.Error())
+	for _, w := range []string{"too many", "maximum", "max ", "more than", "limit", "already connected", "is full", "server full", "try later", "try again later"} {
+		if strings.Contains(text, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsServerFull reports whether a failed Dial was the server refusing a
+// login for being full, not a wrong password and not an outage.
+func IsServerFull(err error) bool {
+	var fe *failure.Error
+	return errors.As(err, &fe) && fe.ServerFull
+}
+
+// IsBareRefusal reports whether a failed Dial was a 421 that gave no reason:
+// "service not available" from a server shutting down, or from one that
+// is full and does not say so. A pool already logged in to the endpoint
+// knows the server is up and treats it as full.
+func IsBareRefusal(err error) bool {
+	var fe *failure.Error
+	return errors.As(err, &fe) && fe.Unreachable && replyCode(err) == 421
 }
 
 // dial is jlaffaye's dial function: its first call makes the control

@@ -387,6 +387,12 @@ func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.Wa
 			// The dispatcher took the lease back when the stream broke.
 			log.Warn("transfer abandoned: stream lost")
 			return
+		case r.job.ConnectionBusy && cause == nil:
+			log.Info("lease handed back: every connection its quota allows stayed busy")
+			s.enqueue(&leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_Release{Release: &leasev1.Release{
+				LeaseId: l.LeaseId, Token: l.Token, Reason: "connections busy", BytesDone: r.job.Done.Load(), ConnectionBusy: true,
+			}}})
+			return
 		case errors.Is(cause, errDraining) || o == nil:
 			log.Info("lease released")
 			s.enqueue(&leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_Release{Release: &leasev1.Release{

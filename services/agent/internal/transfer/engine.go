@@ -55,6 +55,11 @@ type Job struct {
 	Total atomic.Int64
 	// Commit asks the dispatcher whether the write may become visible.
 	Commit func(ctx context.Context, bytes int64) (approved bool, reason string, err error)
+	// ConnectionBusy is set when Run returned no outcome because every
+	// connection the agent may open to an endpoint stayed busy for
+	// lease.connection_wait: the lease goes back to the dispatcher, which
+	// leases it again with a connection of its own.
+	ConnectionBusy bool
 }
 
 // Engine performs jobs. It is safe for concurrent use.
@@ -117,6 +122,10 @@ func (e *Engine) Run(ctx context.Context, job *Job) *leasev1.Outcome {
 	start := time.Now()
 	job.Total.Store(-1)
 	res, err := e.run(ctx, job)
+	if errors.Is(err, pool.ErrBusy) {
+		job.ConnectionBusy = true
+		return nil
+	}
 	o := &leasev1.Outcome{
 		BytesTransferred: res.written,
 		Duration:         durationpb.New(time.Since(start)),
@@ -138,6 +147,9 @@ func (e *Engine) Run(ctx context.Context, job *Job) *leasev1.Outcome {
 	o.Status = leasev1.Status_STATUS_FAILED
 	o.ErrorCode, o.ErrorMessage, o.Retryable, o.FailedEndpoint = fe.Code, fe.Error(), fe.Retryable(), fe.Endpoint
 	o.EndpointUnreachable = fe.Unreachable && fe.Endpoint != ""
+	if fe.ServerFull && fe.Endpoint != "" {
+		o.EndpointFull, o.EndpointAccepted = true, uint32(max(fe.Accepted, 0))
+	}
 	return o
 }
 
@@ -191,7 +203,11 @@ func (e *Engine) run(ctx context.Context, job *Job) (res outcome, err error) {
 	defer deadline.Stop()
 
 	if pc := l.PriorCommit; pc != nil {
-		if done, size := e.committedEarlier(ctx, dst, dstPath, pc); done {
+		done, size, err := e.committedEarlier(ctx, dst, dstPath, pc)
+		if err != nil {
+			return res, err
+		}
+		if done {
 			return outcome{total: size, alreadyDone: true}, nil
 		}
 	}
@@ -340,28 +356,35 @@ func (e *Engine) openSink(ctx context.Context, ep *config.Endpoint, p string, l 
 
 // committedEarlier checks an earlier delivery's approved commit: its
 // temporary file is gone (renamed) and the destination has its size.
-func (e *Engine) committedEarlier(ctx context.Context, ep *config.Endpoint, p string, pc *leasev1.PriorCommit) (bool, int64) {
+//
+// Only pool.ErrBusy is returned as an error: the lease goes back rather
+// than redo a transfer that may be done. Anything else means "not known to
+// be done", and the transfer runs again.
+func (e *Engine) committedEarlier(ctx context.Context, ep *config.Endpoint, p string, pc *leasev1.PriorCommit) (bool, int64, error) {
 	if ep.Type == config.TypeLocal {
 		root := e.roots[ep.ID]
 		st, err := root.Stat(p)
 		if err != nil || st.Size() != pc.Bytes {
-			return false, 0
+			return false, 0, nil
 		}
 		_, err = root.Lstat(tempName(p, pc.Token, "tmp"))
-		return errors.Is(err, os.ErrNotExist), st.Size()
+		return errors.Is(err, os.ErrNotExist), st.Size(), nil
 	}
 	pl, _ := e.pools.Pool(ep.ID)
 	conn, err := pl.Get(ctx)
+	if errors.Is(err, pool.ErrBusy) {
+		return false, 0, err
+	}
 	if err != nil {
-		return false, 0
+		return false, 0, nil
 	}
 	defer pl.Put(conn)
 	size, err := conn.Size(ctx, p)
 	if err != nil || size != pc.Bytes {
-		return false, 0
+		return false, 0, nil
 	}
 	exists, err := conn.Exists(ctx, tempName(p, pc.Token, "part"))
-	return err == nil && !exists, size
+	return err == nil && !exists, size, nil
 }
 
 // copyError classifies a failed copy: a context cause wins, then whatever

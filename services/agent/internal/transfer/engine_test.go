@@ -481,3 +481,40 @@ func TestFirstAttemptCommitOfALargeFileRemovesKeptPartials(t *testing.T) {
 		}
 	}
 }
+
+// A job whose endpoint's only connection is held (a stalled transfer) is
+// handed back after lease.connection_wait instead of waiting behind it, and
+// leaves nothing behind.
+func TestBusyConnectionHandsTheJobBack(t *testing.T) {
+	e := newEnv(t)
+	e.ftp.Endpoint.MaxConnections = 1
+	pools := pool.NewSet(pool.Config{MaxTotal: 10, DefaultMax: 1, IdleTimeout: time.Minute, CheckAfter: time.Minute, BusyWait: 100 * time.Millisecond},
+		[]*config.Endpoint{e.ftp.Endpoint}, func(ep *config.Endpoint) pool.Dialer {
+			return &remote.Dialer{Endpoint: ep, ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second}
+		}, pool.Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e.engine.pools = pools
+	p, _ := pools.Pool("srv")
+	held, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(e.srcDir, "a.txt"), "payload")
+	write(t, filepath.Join(e.ftp.Root, "remote.txt"), "from the server")
+	for _, j := range []*Job{e.job("src", "a.txt", "srv", "/up/a.txt", true), e.job("srv", "/remote.txt", "dst", "remote.txt", true)} {
+		start := time.Now()
+		if o := e.engine.Run(context.Background(), j); o != nil {
+			t.Fatalf("%s→%s behind a held connection: outcome %s %s, want none (hand back)", j.Lease.Transfer.SrcId, j.Lease.Transfer.DstId, o.ErrorCode, o.ErrorMessage)
+		}
+		if !j.ConnectionBusy {
+			t.Fatal("job handed back without ConnectionBusy")
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("hand-back took %s", d)
+		}
+	}
+	p.Put(held)
+	noTemps(t, e.dstDir, e.ftp.Root)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = pools.Run(ctx)
+}

@@ -199,17 +199,21 @@ func (s *Server) ListEndpoints(context.Context, *adminv1.ListEndpointsRequest) (
 			EndpointId: v.ID, Type: "local", Limit: uint32(v.Limit), Share: uint32(v.Share), Granted: uint32(v.Granted),
 			Busy: uint32(v.Busy), Idle: uint32(v.Idle), Paused: v.Paused, Queued: uint32(v.Queued),
 			ConsecutiveFailures: uint32(v.ConsecutiveFailures), LastError: v.LastError,
+			ConfiguredLimit: uint32(v.ConfiguredLimit), LimitReason: v.LimitReason,
 		}
 		if ep, ok := s.src.Connections.Endpoint(v.ID); ok {
 			if ep.Type == config.TypeFTP {
 				info.Type, info.Address = "ftp", ep.Address()
 				info.Breaker = breakerState(v.Breaker)
 			} else {
-				info.Address, info.Limit = ep.BasePath, 0
+				info.Address, info.Limit, info.ConfiguredLimit = ep.BasePath, 0, 0
 			}
 		}
 		if !v.LastErrorAt.IsZero() {
 			info.LastErrorAt = timestamppb.New(v.LastErrorAt)
+		}
+		if !v.LimitChangedAt.IsZero() {
+			info.LimitChangedAt = timestamppb.New(v.LimitChangedAt)
 		}
 		for _, a := range v.Agents {
 			info.Agents = append(info.Agents, &adminv1.AgentConnections{AgentId: a.AgentID, Quota: a.Quota, Busy: a.Busy, Open: a.Open, Idle: a.Idle})

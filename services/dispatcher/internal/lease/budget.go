@@ -74,8 +74,17 @@ func (s *Scheduler) connectionsFor(units uint32) uint32 {
 // quotas of its endpoints, so no agent ever opens a connection the budget
 // does not cover, however many agents run.
 type budget struct {
-	limit int
-	share int
+	// limit is the fleet-wide limit in force: configured (max_connections),
+	// or less while a limit learned from the server applies (limits.go).
+	limit      int
+	configured int
+	// limitReason says why limit is below configured; limitChangedAt is
+	// when it last moved, lastFull when the server last refused a login
+	// for being full.
+	limitReason    string
+	limitChangedAt time.Time
+	lastFull       time.Time
+	share          int
 	// granted is the sum of quotas granted plus quota taken back but not
 	// yet acknowledged: connections that may be open.
 	granted int
@@ -114,7 +123,10 @@ func (s *Scheduler) setSharesLocked(dispatchers, rank int) {
 
 // SetGroup applies the consumer group's size and this dispatcher's rank.
 func (s *Scheduler) SetGroup(dispatchers, rank int) {
-	s.update(func() { s.setSharesLocked(dispatchers, rank) })
+	s.update(func() {
+		s.group = group{known: true, dispatchers: dispatchers, rank: rank}
+		s.setSharesLocked(dispatchers, rank)
+	})
 }
 
 // spare reports whether sess can run a task with these needs within the

@@ -52,14 +52,19 @@ type EndpointView struct {
 	ID                    string
 	FTP                   bool
 	Limit, Share, Granted int
-	Busy, Idle            int
-	Breaker               BreakerState
-	ConsecutiveFailures   int
-	LastError             string
-	LastErrorAt           time.Time
-	Paused                bool
-	Queued                int
-	Agents                []AgentConnections
+	// ConfiguredLimit is max_connections; Limit is below it while a limit
+	// learned from the server applies, for LimitReason since LimitChangedAt.
+	ConfiguredLimit     int
+	LimitReason         string
+	LimitChangedAt      time.Time
+	Busy, Idle          int
+	Breaker             BreakerState
+	ConsecutiveFailures int
+	LastError           string
+	LastErrorAt         time.Time
+	Paused              bool
+	Queued              int
+	Agents              []AgentConnections
 }
 
 // AgentConnections is one agent's connections to an endpoint.
@@ -76,7 +81,8 @@ func (s *Scheduler) Endpoints() []EndpointView {
 	for id, ep := range s.cfg.Endpoints {
 		v := EndpointView{ID: id, FTP: ep.FTP, Limit: ep.Limit, Paused: s.paused[id], Queued: s.queuedForLocked(id)}
 		if b := s.budgets[id]; b != nil {
-			v.Share, v.Granted = b.share, b.granted
+			v.Limit, v.ConfiguredLimit, v.Share, v.Granted = b.limit, b.configured, b.share, b.granted
+			v.LimitReason, v.LimitChangedAt = b.limitReason, b.limitChangedAt
 		}
 		if br := s.breakers[id]; br != nil {
 			v.Breaker, v.ConsecutiveFailures, v.LastError, v.LastErrorAt = br.state, br.failures, br.lastError, br.lastAt

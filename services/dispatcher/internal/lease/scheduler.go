@@ -122,6 +122,10 @@ type Config struct {
 	// Tracer and Propagator trace leases; nil when tracing is off.
 	Tracer     trace.Tracer
 	Propagator propagation.TextMapPropagator
+	// LimitRecovery is how long a limit learned from a server's refusals
+	// holds without another refusal before it is raised by one
+	// (pool.limit_recovery_interval); zero means a minute.
+	LimitRecovery time.Duration
 	// Rand draws backoff jitter; nil means a random seed.
 	Rand *rand.Rand
 }
@@ -150,6 +154,7 @@ type Scheduler struct {
 	finished []Finished
 	idle     chan struct{} // closed when no lease is in flight; see WaitIdle
 	budgets  map[string]*budget
+	group    group
 	breakers map[string]*breaker
 	// held are quotas of disconnected agents still counted (DetachHold).
 	held []heldQuota
@@ -168,9 +173,10 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 	budgets, breakers := map[string]*budget{}, map[string]*breaker{}
 	for id, ep := range cfg.Endpoints {
 		if ep.FTP {
-			budgets[id] = &budget{limit: ep.Limit, share: ep.Limit}
+			budgets[id] = &budget{limit: ep.Limit, configured: ep.Limit, share: ep.Limit}
 			breakers[id] = &breaker{}
 			m.BreakerState.WithLabelValues(id).Set(0)
+			m.ConnectionLimit.WithLabelValues(id).Set(float64(ep.Limit))
 		}
 	}
 	return &Scheduler{
@@ -252,6 +258,7 @@ func (s *Scheduler) Tick() {
 	s.update(func() {
 		now := s.clock.Now()
 		s.releaseHeldLocked(now)
+		s.recoverLimitsLocked(now)
 		s.queue.promote(now, s.promotedLocked)
 		for _, l := range s.leases {
 			if now.After(l.expires) {
@@ -686,6 +693,9 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) {
 			s.finishLocked(t, o, sess.agentID)
 		case t.cancel != "":
 			s.finishLocked(t, cancelled(t.cancel), sess.agentID)
+		case o.EndpointFull && o.FailedEndpoint != "":
+			s.serverFullLocked(sess, o, now)
+			s.waitForRoomLocked(t, o)
 		case unreachable(o):
 			// The endpoint's fault, not the task's: the task waits for the
 			// endpoint (its breaker, once open, holds it back) without
@@ -720,6 +730,9 @@ func (s *Scheduler) Release(sess *Session, r *leasev1.Release) {
 		s.endLeaseLocked(l)
 		s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
 		s.rememberLocked(l.task, l)
+		if r.ConnectionBusy {
+			s.ownConnectionLocked(l.task)
+		}
 		if l.task.cancel != "" {
 			s.finishLocked(l.task, cancelled(l.task.cancel), sess.agentID)
 			return

@@ -34,6 +34,10 @@ type Metrics struct {
 	ConsumerLag     *prometheus.GaugeVec // partition
 	IntakePaused    prometheus.Gauge
 	BreakerState    *prometheus.GaugeVec // endpoint
+	// ConnectionLimit is each FTP endpoint's fleet-wide limit in force:
+	// max_connections, or less while a limit learned from the server's
+	// refusals applies.
+	ConnectionLimit *prometheus.GaugeVec // endpoint
 }
 
 // Gauges are the live values the gauge functions read.
@@ -75,6 +79,8 @@ func New() *Metrics {
 		ConsumerLag:  f.gaugeVec("ftp_pooler_consumer_lag_messages", "Messages between the committed offset and the end of each assigned partition.", "partition"),
 		IntakePaused: f.gauge("ftp_pooler_intake_paused", "1 while consumption is paused (operator or buffer full)."),
 		BreakerState: f.gaugeVec("ftp_pooler_circuit_breaker_state", "Per-endpoint circuit breaker: 0 closed, 1 half-open, 2 open.", "endpoint"),
+		ConnectionLimit: f.gaugeVec("ftp_pooler_endpoint_connection_limit",
+			"Per-endpoint fleet-wide connection limit in force: max_connections, or lower while one learned from the server refusing logins for being full applies.", "endpoint"),
 	}
 }
 
