@@ -30,6 +30,15 @@ const (
 	TLSImplicit TLSMode = "implicit" // TLS from the first byte
 )
 
+// Encoding is the character set of an FTP endpoint's file names.
+type Encoding string
+
+// The name encodings.
+const (
+	EncodingUTF8   Encoding = "utf-8"
+	EncodingLatin1 Encoding = "latin-1"
+)
+
 // Endpoint is one section of connections.ini.
 type Endpoint struct {
 	ID   string
@@ -40,9 +49,20 @@ type Endpoint struct {
 	Port     int
 	User     string
 	Password Secret
-	// Passive is kept for compatibility; jlaffaye/ftp (like the original's
-	// aioftp) only speaks passive mode, so false is warned about and ignored.
-	Passive bool
+	// Active is passive = false: active mode (PORT/EPRT), the server
+	// connects to the agent for each transfer, for servers that refuse PASV
+	// and EPSV. (Inverted so that the zero Endpoint is passive, the default.)
+	Active bool
+	// TrustPASVAddress dials the address a PASV reply names; by default the
+	// control connection's host is dialled with the reply's port, as lftp
+	// and rclone do, because servers behind NAT name private addresses.
+	TrustPASVAddress bool
+	// DisableEPSV goes straight to PASV (IPv4 only) for servers or
+	// firewalls that accept EPSV but then do not let the data through.
+	DisableEPSV bool
+	// Encoding is how file names are sent: EncodingUTF8, or EncodingLatin1
+	// for servers without UTF-8 whose names are ISO-8859-1 bytes.
+	Encoding Encoding
 	// Timeout bounds connect and login; zero means transfer.connect_timeout_seconds.
 	Timeout time.Duration
 	TLS     TLSMode
@@ -99,7 +119,7 @@ var knownEndpointKeys = map[string]bool{
 	"type": true, "host": true, "port": true, "user": true, "pass": true, "password": true,
 	"pass_file": true, "pass_env": true, "passive": true, "timeout": true, "base_path": true,
 	"tls": true, "tls_server_name": true, "tls_ca_file": true, "tls_insecure_skip_verify": true, "tls_max_version": true,
-	"max_connections": true,
+	"max_connections": true, "trust_pasv_address": true, "disable_epsv": true, "encoding": true,
 }
 
 // LoadConnections reads and validates a connections.ini file. getenv
@@ -208,15 +228,30 @@ func parseEndpoint(id string, keys map[string]iniValue, dir string, getenv func(
 		return nil, nil, err
 	}
 	ep.Password = pw
-	ep.Passive = true
 	if v, ok := keys["passive"]; ok {
 		b, err := parseBool(v.value)
 		if err != nil {
 			return nil, nil, bad("passive", "%v", err)
 		}
-		ep.Passive = b
-		if !b {
-			warnings = append(warnings, fmt.Sprintf("[%s] line %d: passive = false: active mode is not supported, passive mode is used", id, v.line))
+		ep.Active = !b
+	}
+	for key, dst := range map[string]*bool{"trust_pasv_address": &ep.TrustPASVAddress, "disable_epsv": &ep.DisableEPSV} {
+		if v, ok := keys[key]; ok {
+			b, err := parseBool(v.value)
+			if err != nil {
+				return nil, nil, bad(key, "%v", err)
+			}
+			*dst = b
+		}
+	}
+	ep.Encoding = EncodingUTF8
+	if v, ok := keys["encoding"]; ok {
+		switch strings.ToLower(strings.TrimSpace(v.value)) {
+		case "utf-8", "utf8":
+		case "latin-1", "latin1", "iso-8859-1", "iso8859-1":
+			ep.Encoding = EncodingLatin1
+		default:
+			return nil, nil, bad("encoding", "must be utf-8 or latin-1 (ISO-8859-1), got %q", v.value)
 		}
 	}
 	if v, ok := keys["timeout"]; ok {
@@ -263,6 +298,11 @@ func parseEndpoint(id string, keys map[string]iniValue, dir string, getenv func(
 			return nil, nil, bad("max_connections", "must be a positive integer, got %q", v.value)
 		}
 		ep.MaxConnections = n
+	}
+	if ep.Active && ep.TLS != TLSNone {
+		// Active mode rewrites PASV into PORT on the control channel, which
+		// TLS encrypts end to end.
+		return nil, nil, bad("passive", "passive = false (active mode) works only without TLS; this endpoint has tls = %s", ep.TLS)
 	}
 	return ep, warnings, nil
 }

@@ -37,7 +37,7 @@ func TestParseConnectionsOriginal(t *testing.T) {
 		t.Fatal("remote-ftp missing")
 	}
 	if ftp.Type != TypeFTP || ftp.Address() != "192.168.3.18:21" || ftp.User != "ftpuser" ||
-		ftp.Password.Reveal() != "ftppass" || !ftp.Passive || ftp.TLS != TLSNone {
+		ftp.Password.Reveal() != "ftppass" || ftp.Active || ftp.TLS != TLSNone {
 		t.Errorf("remote-ftp = %+v", ftp)
 	}
 	local, _ := c.Endpoint("local")
@@ -136,14 +136,30 @@ func TestParseConnections(t *testing.T) {
 			},
 		},
 		{
-			name: "passive false warns",
+			name: "passive false is active mode",
 			ini:  "[a]\ntype = ftp\nhost = h\npassive = false\nfoo = bar\n",
 			check: func(t *testing.T, c *Connections) {
-				if len(c.Warnings) != 2 {
-					t.Errorf("warnings = %v", c.Warnings)
+				if len(c.Warnings) != 1 || !c.Endpoints["a"].Active {
+					t.Errorf("warnings = %v, active %v", c.Warnings, c.Endpoints["a"].Active)
 				}
 			},
 		},
+		{
+			name: "quirk switches",
+			ini:  "[a]\ntype = ftp\nhost = h\ntrust_pasv_address = yes\ndisable_epsv = true\nencoding = ISO-8859-1\n[b]\ntype = ftp\nhost = h\n",
+			check: func(t *testing.T, c *Connections) {
+				a, b := c.Endpoints["a"], c.Endpoints["b"]
+				if !a.TrustPASVAddress || !a.DisableEPSV || a.Encoding != EncodingLatin1 || a.Active {
+					t.Errorf("a = %+v", a)
+				}
+				if b.TrustPASVAddress || b.DisableEPSV || b.Encoding != EncodingUTF8 || b.Active {
+					t.Errorf("defaults = %+v", b)
+				}
+			},
+		},
+		{name: "bad encoding", ini: "[a]\ntype = ftp\nhost = h\nencoding = cp1252\n", wantErr: `key "encoding" (line 4): must be utf-8 or latin-1`},
+		{name: "bad disable_epsv", ini: "[a]\ntype = ftp\nhost = h\ndisable_epsv = sometimes\n", wantErr: `key "disable_epsv"`},
+		{name: "active mode with TLS", ini: "[a]\ntype = ftp\nhost = h\ntls = explicit\npassive = false\n", wantErr: `active mode) works only without TLS`},
 		{name: "missing type", ini: "[a]\nhost = h\n", wantErr: `[a]: missing required key "type"`},
 		{name: "unknown type", ini: "[a]\ntype = sftp\nhost = h\n", wantErr: `[a] key "type" (line 2): unknown endpoint type "sftp"`},
 		{name: "missing host", ini: "[a]\ntype = ftp\n", wantErr: `missing required key "host"`},

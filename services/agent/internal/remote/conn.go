@@ -92,6 +92,15 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 		// wait for the final reply after a transfer.
 		ftp.DialWithShutTimeout(d.IdleTimeout),
 	}
+	if ep.DisableEPSV || ep.Active {
+		opts = append(opts, ftp.DialWithDisabledEPSV(true)) // active mode rewrites PASV (active.go)
+	}
+	if ep.TrustPASVAddress {
+		opts = append(opts, ftp.DialWithTrustPasvIP(true))
+	}
+	if ep.Encoding == config.EncodingLatin1 {
+		opts = append(opts, ftp.DialWithDisabledUTF8(true)) // no OPTS UTF8 ON
+	}
 	if ep.TLS == config.TLSExplicit {
 		opts = append(opts, ftp.DialWithExplicitTLS(c.tls))
 	} else if ep.TLS == config.TLSImplicit {
@@ -176,6 +185,9 @@ func IsBareRefusal(err error) bool {
 // control connection's TLS session cache so servers that demand session
 // reuse (vsftpd require_ssl_reuse) accept them.
 func (c *Conn) dial(network, addr string) (net.Conn, error) {
+	if cc := c.activeControl(); cc != nil {
+		return c.activeDataConn(cc)
+	}
 	raw, err := c.dialer.Dial(network, addr)
 	if err != nil {
 		return nil, err
@@ -183,7 +195,11 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 	c.mu.Lock()
 	first := c.control == nil
 	if first {
-		raw = &controlConn{Conn: raw}
+		cc := &controlConn{Conn: raw}
+		if c.ep.Active {
+			cc.active = &activeMode{raw: raw, idle: c.idle}
+		}
+		raw = cc
 		c.control = raw // interrupt reads it from another goroutine
 	}
 	c.mu.Unlock()
@@ -197,6 +213,12 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 	if c.tls != nil {
 		data = tls.Client(raw, c.tls)
 	}
+	return c.useData(data)
+}
+
+// useData wraps a data connection in the idle deadlines and makes it the
+// one an interruption reaches.
+func (c *Conn) useData(data net.Conn) (net.Conn, error) {
 	dc := &dataConn{Conn: data, idle: c.idle, bufSize: c.bufSize, broken: &c.broken}
 	c.mu.Lock()
 	c.data = dc
@@ -206,6 +228,32 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	return dc, nil
+}
+
+// activeControl is the control connection when it runs in active mode and
+// the dial is for data.
+func (c *Conn) activeControl() *controlConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, _ := c.control.(*controlConn); cc != nil && cc.active != nil {
+		return cc
+	}
+	return nil
+}
+
+// activeDataConn is jlaffaye's data "dial" in active mode: the address of
+// the made-up 227 is not dialled; the data comes through the listener PORT
+// announced, from the server's address.
+func (c *Conn) activeDataConn(cc *controlConn) (net.Conn, error) {
+	l, err := cc.active.take()
+	if err != nil {
+		return nil, err
+	}
+	ad := &activeData{l: l, mode: cc.active, idle: c.idle}
+	if server, _ := cc.Conn.RemoteAddr().(*net.TCPAddr); server != nil {
+		ad.server = server.IP
+	}
+	return c.useData(ad)
 }
 
 func tlsConfig(ep *config.Endpoint) (*tls.Config, error) {
@@ -278,8 +326,12 @@ func (c *Conn) op(ctx context.Context) (done func()) {
 
 // Size returns a file's size, or -1 when the server cannot tell (no SIZE).
 func (c *Conn) Size(ctx context.Context, p string) (int64, error) {
+	w, err := c.wire(p)
+	if err != nil {
+		return 0, err
+	}
 	defer c.op(ctx)()
-	n, err := c.sc.FileSize(p)
+	n, err := c.sc.FileSize(w)
 	if err != nil {
 		if code := replyCode(err); code == 500 || code == 502 || code == 504 {
 			return -1, nil
@@ -322,8 +374,12 @@ func (c *Conn) Exists(ctx context.Context, p string) (bool, error) {
 // Retr opens a file for reading from offset. The reader's Close waits for
 // the server's transfer-complete reply, so a cut-short download is an error.
 func (c *Conn) Retr(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
+	w, err := c.wire(p)
+	if err != nil {
+		return nil, err
+	}
 	done := c.op(ctx)
-	resp, err := c.sc.RetrFrom(p, uint64(offset))
+	resp, err := c.sc.RetrFrom(w, uint64(offset))
 	if err != nil {
 		done()
 		return nil, c.classify(ctx, "RETR", p, err)
@@ -364,8 +420,12 @@ func (r *retrReader) Close() error {
 // Stor writes r to a file from offset (REST), or from the start when
 // offset is 0.
 func (c *Conn) Stor(ctx context.Context, p string, r io.Reader, offset int64) error {
+	w, err := c.wire(p)
+	if err != nil {
+		return err
+	}
 	defer c.op(ctx)()
-	err := c.sc.StorFrom(p, r, uint64(offset))
+	err = c.sc.StorFrom(w, r, uint64(offset))
 	c.clearData()
 	if err != nil {
 		return c.classify(ctx, "STOR", p, err)
@@ -375,19 +435,34 @@ func (c *Conn) Stor(ctx context.Context, p string, r io.Reader, offset int64) er
 
 // NameList lists the names in a directory.
 func (c *Conn) NameList(ctx context.Context, dir string) ([]string, error) {
+	w, err := c.wire(dir)
+	if err != nil {
+		return nil, err
+	}
 	defer c.op(ctx)()
-	names, err := c.sc.NameList(dir)
+	names, err := c.sc.NameList(w)
 	c.clearData()
 	if err != nil {
 		return nil, c.classify(ctx, "NLST", dir, err)
+	}
+	for i, n := range names {
+		names[i] = c.unwire(n)
 	}
 	return names, nil
 }
 
 // Rename renames a file on the server.
 func (c *Conn) Rename(ctx context.Context, from, to string) error {
+	wFrom, err := c.wire(from)
+	if err != nil {
+		return err
+	}
+	wTo, err := c.wire(to)
+	if err != nil {
+		return err
+	}
 	defer c.op(ctx)()
-	if err := c.sc.Rename(from, to); err != nil {
+	if err := c.sc.Rename(wFrom, wTo); err != nil {
 		return c.classify(ctx, "RNFR/RNTO", from+" -> "+to, err)
 	}
 	return nil
@@ -395,8 +470,12 @@ func (c *Conn) Rename(ctx context.Context, from, to string) error {
 
 // Delete removes a file.
 func (c *Conn) Delete(ctx context.Context, p string) error {
+	w, err := c.wire(p)
+	if err != nil {
+		return err
+	}
 	defer c.op(ctx)()
-	if err := c.sc.Delete(p); err != nil {
+	if err := c.sc.Delete(w); err != nil {
 		return c.classify(ctx, "DELE", p, err)
 	}
 	return nil
@@ -413,8 +492,12 @@ func (c *Conn) MkdirAll(ctx context.Context, dir string) error {
 	if err := c.MkdirAll(ctx, path.Dir(dir)); err != nil {
 		return err
 	}
+	w, err := c.wire(dir)
+	if err != nil {
+		return err
+	}
 	done := c.op(ctx)
-	err := c.sc.MakeDir(dir)
+	err = c.sc.MakeDir(w)
 	done()
 	if err != nil {
 		if c.broken.Load() || replyCode(err) == 0 {
@@ -423,7 +506,7 @@ func (c *Conn) MkdirAll(ctx context.Context, dir string) error {
 		// 550/521 "exists" answers differ between servers; a directory is
 		// fine if we can change into it.
 		done = c.op(ctx)
-		cwdErr := c.sc.ChangeDir(dir)
+		cwdErr := c.sc.ChangeDir(w)
 		done()
 		if cwdErr != nil {
 			return c.classify(ctx, "MKD", dir, err)
@@ -467,8 +550,23 @@ const closeWait = time.Second
 // server's still ESTABLISHED.
 type controlConn struct {
 	net.Conn
-	once sync.Once
-	err  error
+	active *activeMode // set in active mode (passive = false)
+	once   sync.Once
+	err    error
+}
+
+func (c *controlConn) Read(b []byte) (int, error) {
+	if c.active != nil {
+		return c.active.read(b)
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *controlConn) Write(b []byte) (int, error) {
+	if c.active != nil {
+		return c.active.write(b)
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *controlConn) Close() error {
@@ -478,6 +576,9 @@ func (c *controlConn) Close() error {
 			// its FIN, discarding its last reply.
 			_ = c.Conn.SetReadDeadline(time.Now().Add(closeWait))
 			_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, 1<<16))
+		}
+		if c.active != nil {
+			c.active.close()
 		}
 		c.err = c.Conn.Close()
 	})
