@@ -300,7 +300,7 @@ func (p poolReporter) Report() []*leasev1.EndpointPool {
 	stats := p.Stats()
 	out := make([]*leasev1.EndpointPool, 0, len(stats))
 	for _, s := range stats {
-		out = append(out, &leasev1.EndpointPool{EndpointId: s.Endpoint, Open: uint32(s.Open), Idle: uint32(s.Idle)})
+		out = append(out, &leasev1.EndpointPool{EndpointId: s.Endpoint, Open: uint32(s.Open), Idle: uint32(s.Idle), Quirks: s.Quirks})
 	}
 	return out
 }

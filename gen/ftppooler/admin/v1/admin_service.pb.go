@@ -1590,8 +1590,11 @@ type EndpointInfo struct {
 	LimitReason string `protobuf:"bytes,17,opt,name=limit_reason,json=limitReason,proto3" json:"limit_reason,omitempty"`
 	// When the learned limit last changed; unset when none applies.
 	LimitChangedAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=limit_changed_at,json=limitChangedAt,proto3" json:"limit_changed_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Quirks agents found in the server and handle by themselves (EPSV
+	// refused, no SIZE), as their pool reports say.
+	Quirks        []string `protobuf:"bytes,19,rep,name=quirks,proto3" json:"quirks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndpointInfo) Reset() {
@@ -1746,6 +1749,13 @@ func (x *EndpointInfo) GetLimitReason() string {
 func (x *EndpointInfo) GetLimitChangedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LimitChangedAt
+	}
+	return nil
+}
+
+func (x *EndpointInfo) GetQuirks() []string {
+	if x != nil {
+		return x.Quirks
 	}
 	return nil
 }
@@ -2353,7 +2363,7 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"\x03lag\x18\x04 \x01(\x03R\x03lag\"\x16\n" +
 	"\x14ListEndpointsRequest\"W\n" +
 	"\x15ListEndpointsResponse\x12>\n" +
-	"\tendpoints\x18\x01 \x03(\v2 .ftppooler.admin.v1.EndpointInfoR\tendpoints\"\x9b\x05\n" +
+	"\tendpoints\x18\x01 \x03(\v2 .ftppooler.admin.v1.EndpointInfoR\tendpoints\"\xb3\x05\n" +
 	"\fEndpointInfo\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
@@ -2375,7 +2385,8 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"\x06agents\x18\x0f \x03(\v2$.ftppooler.admin.v1.AgentConnectionsR\x06agents\x12)\n" +
 	"\x10configured_limit\x18\x10 \x01(\rR\x0fconfiguredLimit\x12!\n" +
 	"\flimit_reason\x18\x11 \x01(\tR\vlimitReason\x12D\n" +
-	"\x10limit_changed_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x0elimitChangedAt\"\x7f\n" +
+	"\x10limit_changed_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x0elimitChangedAt\x12\x16\n" +
+	"\x06quirks\x18\x13 \x03(\tR\x06quirks\"\x7f\n" +
 	"\x10AgentConnections\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
 	"\x05quota\x18\x02 \x01(\rR\x05quota\x12\x12\n" +

@@ -1293,7 +1293,10 @@ type EndpointPool struct {
 	// closing above all its quotas. A dispatcher grants none of them again,
 	// so the fleet stays within max_connections while shares move between
 	// dispatchers (one restarting, the group changing).
-	Elsewhere     uint32 `protobuf:"varint,4,opt,name=elsewhere,proto3" json:"elsewhere,omitempty"`
+	Elsewhere uint32 `protobuf:"varint,4,opt,name=elsewhere,proto3" json:"elsewhere,omitempty"`
+	// Quirks the agent's connections found in the server and remember for
+	// the endpoint ("EPSV refused: PASV used"), for ListEndpoints.
+	Quirks        []string `protobuf:"bytes,5,rep,name=quirks,proto3" json:"quirks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1354,6 +1357,13 @@ func (x *EndpointPool) GetElsewhere() uint32 {
 		return x.Elsewhere
 	}
 	return 0
+}
+
+func (x *EndpointPool) GetQuirks() []string {
+	if x != nil {
+		return x.Quirks
+	}
+	return nil
 }
 
 // Drain tells the agent that the dispatcher is shutting down: no new leases
@@ -1492,13 +1502,14 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\n" +
 	"PoolReport\x12\x1b\n" +
 	"\tquota_seq\x18\x01 \x01(\x04R\bquotaSeq\x12>\n" +
-	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"u\n" +
+	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"\x8d\x01\n" +
 	"\fEndpointPool\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
 	"\x04open\x18\x02 \x01(\rR\x04open\x12\x12\n" +
 	"\x04idle\x18\x03 \x01(\rR\x04idle\x12\x1c\n" +
-	"\telsewhere\x18\x04 \x01(\rR\telsewhere\"E\n" +
+	"\telsewhere\x18\x04 \x01(\rR\telsewhere\x12\x16\n" +
+	"\x06quirks\x18\x05 \x03(\tR\x06quirks\"E\n" +
 	"\x05Drain\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod2f\n" +
 	"\fLeaseService\x12V\n" +

@@ -332,15 +332,24 @@ func (p *Pool) release() {
 type Stats struct {
 	Endpoint              string
 	Open, Idle, Busy, Max int
+	// Quirks are what the endpoint's connections found in its server.
+	Quirks []string
 }
+
+// quirkReporter is a Dialer that remembers its server's quirks.
+type quirkReporter interface{ Quirks() remote.Quirk }
 
 // Stats reports every pool's state.
 func (s *Set) Stats() []Stats {
 	out := make([]Stats, 0, len(s.pools))
 	for id, p := range s.pools {
 		p.mu.Lock()
-		out = append(out, Stats{Endpoint: id, Open: p.open, Idle: len(p.idle), Busy: p.busy, Max: p.max})
+		st := Stats{Endpoint: id, Open: p.open, Idle: len(p.idle), Busy: p.busy, Max: p.max}
 		p.mu.Unlock()
+		if qr, ok := p.dialer.(quirkReporter); ok {
+			st.Quirks = qr.Quirks().Names()
+		}
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b Stats) int {
 		if a.Endpoint < b.Endpoint {

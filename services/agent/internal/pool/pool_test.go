@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/textproto"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/ftpquirk"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/ftptest"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
@@ -343,5 +345,26 @@ func TestRefusedLoginCountsWhatTheServerAccepted(t *testing.T) {
 	var fe *failure.Error
 	if !errors.As(err, &fe) || fe.ServerFull || !fe.Unreachable {
 		t.Fatalf("bare 421 with no connection logged in: %+v, want unreachable", fe)
+	}
+}
+
+// What a connection learns about its server shows in the pool's Stats (the
+// agent's pool reports, ListEndpoints).
+func TestStatsReportQuirks(t *testing.T) {
+	srv := ftpquirk.Start(t, ftpquirk.NoEPSV())
+	ep := &config.Endpoint{ID: "quirky", Type: config.TypeFTP, Host: srv.Host(), Port: srv.Port(), User: ftpquirk.User, Password: ftpquirk.Password}
+	s := newSet(t, ep, Config{})
+	p, _ := s.Pool("quirky")
+	c, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NameList(context.Background(), "/"); err != nil {
+		t.Fatal(err)
+	}
+	p.Put(c)
+	st := s.Stats()
+	if len(st) != 1 || len(st[0].Quirks) != 1 || !strings.Contains(st[0].Quirks[0], "EPSV") {
+		t.Fatalf("stats = %+v", st)
 	}
 }

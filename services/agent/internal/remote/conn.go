@@ -11,6 +11,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -41,6 +42,9 @@ type Dialer struct {
 	IdleTimeout time.Duration
 	// BufferSize is the copy buffer of uploads.
 	BufferSize int
+
+	learnOnce sync.Once
+	learned   *quirks
 }
 
 // Conn is a logged-in FTP connection.
@@ -57,6 +61,7 @@ type Conn struct {
 	broken   atomic.Bool
 	lastUsed time.Time
 	dirs     map[string]bool // directories known to exist on the server
+	learned  *quirks         // the endpoint's, shared with its Dialer
 }
 
 // LastUsed is when the connection last finished an operation.
@@ -77,7 +82,8 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c := &Conn{ep: ep, idle: d.IdleTimeout, bufSize: d.BufferSize, dialer: net.Dialer{Timeout: timeout}, dirs: map[string]bool{}}
+	d.learnOnce.Do(func() { d.learned = &quirks{} })
+	c := &Conn{ep: ep, idle: d.IdleTimeout, bufSize: d.BufferSize, dialer: net.Dialer{Timeout: timeout}, dirs: map[string]bool{}, learned: d.learned}
 	if ep.TLS != config.TLSNone {
 		cfg, err := tlsConfig(ep)
 		if err != nil {
@@ -92,7 +98,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 		// wait for the final reply after a transfer.
 		ftp.DialWithShutTimeout(d.IdleTimeout),
 	}
-	if ep.DisableEPSV || ep.Active {
+	if ep.DisableEPSV || ep.Active || d.learned.has(QuirkNoEPSV) {
 		opts = append(opts, ftp.DialWithDisabledEPSV(true)) // active mode rewrites PASV (active.go)
 	}
 	if ep.TrustPASVAddress {
@@ -198,6 +204,8 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 		cc := &controlConn{Conn: raw}
 		if c.ep.Active {
 			cc.active = &activeMode{raw: raw, idle: c.idle}
+		} else if !c.ep.DisableEPSV && !c.learned.has(QuirkNoEPSV) {
+			cc.learned = c.learned
 		}
 		raw = cc
 		c.control = raw // interrupt reads it from another goroutine
@@ -334,6 +342,7 @@ func (c *Conn) Size(ctx context.Context, p string) (int64, error) {
 	n, err := c.sc.FileSize(w)
 	if err != nil {
 		if code := replyCode(err); code == 500 || code == 502 || code == 504 {
+			c.learned.add(QuirkNoSize)
 			return -1, nil
 		}
 		return 0, c.classify(ctx, "SIZE", p, err)
@@ -551,8 +560,11 @@ const closeWait = time.Second
 type controlConn struct {
 	net.Conn
 	active *activeMode // set in active mode (passive = false)
-	once   sync.Once
-	err    error
+	// learned, while EPSV is still tried, notes a PASV going out: jlaffaye
+	// falls back to it only when the server refused EPSV.
+	learned *quirks
+	once    sync.Once
+	err     error
 }
 
 func (c *controlConn) Read(b []byte) (int, error) {
@@ -565,6 +577,9 @@ func (c *controlConn) Read(b []byte) (int, error) {
 func (c *controlConn) Write(b []byte) (int, error) {
 	if c.active != nil {
 		return c.active.write(b)
+	}
+	if c.learned != nil && bytes.EqualFold(bytes.TrimSpace(b), []byte("PASV")) {
+		c.learned.add(QuirkNoEPSV)
 	}
 	return c.Conn.Write(b)
 }

@@ -125,32 +125,34 @@ func roundTrip(t *testing.T, s *ftpquirk.Server, c *Conn, dir string, n int, siz
 	}
 }
 
-// perConn counts each connection's commands with this verb.
-func perConn(s *ftpquirk.Server, verb string) map[int]int {
-	n := map[int]int{}
-	for _, c := range s.Commands() {
-		if strings.EqualFold(c.Verb, verb) {
-			n[c.Conn]++
-		}
-	}
-	return n
-}
-
-// Without EPSV the client falls back to PASV, trying EPSV only once per
-// connection rather than once per transfer.
+// Without EPSV the client falls back to PASV, and remembers it for the
+// endpoint: the first connection tries EPSV once, later ones not at all.
 func TestQuirkNoEPSV(t *testing.T) {
 	t.Parallel()
 	s := ftpquirk.Start(t, ftpquirk.NoEPSV())
 	d := quirkDialer(s, config.TLSNone)
-	roundTrip(t, s, quirkDial(t, d), "/a", 100<<10, true)
-	roundTrip(t, s, quirkDial(t, d), "/b", 1, true)
-	for conn, n := range perConn(s, "EPSV") {
-		if n != 1 {
-			t.Errorf("connection %d tried EPSV %d times", conn, n)
-		}
+	if q := d.Quirks(); q != 0 {
+		t.Fatalf("quirks before any connection: %v", q.Names())
 	}
-	if len(perConn(s, "EPSV")) != 2 || s.CommandCount("PASV") != 8 {
-		t.Errorf("EPSV on %d connections, %d PASV for 8 data connections", len(perConn(s, "EPSV")), s.CommandCount("PASV"))
+	roundTrip(t, s, quirkDial(t, d), "/a", 100<<10, true)
+	if q := d.Quirks(); q != QuirkNoEPSV {
+		t.Fatalf("quirks after EPSV was refused: %v", q.Names())
+	}
+	roundTrip(t, s, quirkDial(t, d), "/b", 1, true)
+	roundTrip(t, s, quirkDial(t, d), "/c", 1, true)
+	if n := s.CommandCount("EPSV"); n != 1 {
+		t.Errorf("EPSV tried %d times over three connections, want once", n)
+	}
+	if n := s.CommandCount("PASV"); n != 12 {
+		t.Errorf("%d PASV for 12 data connections", n)
+	}
+
+	// A server with EPSV learns nothing.
+	ok := ftpquirk.Start(t)
+	d = quirkDialer(ok, config.TLSNone)
+	roundTrip(t, ok, quirkDial(t, d), "/a", 1, true)
+	if q := d.Quirks(); q != 0 || ok.CommandCount("PASV") != 0 {
+		t.Fatalf("EPSV server: quirks %v, %d PASV", q.Names(), ok.CommandCount("PASV"))
 	}
 }
 
@@ -169,7 +171,11 @@ func TestQuirkWrongPASVAddress(t *testing.T) {
 func TestQuirkNoSize(t *testing.T) {
 	t.Parallel()
 	s := ftpquirk.Start(t, ftpquirk.NoSize())
-	roundTrip(t, s, quirkDial(t, quirkDialer(s, config.TLSNone)), "/in", 10<<10, false)
+	d := quirkDialer(s, config.TLSNone)
+	roundTrip(t, s, quirkDial(t, d), "/in", 10<<10, false)
+	if q := d.Quirks(); q != QuirkNoSize {
+		t.Fatalf("quirks of a server without SIZE: %v", q.Names())
+	}
 }
 
 // Exists is built on SIZE; on a server without it a missing file must not

@@ -199,7 +199,7 @@ func (s *Server) ListEndpoints(context.Context, *adminv1.ListEndpointsRequest) (
 			EndpointId: v.ID, Type: "local", Limit: uint32(v.Limit), Share: uint32(v.Share), Granted: uint32(v.Granted),
 			Busy: uint32(v.Busy), Idle: uint32(v.Idle), Paused: v.Paused, Queued: uint32(v.Queued),
 			ConsecutiveFailures: uint32(v.ConsecutiveFailures), LastError: v.LastError,
-			ConfiguredLimit: uint32(v.ConfiguredLimit), LimitReason: v.LimitReason,
+			ConfiguredLimit: uint32(v.ConfiguredLimit), LimitReason: v.LimitReason, Quirks: v.Quirks,
 		}
 		if ep, ok := s.src.Connections.Endpoint(v.ID); ok {
 			if ep.Type == config.TypeFTP {

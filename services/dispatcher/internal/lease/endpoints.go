@@ -54,9 +54,12 @@ type EndpointView struct {
 	Limit, Share, Granted int
 	// ConfiguredLimit is max_connections; Limit is below it while a limit
 	// learned from the server applies, for LimitReason since LimitChangedAt.
-	ConfiguredLimit     int
-	LimitReason         string
-	LimitChangedAt      time.Time
+	ConfiguredLimit int
+	LimitReason     string
+	LimitChangedAt  time.Time
+	// Quirks are what agents' connections found in the server (their pool
+	// reports), each once.
+	Quirks              []string
 	Busy, Idle          int
 	Breaker             BreakerState
 	ConsecutiveFailures int
@@ -91,6 +94,11 @@ func (s *Scheduler) Endpoints() []EndpointView {
 			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: s.connectionsFor(sess.busy[id])}
 			if p := sess.pool[id]; p != nil {
 				ac.Open, ac.Idle = p.Open, p.Idle
+				for _, q := range p.Quirks {
+					if !slices.Contains(v.Quirks, q) {
+						v.Quirks = append(v.Quirks, q)
+					}
+				}
 			}
 			if ac.Quota+ac.Busy+ac.Open > 0 {
 				v.Agents = append(v.Agents, ac)

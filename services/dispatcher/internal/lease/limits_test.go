@@ -152,3 +152,17 @@ func TestBusyReleaseLeasesAgainWithAConnectionOfItsOwn(t *testing.T) {
 		t.Fatalf("a hand-back finished a task: %+v", f[0].Outcome)
 	}
 }
+
+func TestEndpointQuirksFromPoolReports(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 1, ftpEndpoints(map[string]int{"ftp": 4}))
+	a, b := h.agent("a1", 1), h.agent("a2", 1)
+	h.sched.PoolReport(a, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "ftp", Quirks: []string{"EPSV refused: PASV used"}}}})
+	h.sched.PoolReport(b, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "ftp", Quirks: []string{"EPSV refused: PASV used", "no SIZE"}}}})
+	if q := h.endpoint("ftp").Quirks; len(q) != 2 || q[0] != "EPSV refused: PASV used" || q[1] != "no SIZE" {
+		t.Fatalf("quirks = %q", q)
+	}
+	if q := h.endpoint("local").Quirks; len(q) != 0 {
+		t.Fatalf("local quirks = %q", q)
+	}
+}
