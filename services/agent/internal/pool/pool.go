@@ -132,6 +132,13 @@ func (p *Pool) get(ctx context.Context) (*remote.Conn, error) {
 	var giveUp time.Time
 	for {
 		if c := p.takeIdle(); c != nil {
+			if c.PeerClosed() {
+				// Hung up since its last use (servers that close after each
+				// transfer or idle out before us): replace it before a task's
+				// first command fails on it.
+				p.discard(c)
+				continue
+			}
 			if time.Since(c.LastUsed()) < p.set.cfg.CheckAfter {
 				return c, nil
 			}

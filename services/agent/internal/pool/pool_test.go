@@ -352,7 +352,7 @@ func TestRefusedLoginCountsWhatTheServerAccepted(t *testing.T) {
 // agent's pool reports, ListEndpoints).
 func TestStatsReportQuirks(t *testing.T) {
 	srv := ftpquirk.Start(t, ftpquirk.NoEPSV())
-	ep := &config.Endpoint{ID: "quirky", Type: config.TypeFTP, Host: srv.Host(), Port: srv.Port(), User: ftpquirk.User, Password: ftpquirk.Password}
+	ep := &config.Endpoint{ID: "quirky", Type: config.TypeFTP, Host: srv.Host(), Port: srv.Port(), User: ftpquirk.User, Password: ftpquirk.Password, TLS: config.TLSNone}
 	s := newSet(t, ep, Config{})
 	p, _ := s.Pool("quirky")
 	c, err := p.Get(context.Background())
@@ -366,5 +366,29 @@ func TestStatsReportQuirks(t *testing.T) {
 	st := s.Stats()
 	if len(st) != 1 || len(st[0].Quirks) != 1 || !strings.Contains(st[0].Quirks[0], "EPSV") {
 		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// A server that hangs up after every transfer: each reuse finds the
+// goodbye and logs in again, and no operation fails on a dead connection.
+func TestConnectionClosedByServerIsReplacedBeforeUse(t *testing.T) {
+	srv := ftpquirk.Start(t, ftpquirk.CloseAfterTransfer())
+	ep := &config.Endpoint{ID: "closer", Type: config.TypeFTP, Host: srv.Host(), Port: srv.Port(), User: ftpquirk.User, Password: ftpquirk.Password, TLS: config.TLSNone}
+	s := newSet(t, ep, Config{})
+	p, _ := s.Pool("closer")
+	ctx := context.Background()
+	for i := range 5 {
+		c, err := p.Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Stor(ctx, "/f", strings.NewReader("payload"), 0); err != nil {
+			t.Fatalf("transfer %d on a pooled connection: %v", i, err)
+		}
+		p.Put(c)
+		time.Sleep(20 * time.Millisecond) // the server's goodbye arrives
+	}
+	if n := srv.Logins(); n != 5 {
+		t.Fatalf("%d logins for 5 transfers on a server that closes after each", n)
 	}
 }

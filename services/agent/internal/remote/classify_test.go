@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"errors"
 	"net/textproto"
 	"testing"
 
@@ -59,10 +60,15 @@ func TestRefusedAsFull(t *testing.T) {
 		{530, "Login incorrect.", false},
 		{530, "Login authentication failed", false},
 		{421, "Service not available, closing control connection.", false},
-		{550, "Too many files", false}, // not a login refusal code
+		{550, "Too many files", false},                     // not a login refusal code
+		{0, "Maximum login limit has been reached.", true}, // Apache FtpServer at USER, code dropped by jlaffaye
+		{0, "User cannot log in.", false},                  // a refused USER
 	}
 	for _, tc := range tests {
-		err := &textproto.Error{Code: tc.code, Msg: tc.msg}
+		var err error = &textproto.Error{Code: tc.code, Msg: tc.msg}
+		if tc.code == 0 {
+			err = errors.New(tc.msg) // jlaffaye's refusal of USER
+		}
 		if got := refusedAsFull(err); got != tc.full {
 			t.Errorf("%d %q: full = %v, want %v", tc.code, tc.msg, got, tc.full)
 		}

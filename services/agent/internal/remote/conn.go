@@ -155,9 +155,13 @@ func unanswered(fe *failure.Error, timeout time.Duration) *failure.Error {
 // connections from the same IP address." A 530 without such words is a
 // wrong password; a 421 without them may be a server going down, which
 // IsBareRefusal lets the pool judge by the connections it already holds.
+//
+// jlaffaye returns a refusal of USER as a plain error that keeps the text
+// and drops the code (Apache FtpServer: "421 Maximum login limit has been
+// reached." at USER), so an error without a code is judged by its words too.
 func refusedAsFull(err error) bool {
 	code := replyCode(err)
-	if code != 421 && code != 530 {
+	if code != 421 && code != 530 && (code != 0 || isNetwork(err)) {
 		return false
 	}
 	text := strings.ToLower(err.Error())

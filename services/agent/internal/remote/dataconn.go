@@ -23,13 +23,16 @@ type dataConn struct {
 	broken *atomic.Bool
 }
 
+// Read and Write renew both deadlines: over TLS the first of them runs the
+// handshake, which writes and reads whichever way the data goes, and a
+// server that never answers it must not hold the transfer.
 func (d *dataConn) Read(b []byte) (int, error) {
-	_ = d.Conn.SetReadDeadline(time.Now().Add(d.idle))
+	_ = d.Conn.SetDeadline(time.Now().Add(d.idle))
 	return d.Conn.Read(b)
 }
 
 func (d *dataConn) Write(b []byte) (int, error) {
-	_ = d.Conn.SetWriteDeadline(time.Now().Add(d.idle))
+	_ = d.Conn.SetDeadline(time.Now().Add(d.idle))
 	return d.Conn.Write(b)
 }
 

@@ -271,6 +271,26 @@ func TestQuirkCloseAfterTransfer(t *testing.T) {
 	}
 	_, err := c.Size(ctx, "/f")
 	checkBrokenAfterTransfer(t, c, err)
+
+	// A pool asks before reuse: the server's goodbye is seen without
+	// spending a command on it.
+	c = quirkDial(t, d)
+	if c.PeerClosed() {
+		t.Fatal("a fresh connection looks closed")
+	}
+	if got := download(t, c, "/f"); !bytes.Equal(got, content) {
+		t.Fatal("the downloaded file differs")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !c.PeerClosed() {
+		if time.Now().After(deadline) {
+			t.Fatal("PeerClosed did not see the server hang up after the transfer")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !c.Broken() {
+		t.Fatal("a connection whose server hung up is not Broken")
+	}
 }
 
 func checkBrokenAfterTransfer(t *testing.T, c *Conn, err error) {

@@ -43,9 +43,15 @@ func (s *Scheduler) applySharesLocked() {
 }
 
 // serverFullLocked learns from a login refused for being full. The fleet's
-// connections then are what the refusing agent held plus what the other
-// agents last reported; a refusal with fewer than the limit in force lowers
-// it to that (at least 1, so the endpoint is still tried).
+// connections then are what the refusing agent held (counted once its
+// racing logins ended) plus, for each other agent, the larger of what it
+// last reported open and what its leases in flight need: reports lag, and
+// counting other agents' fresh logins as none taught limits far below the
+// server's (a cap of 4 learned as 1, seen in the matrix). Too high a guess
+// costs another refusal, which lowers it again; too low a one holds the
+// endpoint back for a recovery interval per missing connection. A refusal
+// with fewer than the limit in force lowers it to that (at least 1, so the
+// endpoint is still tried).
 func (s *Scheduler) serverFullLocked(sess *Session, o *leasev1.Outcome, now time.Time) {
 	id := o.FailedEndpoint
 	b := s.budgets[id]
@@ -55,9 +61,14 @@ func (s *Scheduler) serverFullLocked(sess *Session, o *leasev1.Outcome, now time
 	b.lastFull = now
 	accepted := int(o.EndpointAccepted)
 	for _, other := range s.sessions {
-		if p := other.pool[id]; other != sess && p != nil {
-			accepted += int(p.Open)
+		if other == sess {
+			continue
 		}
+		open := int(s.connectionsFor(other.busy[id]))
+		if p := other.pool[id]; p != nil {
+			open = max(open, int(p.Open))
+		}
+		accepted += open
 	}
 	limit := max(accepted, 1)
 	if limit >= b.limit {

@@ -41,9 +41,14 @@ func TestServerFullLowersTheLimitWithoutUsingAttempts(t *testing.T) {
 	if len(la)+len(lb) != 8 {
 		t.Fatalf("%d+%d leases, want 8", len(la), len(lb))
 	}
-	// b holds one logged-in connection; a held two when the server refused
-	// its third: the fleet had three.
+	// a held two connections when the server refused its third; b last
+	// reported one open, but its leases in flight hold (or are logging in
+	// to) one each, and reports lag: the fleet had 2 + len(lb).
 	h.sched.PoolReport(b, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "ftp", Open: 1}}})
+	want := 2 + max(1, len(lb))
+	if want >= 10 {
+		t.Fatalf("b took %d of 8 leases: nothing left to learn from", len(lb))
+	}
 	// More refusals than max_attempts: none may count as an attempt.
 	for _, l := range la[:3] {
 		h.sched.Result(a, result(l, serverFull(2)))
@@ -52,17 +57,17 @@ func TestServerFullLowersTheLimitWithoutUsingAttempts(t *testing.T) {
 		t.Fatalf("a server-full refusal finished %d task(s): %+v", len(f), f[0].Outcome)
 	}
 	v := h.endpoint("ftp")
-	if v.Limit != 3 || v.ConfiguredLimit != 10 || !strings.Contains(v.LimitReason, "maximum number of clients") || v.LimitChangedAt.IsZero() {
+	if v.Limit != want || v.ConfiguredLimit != 10 || !strings.Contains(v.LimitReason, "maximum number of clients") || v.LimitChangedAt.IsZero() {
 		t.Fatalf("endpoint after refusals: limit %d of %d, reason %q, at %v", v.Limit, v.ConfiguredLimit, v.LimitReason, v.LimitChangedAt)
 	}
-	if got := testutil.ToFloat64(h.metrics.ConnectionLimit.WithLabelValues("ftp")); got != 3 {
-		t.Fatalf("connection limit metric %v, want 3", got)
+	if got := testutil.ToFloat64(h.metrics.ConnectionLimit.WithLabelValues("ftp")); got != float64(want) {
+		t.Fatalf("connection limit metric %v, want %d", got, want)
 	}
 	if v.Breaker != BreakerClosed || v.ConsecutiveFailures != 0 {
 		t.Fatalf("the breaker counted a full server: %v, %d failures", v.Breaker, v.ConsecutiveFailures)
 	}
 	// The share follows the learned limit: once the other leases end and
-	// the quota comes back, no more than 3 connections are granted.
+	// the quota comes back, no more than it is granted.
 	for _, l := range la[3:] {
 		h.sched.Result(a, result(l, success()))
 	}
@@ -80,8 +85,8 @@ func TestServerFullLowersTheLimitWithoutUsingAttempts(t *testing.T) {
 	if again != 3 {
 		t.Fatalf("%d refused task(s) leased again, want all 3", again)
 	}
-	if g := h.granted("ftp"); g > 3 {
-		t.Fatalf("granted %d connections under a learned limit of 3", g)
+	if g := h.granted("ftp"); g > want {
+		t.Fatalf("granted %d connections under a learned limit of %d", g, want)
 	}
 }
 
