@@ -55,14 +55,15 @@ func TestFTPS(t *testing.T) {
 	}
 }
 
-// TestFTPSTLS13 shows why the agent caps FTPS at TLS 1.2 by default:
-// vsftpd 3.0.3 offers TLS 1.3 (like any stock install on OpenSSL 3) but
-// mostly cuts uploads over TLS 1.3 data connections short ("426 Failure
-// reading network stream"). With one attempt per task, 10 uploads of 1 MiB
-// through an endpoint with tls_max_version = 1.3 must see that failure at
-// least once (it strikes on most attempts, not on all: the rate is
-// logged), while 10 uploads through the default endpoint all succeed, and
-// a TLS 1.3 download works.
+// TestFTPSTLS13 uploads and downloads over TLS 1.3 with vsftpd 3.0.3, one
+// attempt per task. vsftpd sends TLS 1.3 session tickets on each data
+// connection; an upload closed with them unread made the agent's kernel
+// reset the connection and vsftpd cut the file short ("426 Failure reading
+// network stream") on most uploads, which is why FTPS defaulted to TLS
+// 1.2. The agent now ends uploads with close_notify and FIN and reads the
+// server's side out before closing: all 10 uploads of 1 MiB must arrive
+// whole, beside 10 through the default (TLS 1.2) endpoint and a TLS 1.3
+// download.
 func TestFTPSTLS13(t *testing.T) {
 	if env.VSFTPSTLSMax != "1.3" {
 		t.Skipf("the FTPS server is capped at TLS %s (VSFTPS_TLS_MAX): nothing to show", env.VSFTPSTLSMax)
@@ -71,7 +72,7 @@ func TestFTPSTLS13(t *testing.T) {
 	extra := fmt.Sprintf("\n[vsftps-tls13]\ntype = ftp\nhost = %s\nport = %d\nuser = %s\npass = %s\ntls = explicit\ntls_ca_file = %s\ntls_max_version = 1.3\n",
 		env.VSFTPS.Host, env.VSFTPS.Port, env.VSFTPS.User, env.VSFTPS.Pass, env.VSFTPSCA)
 	// One attempt per task, and a breaker that does not open: each upload
-	// is one try, and a failure is final instead of waiting for the breaker.
+	// is one try, and a failure is final.
 	s := NewStack(t, StackOptions{ExtraConnections: extra, Config: map[string]map[string]any{
 		"retry":           {"max_attempts": 1},
 		"circuit_breaker": {"failure_threshold": 1000},
@@ -88,43 +89,14 @@ func TestFTPSTLS13(t *testing.T) {
 	down13 := Task{TaskID: s.ID("tls13-download"), SrcID: "vsftps-tls13", SrcPath: dir + "/out/down.bin", DstID: "local", DstPath: "tls13/down.bin"}
 	got := s.Run(t, 2*time.Minute, append(append(append([]Task{}, up13...), up12...), down13)...)
 
-	// The default (TLS 1.2) works.
-	for _, tk := range up12 {
+	for _, tk := range append(append([]Task{}, up12...), up13...) {
 		s.CheckSuccess(t, got[tk.TaskID], tk, size)
 		CheckFile(t, env.VSFTPS.Path(tk.DstPath), upSum, size)
 	}
-	// TLS 1.3 downloads work.
 	s.CheckSuccess(t, got[down13.TaskID], down13, size)
 	CheckFile(t, filepath.Join(s.Base, down13.DstPath), downSum, size)
-	// TLS 1.3 uploads fail, mostly.
-	failed := 0
-	for _, tk := range up13 {
-		m := got[tk.TaskID]
-		if m.Str("status") == "success" {
-			s.CheckSuccess(t, m, tk, size)
-			CheckFile(t, env.VSFTPS.Path(tk.DstPath), upSum, size)
-			continue
-		}
-		failed++
-		if failed == 1 {
-			t.Logf("a TLS 1.3 upload: %s", m.Value)
-		}
-		switch code := m.Str("error_code"); code {
-		case "CONNECTION_ERROR", "IO_ERROR":
-			s.CheckFailure(t, m, tk, code)
-		default:
-			t.Errorf("%s: TLS 1.3 upload failed with %s, want CONNECTION_ERROR or IO_ERROR: %s", tk.TaskID, code, m.Value)
-		}
-		if _, err := FileSumExists(env.VSFTPS.Path(tk.DstPath)); err == nil {
-			t.Errorf("%s: a failed upload left %s in place", tk.TaskID, tk.DstPath)
-		}
-	}
-	t.Logf("TLS 1.3: %d of %d uploads (one attempt each) failed; TLS 1.2: %d of %d succeeded", failed, n, n, n)
-	if failed == 0 {
-		t.Errorf("no TLS 1.3 upload failed: vsftpd 3.0.3's TLS 1.3 upload bug did not show in %d tries", n)
-	}
 	if tmp := TempFiles(env.VSFTPS.Path(dir)); len(tmp) > 0 {
-		t.Errorf("failed uploads left temporary files on the server: %v", tmp)
+		t.Errorf("uploads left temporary files on the server: %v", tmp)
 	}
 }
 

@@ -21,6 +21,7 @@ type dataConn struct {
 	// interrupted: a chunked send stops at the next chunk even if its
 	// renewed deadline outran the interruption.
 	broken *atomic.Bool
+	wrote  bool // an upload: Close ends TLS gracefully
 }
 
 // Read and Write renew both deadlines: over TLS the first of them runs the
@@ -32,8 +33,33 @@ func (d *dataConn) Read(b []byte) (int, error) {
 }
 
 func (d *dataConn) Write(b []byte) (int, error) {
+	d.wrote = true
 	_ = d.Conn.SetDeadline(time.Now().Add(d.idle))
 	return d.Conn.Write(b)
+}
+
+// closeDrain bounds how long closing an upload's TLS data connection waits
+// for the server to finish its side.
+const closeDrain = 5 * time.Second
+
+// Close ends an upload over TLS the way servers expect: close_notify and
+// FIN, then read what the server still sends (TLS 1.3 session tickets)
+// until it closes. Closing with those tickets unread made our kernel reset
+// the connection, and the server lost the end of the upload: Apache
+// FtpServer answered 426 to most TLS 1.3 uploads, vsftpd 3.0 cut them short.
+func (d *dataConn) Close() error {
+	tc, ok := d.Conn.(*tls.Conn)
+	if !ok || !d.wrote || !tc.ConnectionState().HandshakeComplete || (d.broken != nil && d.broken.Load()) {
+		return d.Conn.Close()
+	}
+	_ = tc.SetDeadline(time.Now().Add(min(d.idle, closeDrain)))
+	if tc.CloseWrite() == nil {
+		if raw, ok := tc.NetConn().(interface{ CloseWrite() error }); ok {
+			_ = raw.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(tc, 1<<20))
+	}
+	return tc.Close()
 }
 
 // Handshake completes the TLS handshake of an FTPS data connection that
@@ -47,6 +73,7 @@ func (d *dataConn) Handshake() error {
 	if !ok {
 		return nil
 	}
+	d.wrote = true // an empty upload, closed like any other
 	_ = tc.SetDeadline(time.Now().Add(d.idle))
 	return tc.Handshake()
 }
