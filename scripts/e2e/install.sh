@@ -5,11 +5,16 @@
 #   - pure-ftpd, unpacked beside vsftpd (both provide ftp-server, so apt will
 #     not install both) into $CACHE_DIR/pure-ftpd;
 #   - Apache Kafka's jars, from Maven Central, into $CACHE_DIR/kafka-<version>/libs;
-#   - grpcurl ($GRPCURL_VERSION), from the Go module proxy, as .bin/grpcurl.
+#   - grpcurl ($GRPCURL_VERSION), from the Go module proxy, as .bin/grpcurl;
+#   - the FTP compatibility matrix (matrix.sh; versions in matrix-lib.sh):
+#     ProFTPD and GNU inetutils ftpd + tcpsvd from Debian (dpkg -x, like
+#     pure-ftpd), pyftpdlib from PyPI in a venv, Apache FtpServer from Maven
+#     Central. E2E_MATRIX=0 leaves it out.
 # A second run finds everything in place and returns in about a second.
 # Usage: scripts/e2e/install.sh
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$E2E_DIR/matrix-lib.sh"
 
 t0=$(date +%s.%N)
 GRPCURL_VERSION=${GRPCURL_VERSION:-v1.9.3}
@@ -18,6 +23,7 @@ mkdir -p "$CACHE_DIR"
 
 APT_PKGS=(vsftpd kcat openssl iproute2 curl ca-certificates procps
 	libpam-modules libcap2 libcrypt1 libpam0g libsodium23 libssl3)
+if [[ ${E2E_MATRIX:-1} != 0 ]]; then APT_PKGS+=("${MATRIX_APT_PKGS[@]}"); fi
 
 apt_updated=0
 apt_update_once() {
@@ -155,6 +161,92 @@ fi
 
 # Compile the topic tool now, so the first kafka.sh start is as quick as the rest.
 "$E2E_DIR/kafka.sh" build-tools
+
+# --- FTP compatibility matrix (matrix.sh) ------------------------------------
+
+# unpack_debs <dir> "<binaries>" <package>...: apt-get download + dpkg -x
+# into <dir>/root once (<dir>/.complete); <dir>/root/VERSION-<package> holds
+# each version. The binaries (paths under root) must find all their libraries.
+unpack_debs() {
+	local dir=$1 bins=$2 p deb bin
+	shift 2
+	[[ -f $dir/.complete ]] && return 0
+	echo "install.sh: unpacking $* into $dir" >&2
+	tmp=$(mktemp -d "$CACHE_DIR/.debs.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	chmod 755 "$tmp"
+	chown _apt "$tmp" 2>/dev/null || true # apt-get download runs as _apt
+	if ! (cd "$tmp" && apt-get download -qq "$@" >/dev/null 2>&1); then
+		apt_update_once
+		(cd "$tmp" && apt-get download -qq "$@" >/dev/null) || die "apt-get download $* failed"
+	fi
+	mkdir -p "$tmp/root"
+	for p in "$@"; do
+		deb=$(find "$tmp" -maxdepth 1 -name "${p}_*.deb" | head -n 1)
+		[[ -n $deb ]] || die "apt-get download $p left no .deb"
+		dpkg -x "$deb" "$tmp/root" || die "dpkg -x $deb failed"
+		dpkg-deb -f "$deb" Version >"$tmp/root/VERSION-$p"
+	done
+	for bin in $bins; do
+		[[ -f $tmp/root/$bin ]] || die "$* have no $bin"
+		if ldd "$tmp/root/$bin" | grep -q 'not found'; then
+			ldd "$tmp/root/$bin" | grep 'not found' >&2
+			die "$bin misses shared libraries (add their packages to MATRIX_APT_PKGS in matrix-lib.sh)"
+		fi
+	done
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	mv "$tmp/root" "$dir/root"
+	touch "$dir/.complete"
+	rm -rf "$tmp"
+	trap - EXIT
+}
+
+if [[ ${E2E_MATRIX:-1} != 0 ]]; then
+	unpack_debs "${PROFTPD_ROOT%/root}" "usr/sbin/proftpd usr/lib/proftpd/mod_tls.so" "${PROFTPD_DEBS[@]}"
+	unpack_debs "${INETUTILS_ROOT%/root}" "usr/sbin/ftpd usr/bin/tcpsvd" "${INETUTILS_DEBS[@]}"
+
+	# pyftpdlib: a venv of Debian's python3 (not whatever python3 is first on
+	# PATH), the pins in matrix-lib.sh.
+	py_sum=$(printf '%s\n' "${PYFTPDLIB_PINS[@]}" "$(/usr/bin/python3 -V 2>&1)" | sha256sum | cut -c1-16)
+	if [[ $(cat "$PYFTPDLIB_HOME/.complete" 2>/dev/null) != "$py_sum" ]]; then
+		echo "install.sh: installing ${PYFTPDLIB_PINS[*]} from PyPI into $PYFTPDLIB_HOME/venv" >&2
+		rm -rf "$PYFTPDLIB_HOME"
+		mkdir -p "$PYFTPDLIB_HOME"
+		/usr/bin/python3 -m venv "$PYFTPDLIB_HOME/venv" >"$PYFTPDLIB_HOME/pip.log" 2>&1 ||
+			{ tail -n 20 "$PYFTPDLIB_HOME/pip.log" >&2; die "python3 -m venv failed (log: $PYFTPDLIB_HOME/pip.log)"; }
+		if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$PYFTPDLIB_PYTHON" -m pip install -q --no-cache-dir "${PYFTPDLIB_PINS[@]}" \
+			>>"$PYFTPDLIB_HOME/pip.log" 2>&1; then
+			tail -n 30 "$PYFTPDLIB_HOME/pip.log" >&2
+			die "pip install ${PYFTPDLIB_PINS[*]} failed (log: $PYFTPDLIB_HOME/pip.log)"
+		fi
+		"$PYFTPDLIB_PYTHON" -c 'import pyftpdlib, OpenSSL; from pyftpdlib.handlers import TLS_FTPHandler' ||
+			die "pyftpdlib or pyOpenSSL do not import in $PYFTPDLIB_HOME/venv"
+		echo "$py_sum" >"$PYFTPDLIB_HOME/.complete"
+	fi
+
+	# Apache FtpServer: its jars through a generated POM, then ApacheFtpd.java
+	# compiled once (apache_ftpserver_classes).
+	af_pom=$(apache_ftpserver_pom)
+	af_sum=$(sha256sum <<<"$af_pom" | cut -c1-16)
+	if [[ $(cat "$APACHE_FTPSERVER_HOME/.complete" 2>/dev/null) != "$af_sum" ]]; then
+		echo "install.sh: fetching Apache FtpServer $APACHE_FTPSERVER_VERSION from Maven Central into $APACHE_FTPSERVER_LIBS" >&2
+		rm -rf "$APACHE_FTPSERVER_HOME"
+		mkdir -p "$APACHE_FTPSERVER_HOME"
+		printf '%s\n' "$af_pom" >"$APACHE_FTPSERVER_HOME/pom.xml"
+		if ! mvn -B -q -f "$APACHE_FTPSERVER_HOME/pom.xml" \
+			org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+			-DincludeScope=runtime -DoutputDirectory="$APACHE_FTPSERVER_LIBS.tmp" >"$APACHE_FTPSERVER_HOME/mvn.log" 2>&1; then
+			tail -n 40 "$APACHE_FTPSERVER_HOME/mvn.log" >&2
+			die "Maven could not fetch Apache FtpServer $APACHE_FTPSERVER_VERSION (log: $APACHE_FTPSERVER_HOME/mvn.log)"
+		fi
+		[[ -f $APACHE_FTPSERVER_LIBS.tmp/ftpserver-core-$APACHE_FTPSERVER_VERSION.jar ]] ||
+			die "ftpserver-core-$APACHE_FTPSERVER_VERSION.jar missing after Maven"
+		mv "$APACHE_FTPSERVER_LIBS.tmp" "$APACHE_FTPSERVER_LIBS"
+		echo "$af_sum" >"$APACHE_FTPSERVER_HOME/.complete"
+	fi
+	apache_ftpserver_classes >/dev/null
+fi
 
 # --- Go tools ------------------------------------------------------------------
 # grpcurl drives the dispatcher's admin API as the README shows; built once

@@ -14,6 +14,8 @@
 # -timeout: scripts/chaos/run.sh runs the chaos suite with "e2e chaos".
 #
 # Servers already running when it starts are used and left running.
+# E2E_MATRIX=0 leaves out the FTP compatibility matrix (matrix.sh: ProFTPD,
+# pyftpdlib, Apache FtpServer, inetutils ftpd), started after ftp.sh.
 # Needs root on Debian 12 with Go, Java 17 and Maven (see README.md here).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,7 +26,9 @@ rm -f "$STATE_DIR/go-test.log"
 t0=$SECONDS
 stamp() { echo "=== e2e: $* ($((SECONDS - t0)) s)"; }
 
-started_kafka=0 started_ftp=0 started_jaeger=0 jaeger_build=0 rc=0
+started_kafka=0 started_ftp=0 started_matrix=0 used_matrix=0 started_jaeger=0 jaeger_build=0 rc=0
+E2E_MATRIX=${E2E_MATRIX:-1}
+export E2E_MATRIX # the tests skip the matrix when it is 0
 # shellcheck disable=SC2317 # called from the trap
 cleanup() {
 	local code=$?
@@ -35,9 +39,11 @@ cleanup() {
 		echo "=== e2e: FAILED; server logs follow"
 		E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/kafka.sh" logs || true
 		E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/ftp.sh" logs || true
+		((used_matrix)) && { E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/matrix.sh" logs || true; }
 		((started_jaeger)) && { E2E_LOG_LINES=${E2E_LOG_LINES:-80} "$E2E_DIR/jaeger.sh" logs || true; }
 		print_process_logs
 	fi
+	((started_matrix)) && { "$E2E_DIR/matrix.sh" stop || echo "e2e: matrix.sh stop failed" >&2; }
 	((started_ftp)) && { "$E2E_DIR/ftp.sh" stop || echo "e2e: ftp.sh stop failed" >&2; }
 	((started_kafka)) && { "$E2E_DIR/kafka.sh" stop || echo "e2e: kafka.sh stop failed" >&2; }
 	((started_jaeger)) && { "$E2E_DIR/jaeger.sh" stop || echo "e2e: jaeger.sh stop failed" >&2; }
@@ -93,6 +99,17 @@ fi
 
 stamp "starting Kafka and the FTP servers"
 start_servers e2e
+if [[ $E2E_MATRIX != 0 ]]; then
+	used_matrix=1
+	if "$E2E_DIR/matrix.sh" status >/dev/null 2>&1; then
+		echo "e2e: using the FTP matrix already running (it stays running)"
+		"$E2E_DIR/matrix.sh" env >/dev/null
+	else
+		started_matrix=1
+		"$E2E_DIR/matrix.sh" start
+	fi
+	"$E2E_DIR/matrix.sh" status
+fi
 if ((jaeger_build)); then
 	stamp "waiting for the Jaeger build"
 	wait "$jaeger_build" || { tail -n 30 "$STATE_DIR/jaeger-build.log" >&2; die "building Jaeger failed (log: $STATE_DIR/jaeger-build.log)"; }
