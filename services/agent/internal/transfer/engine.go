@@ -32,7 +32,6 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/pool"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
-	"github.com/ftp-pooler/ftp-pooler/services/internal/taskpath"
 )
 
 // resumeMinBytes is the least a temporary file must hold to be kept for a
@@ -153,13 +152,6 @@ func (e *Engine) Run(ctx context.Context, job *Job) *leasev1.Outcome {
 	return o
 }
 
-// source is an open source file positioned at its start offset.
-type source struct {
-	r     io.Reader
-	size  int64
-	close func() error
-}
-
 // sink is a destination being written.
 type sink interface {
 	// write appends the rest of the source to the temporary file.
@@ -186,42 +178,15 @@ func (e *Engine) run(ctx context.Context, job *Job) (res outcome, err error) {
 	if err != nil {
 		return res, err
 	}
+	ctx, dl := e.withDeadline(ctx, l)
+	defer dl.stop()
 
-	// The whole transfer has a deadline: the configured minimum, extended by
-	// the size at the minimum rate once the size is known. Its cause makes
-	// the failure a TRANSFER_TIMEOUT wherever it surfaces.
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	base := time.Duration(e.cfg.TransferTimeoutSeconds) * time.Second
-	if t := l.TransferTimeout; t != nil && t.AsDuration() > 0 {
-		base = t.AsDuration()
+	// A redelivery after the commit (whichever dispatcher made it) finds
+	// the result in place: nothing to move.
+	if done, size, err := dst.done(ctx, dstPath, l.PriorCommit, spec.Origin); err != nil || done {
+		return outcome{total: size, alreadyDone: done}, err
 	}
-	limit := base
-	deadline := time.AfterFunc(limit, func() {
-		cancel(failure.New(failure.TransferTimeout, "the transfer did not finish within %s", limit))
-	})
-	defer deadline.Stop()
-
-	if pc := l.PriorCommit; pc != nil {
-		done, size, err := e.committedEarlier(ctx, dst, dstPath, pc)
-		if err != nil {
-			return res, err
-		}
-		if done {
-			return outcome{total: size, alreadyDone: true}, nil
-		}
-	}
-	if dst.Type == config.TypeLocal {
-		if size, ok := committedRecord(e.roots[dst.ID], dstPath, spec.Origin); ok {
-			// This record's result is already in place (a redelivery after
-			// the commit, whichever dispatcher made it): nothing to move.
-			return outcome{total: size, alreadyDone: true}, nil
-		}
-	}
-
-	// Open the destination first: it may continue an earlier delivery's
-	// file, which decides where the source starts.
-	snk, err := e.openSink(ctx, dst, dstPath, l)
+	snk, srcFile, offset, err := e.openEnds(ctx, src, srcPath, dst, dstPath, l)
 	if err != nil {
 		return res, err
 	}
@@ -234,157 +199,140 @@ func (e *Engine) run(ctx context.Context, job *Job) (res outcome, err error) {
 			snk.abort()
 		}
 	}()
-	offset := snk.resumed()
+	defer srcFile.close() //nolint:errcheck // closed explicitly after the copy; this covers early returns
 	res.resumedFrom = offset
-
-	srcFile, err := e.openSource(ctx, src, srcPath, offset)
-	if err != nil && offset > 0 {
-		// The source cannot start mid-file (no REST): start over.
-		e.logger.Info("cannot resume; starting over", "task_id", spec.TaskId, "offset", offset, "error", err)
-		snk.abort()
-		l = withoutResume(l)
-		if snk, err = e.openSink(ctx, dst, dstPath, l); err != nil {
-			return res, err
-		}
-		offset, res.resumedFrom = 0, 0
-		srcFile, err = e.openSource(ctx, src, srcPath, 0)
-	}
-	if err != nil {
-		return res, err
-	}
-	defer srcFile.close() //nolint:errcheck // closed explicitly below; this covers early returns
 	job.Total.Store(srcFile.size)
 	job.Done.Store(offset)
 	if srcFile.size > 0 {
-		limit = base + time.Duration(float64(srcFile.size-offset)/float64(e.cfg.MinRateBytesPerSecond)*float64(time.Second))
-		deadline.Reset(limit)
+		dl.extend(srcFile.size-offset, e.cfg.MinRateBytesPerSecond)
 	}
 	if srcFile.size >= 0 && offset > srcFile.size {
 		return res, failure.New(failure.IOError, "the earlier delivery's file holds %d bytes, more than the source's %d", offset, srcFile.size)
 	}
+	res.written, res.total, err = e.copyVerified(ctx, job, snk, srcFile, offset, dst.id())
+	if err != nil {
+		return res, err
+	}
+	return res, e.commit(ctx, job, snk, res.total)
+}
 
+// transferDeadline is a whole transfer's: the configured minimum, extended
+// by the size at the minimum rate once the size is known. Its cause makes
+// the failure a TRANSFER_TIMEOUT wherever it surfaces.
+type transferDeadline struct {
+	base   time.Duration
+	limit  atomic.Int64 // a time.Duration, read when the timer fires
+	timer  *time.Timer
+	cancel context.CancelCauseFunc
+}
+
+func (e *Engine) withDeadline(ctx context.Context, l *leasev1.Lease) (context.Context, *transferDeadline) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	d := &transferDeadline{base: time.Duration(e.cfg.TransferTimeoutSeconds) * time.Second, cancel: cancel}
+	if t := l.TransferTimeout; t != nil && t.AsDuration() > 0 {
+		d.base = t.AsDuration()
+	}
+	d.limit.Store(int64(d.base))
+	d.timer = time.AfterFunc(d.base, func() {
+		cancel(failure.New(failure.TransferTimeout, "the transfer did not finish within %s", time.Duration(d.limit.Load())))
+	})
+	return ctx, d
+}
+
+// extend gives the transfer time for n more bytes at minRate bytes/s.
+func (d *transferDeadline) extend(n, minRate int64) {
+	limit := d.base + time.Duration(float64(n)/float64(minRate)*float64(time.Second))
+	d.limit.Store(int64(limit))
+	d.timer.Reset(limit)
+}
+
+func (d *transferDeadline) stop() {
+	d.timer.Stop()
+	d.cancel(nil)
+}
+
+// openEnds opens the destination first (it may continue an earlier
+// delivery's file, which decides where the source starts), then the source
+// at that offset; a source that cannot start mid-file (no REST) makes both
+// start over. On error nothing is left open.
+func (e *Engine) openEnds(ctx context.Context, src endpoint, srcPath string, dst endpoint, dstPath string, l *leasev1.Lease) (sink, *source, int64, error) {
+	snk, err := dst.create(ctx, dstPath, l)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	offset := snk.resumed()
+	srcFile, err := src.open(ctx, srcPath, offset)
+	if err != nil && offset > 0 {
+		e.logger.Info("cannot resume; starting over", "task_id", l.Transfer.GetTaskId(), "offset", offset, "error", err)
+		snk.abort()
+		if snk, err = dst.create(ctx, dstPath, withoutResume(l)); err != nil {
+			return nil, nil, 0, err
+		}
+		offset = 0
+		srcFile, err = src.open(ctx, srcPath, 0)
+	}
+	if err != nil {
+		snk.abort()
+		return nil, nil, 0, err
+	}
+	return snk, srcFile, offset, nil
+}
+
+// copyVerified copies the source into the temporary file and checks what
+// arrived: the source's final reply (a cut download is an error), the
+// temporary file's size against what was written, and against the source's.
+func (e *Engine) copyVerified(ctx context.Context, job *Job, snk sink, srcFile *source, offset int64, dstID string) (written, size int64, err error) {
+	spec := job.Lease.Transfer
 	bufp := e.bufs.Get().(*[]byte)
 	defer e.bufs.Put(bufp)
-	res.written, err = snk.write(ctx, srcFile.r, func(k int64) { job.Done.Add(k) }, *bufp)
+	written, err = snk.write(ctx, srcFile.r, func(k int64) { job.Done.Add(k) }, *bufp)
 	if err != nil {
-		return res, e.copyError(ctx, err, spec.DstPath)
+		return written, 0, e.copyError(ctx, err, spec.DstPath)
 	}
-	// The source's final reply tells a complete download from a cut one.
 	if err := srcFile.close(); err != nil {
-		return res, err
+		return written, 0, err
 	}
-	size, err := snk.verify(ctx)
+	size, err = snk.verify(ctx)
 	if err != nil {
-		return res, err
+		return written, 0, err
 	}
-	if size != offset+res.written {
-		return res, failure.New(failure.IOError, "the temporary file holds %d bytes after writing %d", size, offset+res.written).At(dst.ID)
+	if size != offset+written {
+		return written, 0, failure.New(failure.IOError, "the temporary file holds %d bytes after writing %d", size, offset+written).At(dstID)
 	}
 	if srcFile.size >= 0 && size != srcFile.size {
-		return res, failure.New(failure.IOError, "wrote %d bytes of %s, whose size is %d", size, spec.SrcPath, srcFile.size)
+		return written, 0, failure.New(failure.IOError, "wrote %d bytes of %s, whose size is %d", size, spec.SrcPath, srcFile.size)
 	}
-	res.total = size
 	if ctx.Err() != nil {
-		return res, e.copyError(ctx, ctx.Err(), "")
+		return written, size, e.copyError(ctx, ctx.Err(), "")
 	}
+	return written, size, nil
+}
+
+// commit asks the dispatcher whether the lease is still ours and, only if
+// so, makes the write visible.
+func (e *Engine) commit(ctx context.Context, job *Job, snk sink, size int64) error {
 	ctx, span := e.tracer.Start(ctx, "commit", trace.WithAttributes(attribute.Int64("ftp_pooler.bytes", size)))
 	defer span.End()
 	approved, reason, err := job.Commit(ctx, size)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
-		return res, failure.Wrap(failure.ConnectionError, err, "asking the dispatcher to commit")
+		return failure.Wrap(failure.ConnectionError, err, "asking the dispatcher to commit")
 	}
 	if !approved {
 		span.SetStatus(codes.Error, reason)
-		return res, failure.New(failure.Cancelled, "the dispatcher refused the commit: %s", reason)
+		return failure.New(failure.Cancelled, "the dispatcher refused the commit: %s", reason)
 	}
-	if err := snk.commit(ctx, spec.Origin); err != nil {
+	if err := snk.commit(ctx, job.Lease.Transfer.Origin); err != nil {
 		span.SetStatus(codes.Error, err.Error())
-		return res, err
+		return err
 	}
-	return res, nil
+	return nil
 }
 
 func withoutResume(l *leasev1.Lease) *leasev1.Lease {
 	c := proto.Clone(l).(*leasev1.Lease)
 	c.ResumeToken, c.ResumeOffset = 0, 0
 	return c
-}
-
-// locate finds an endpoint and resolves a path on it.
-func (e *Engine) locate(id, p, side string) (*config.Endpoint, string, error) {
-	ep, ok := e.conns.Endpoint(id)
-	if !ok {
-		return nil, "", failure.New(failure.UnknownEndpoint, "%s_id %q is not an endpoint in this agent's %s", side, id, e.conns.Path)
-	}
-	if ep.Type == config.TypeLocal {
-		rel, err := taskpath.Local(ep.BasePath, p)
-		if err != nil {
-			return nil, "", failure.Wrap(failure.PathRejected, err, "%s_path", side)
-		}
-		return ep, rel, nil
-	}
-	if err := taskpath.Remote(p); err != nil {
-		return nil, "", failure.Wrap(failure.PathRejected, err, "%s_path", side)
-	}
-	return ep, p, nil
-}
-
-func (e *Engine) openSource(ctx context.Context, ep *config.Endpoint, p string, offset int64) (*source, error) {
-	if ep.Type == config.TypeLocal {
-		ls, err := openLocalSource(e.roots[ep.ID], p, offset)
-		if err != nil {
-			return nil, err
-		}
-		return &source{r: ls.f, size: ls.size, close: func() error { return ls.f.Close() }}, nil
-	}
-	pl, _ := e.pools.Pool(ep.ID)
-	fs, err := openFTPSource(ctx, pl, p, offset)
-	if err != nil {
-		return nil, err
-	}
-	return &source{r: fs.rc, size: fs.size, close: fs.close}, nil
-}
-
-func (e *Engine) openSink(ctx context.Context, ep *config.Endpoint, p string, l *leasev1.Lease) (sink, error) {
-	if ep.Type == config.TypeLocal {
-		return openLocalSink(e.roots[ep.ID], p, l, e.cfg.Fsync, &e.dirs, e.StaleAfter)
-	}
-	pl, _ := e.pools.Pool(ep.ID)
-	return openFTPSink(ctx, pl, p, l)
-}
-
-// committedEarlier checks an earlier delivery's approved commit: its
-// temporary file is gone (renamed) and the destination has its size.
-//
-// Only pool.ErrBusy is returned as an error: the lease goes back rather
-// than redo a transfer that may be done. Anything else means "not known to
-// be done", and the transfer runs again.
-func (e *Engine) committedEarlier(ctx context.Context, ep *config.Endpoint, p string, pc *leasev1.PriorCommit) (bool, int64, error) {
-	if ep.Type == config.TypeLocal {
-		root := e.roots[ep.ID]
-		st, err := root.Stat(p)
-		if err != nil || st.Size() != pc.Bytes {
-			return false, 0, nil
-		}
-		_, err = root.Lstat(tempName(p, pc.Token, "tmp"))
-		return errors.Is(err, os.ErrNotExist), st.Size(), nil
-	}
-	pl, _ := e.pools.Pool(ep.ID)
-	conn, err := pl.Get(ctx)
-	if errors.Is(err, pool.ErrBusy) {
-		return false, 0, err
-	}
-	if err != nil {
-		return false, 0, nil
-	}
-	defer pl.Put(conn)
-	size, err := conn.Size(ctx, p)
-	if err != nil || size != pc.Bytes {
-		return false, 0, nil
-	}
-	exists, err := conn.Exists(ctx, tempName(p, pc.Token, "part"))
-	return err == nil && !exists, size, nil
 }
 
 // copyError classifies a failed copy: a context cause wins, then whatever

@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path"
@@ -11,7 +12,9 @@ import (
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/pool"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/taskpath"
 )
 
 // ftpSource reads a file from an FTP endpoint on a pooled connection.
@@ -215,4 +218,51 @@ func (s *ftpSink) release() {
 		s.pool.Put(s.conn)
 		s.conn = nil
 	}
+}
+
+// ftpEndpoint is an FTP server reached through the agent's pool.
+type ftpEndpoint struct {
+	ep   *config.Endpoint
+	pool *pool.Pool
+}
+
+func (f *ftpEndpoint) id() string { return f.ep.ID }
+
+func (f *ftpEndpoint) resolve(p string) (string, error) { return p, taskpath.Remote(p) }
+
+func (f *ftpEndpoint) open(ctx context.Context, p string, offset int64) (*source, error) {
+	fs, err := openFTPSource(ctx, f.pool, p, offset)
+	if err != nil {
+		return nil, err
+	}
+	return &source{r: fs.rc, size: fs.size, close: fs.close}, nil
+}
+
+func (f *ftpEndpoint) create(ctx context.Context, p string, l *leasev1.Lease) (sink, error) {
+	return openFTPSink(ctx, f.pool, p, l)
+}
+
+// done: an approved earlier commit left the file at its size and its
+// temporary file renamed away. FTP keeps no record origin. Only
+// pool.ErrBusy is an error: the lease goes back rather than redo a
+// transfer that may be done; any other failure to look means "not known
+// to be done", and the transfer runs again.
+func (f *ftpEndpoint) done(ctx context.Context, p string, pc *leasev1.PriorCommit, _ string) (bool, int64, error) {
+	if pc == nil {
+		return false, 0, nil
+	}
+	conn, err := f.pool.Get(ctx)
+	if errors.Is(err, pool.ErrBusy) {
+		return false, 0, err
+	}
+	if err != nil {
+		return false, 0, nil
+	}
+	defer f.pool.Put(conn)
+	size, err := conn.Size(ctx, p)
+	if err != nil || size != pc.Bytes {
+		return false, 0, nil
+	}
+	exists, err := conn.Exists(ctx, tempName(p, pc.Token, "part"))
+	return err == nil && !exists, size, nil
 }

@@ -3,7 +3,6 @@ package transfer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -16,7 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
+	"github.com/ftp-pooler/ftp-pooler/services/internal/taskpath"
 )
 
 // originXattr records on a committed local file which Kafka record it
@@ -187,29 +188,6 @@ func removeStaleLocal(root *os.Root, final, mine string, staleAfter time.Duratio
 		}
 	}
 }
-
-// tempName is a hidden sibling of final that names its delivery, so two
-// deliveries never share one and stale ones are recognisable.
-func tempName(final string, token uint64, suffix string) string {
-	return fmt.Sprintf("%s%d.ftp-pooler.%s", path.Join(path.Dir(final), tempPrefix(final)), token, suffix)
-}
-
-// tempPrefix is the part of a temporary name shared by every delivery of
-// final: "." + base name (cut to keep the name within 255 bytes) + ".".
-func tempPrefix(final string) string {
-	base := path.Base(final)
-	const keep = 180
-	if len(base) > keep {
-		cut := keep
-		for cut > 0 && !isRuneStart(base[cut]) {
-			cut--
-		}
-		base = base[:cut]
-	}
-	return "." + base + "."
-}
-
-func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
 func (s *localSink) resumed() int64 { return s.offset }
 
@@ -386,16 +364,40 @@ func (s *localSink) abort() {
 // for network sources, ignoring the large one we pass to io.CopyBuffer.
 type writerOnly struct{ io.Writer }
 
-// counting reports bytes read as they pass.
-type counting struct {
-	r   io.Reader
-	add func(int64)
+// localEndpoint is a directory of the agent's file system (base_path),
+// opened as an os.Root so no task path leaves it.
+type localEndpoint struct {
+	e    *Engine // fsync, the directory syncer, StaleAfter
+	ep   *config.Endpoint
+	root *os.Root
 }
 
-func (c *counting) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 {
-		c.add(int64(n))
+func (l *localEndpoint) id() string { return l.ep.ID }
+
+func (l *localEndpoint) resolve(p string) (string, error) { return taskpath.Local(l.ep.BasePath, p) }
+
+func (l *localEndpoint) open(_ context.Context, p string, offset int64) (*source, error) {
+	ls, err := openLocalSource(l.root, p, offset)
+	if err != nil {
+		return nil, err
 	}
-	return n, err
+	return &source{r: ls.f, size: ls.size, close: ls.f.Close}, nil
+}
+
+func (l *localEndpoint) create(_ context.Context, p string, lease *leasev1.Lease) (sink, error) {
+	return openLocalSink(l.root, p, lease, l.e.cfg.Fsync, &l.e.dirs, l.e.StaleAfter)
+}
+
+// done: an approved earlier commit left the file at its size and its
+// temporary file renamed away; or the file carries this record's origin.
+func (l *localEndpoint) done(_ context.Context, p string, pc *leasev1.PriorCommit, origin string) (bool, int64, error) {
+	if pc != nil {
+		if st, err := l.root.Stat(p); err == nil && st.Size() == pc.Bytes {
+			if _, err := l.root.Lstat(tempName(p, pc.Token, "tmp")); errors.Is(err, os.ErrNotExist) {
+				return true, st.Size(), nil
+			}
+		}
+	}
+	size, ok := committedRecord(l.root, p, origin)
+	return ok, size, nil
 }
