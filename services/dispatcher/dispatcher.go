@@ -171,7 +171,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		Linger:        cfg.Kafka.CommitInterval.D(),
 		MaxBatch:      cfg.Kafka.BatchMaxOutcomes,
 		RetryBackoff:  time.Duration(cfg.Kafka.BaseBackoffMS) * time.Millisecond,
-	}, producer, consumer, tracker, m, logger, nil)
+	}, producer, consumer, tracker, m, logger)
 	endpoints := map[string]lease.Endpoint{}
 	for _, id := range conns.IDs() {
 		ep, _ := conns.Endpoint(id)

@@ -36,13 +36,13 @@ func BenchmarkScheduler(b *testing.B) {
 	s.PoolReport(sess, &leasev1.PoolReport{})
 	s.SetWindow(sess, 64)
 	ctx := context.Background()
-	buf := sess.Out().Take(ctx, nil)
+	buf := sess.out.take(ctx, nil)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		s.Enqueue(benchTask(i))
 		i++
-		buf = sess.Out().Take(ctx, buf)
+		buf = sess.out.take(ctx, buf)
 		for _, m := range buf {
 			if l := m.GetLease(); l != nil {
 				s.Result(sess, &leasev1.Result{LeaseId: l.LeaseId, Token: l.Token, Outcome: &leasev1.Outcome{Status: leasev1.Status_STATUS_SUCCEEDED}})

@@ -64,17 +64,6 @@ func (q *queue) promote(now time.Time, promoted func(*Task)) {
 	}
 }
 
-// nextDue returns when the earliest delayed task becomes ready.
-func (q *queue) nextDue() (time.Time, bool) {
-	for q.delayed.Len() > 0 {
-		if t := q.delayed[0]; t.state == stateDelayed {
-			return t.notBefore, true
-		}
-		heap.Pop(&q.delayed)
-	}
-	return time.Time{}, false
-}
-
 // scan offers the front task of each route, once per route, starting at
 // the cursor; take returns true when it leased the task. The cursor moves
 // on after every route, so routes take turns and a route whose task cannot

@@ -94,7 +94,7 @@ func (h *harness) agent(id string, window uint32) *Session {
 func (h *harness) drain(sess *Session) []*leasev1.ConnectResponse {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	return sess.Out().Take(ctx, nil)
+	return sess.out.take(ctx, nil)
 }
 
 func (h *harness) next(sess *Session) *leasev1.ConnectResponse {

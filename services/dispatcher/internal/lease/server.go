@@ -80,7 +80,7 @@ func (srv *Server) Connect(stream leasev1.LeaseService_ConnectServer) error {
 func (srv *Server) send(ctx context.Context, stream leasev1.LeaseService_ConnectServer, sess *Session) error {
 	var buf []*leasev1.ConnectResponse
 	for {
-		buf = sess.Out().Take(ctx, buf)
+		buf = sess.out.take(ctx, buf)
 		if buf == nil {
 			return ctx.Err()
 		}
@@ -112,7 +112,7 @@ func (srv *Server) receive(stream leasev1.LeaseService_ConnectServer, sess *Sess
 			srv.sched.Release(sess, m.Release)
 		case *leasev1.ConnectRequest_Commit:
 			d := srv.sched.Commit(sess, m.Commit)
-			sess.Out().Push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_CommitDecision{CommitDecision: d}})
+			sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_CommitDecision{CommitDecision: d}})
 		case *leasev1.ConnectRequest_PoolReport:
 			srv.sched.PoolReport(sess, m.PoolReport)
 		case *leasev1.ConnectRequest_Hello:

@@ -39,9 +39,6 @@ type Session struct {
 // AgentID is the agent's identifier.
 func (s *Session) AgentID() string { return s.agentID }
 
-// Out returns the messages queued for the agent.
-func (s *Session) Out() *Outbox { return (*Outbox)(s.out) }
-
 type lease struct {
 	id         string
 	token      uint64
@@ -72,9 +69,6 @@ type outbox struct {
 	closed bool
 }
 
-// Outbox is the exported view the stream server drains.
-type Outbox outbox
-
 func newOutbox() *outbox { return &outbox{wake: make(chan struct{}, 1)} }
 
 func (o *outbox) push(m *leasev1.ConnectResponse) {
@@ -102,29 +96,25 @@ func (o *outbox) close() {
 	}
 }
 
-// Push queues a message (used for commit decisions by the stream server).
-func (o *Outbox) Push(m *leasev1.ConnectResponse) { (*outbox)(o).push(m) }
-
-// Take waits for queued messages and returns all of them, or nil once the
+// take waits for queued messages and returns all of them, or nil once the
 // outbox is closed or ctx ends.
-func (o *Outbox) Take(ctx context.Context, buf []*leasev1.ConnectResponse) []*leasev1.ConnectResponse {
-	ob := (*outbox)(o)
+func (o *outbox) take(ctx context.Context, buf []*leasev1.ConnectResponse) []*leasev1.ConnectResponse {
 	for {
-		ob.mu.Lock()
-		if ob.closed {
-			ob.mu.Unlock()
+		o.mu.Lock()
+		if o.closed {
+			o.mu.Unlock()
 			return nil
 		}
-		if len(ob.msgs) > 0 {
-			buf = append(buf[:0], ob.msgs...)
-			clear(ob.msgs)
-			ob.msgs = ob.msgs[:0]
-			ob.mu.Unlock()
+		if len(o.msgs) > 0 {
+			buf = append(buf[:0], o.msgs...)
+			clear(o.msgs)
+			o.msgs = o.msgs[:0]
+			o.mu.Unlock()
 			return buf
 		}
-		ob.mu.Unlock()
+		o.mu.Unlock()
 		select {
-		case <-ob.wake:
+		case <-o.wake:
 		case <-ctx.Done():
 			return nil
 		}

@@ -73,8 +73,6 @@ type Publisher struct {
 	tracker  *watermark.Tracker
 	metrics  *metrics.Metrics
 	logger   *slog.Logger
-	// OnPublished is called with each batch once it is durable in Kafka.
-	onPublished func([]*Record)
 
 	mu        sync.Mutex
 	pending   []*Record
@@ -92,18 +90,17 @@ type Publisher struct {
 // New returns a publisher. In transactional mode the producer must have a
 // transactional.id; Run initialises transactions.
 func New(cfg Config, producer *kafka.Producer, consumer Consumer, tracker *watermark.Tracker,
-	m *metrics.Metrics, logger *slog.Logger, onPublished func([]*Record)) *Publisher {
+	m *metrics.Metrics, logger *slog.Logger) *Publisher {
 	p := &Publisher{
-		cfg:         cfg,
-		producer:    producer,
-		consumer:    consumer,
-		tracker:     tracker,
-		metrics:     m,
-		logger:      logger.With("component", "publisher"),
-		onPublished: onPublished,
-		wake:        make(chan struct{}, 1),
-		progress:    make(chan struct{}),
-		deliveries:  make(chan kafka.Event, 4*cfg.MaxBatch+64),
+		cfg:        cfg,
+		producer:   producer,
+		consumer:   consumer,
+		tracker:    tracker,
+		metrics:    m,
+		logger:     logger.With("component", "publisher"),
+		wake:       make(chan struct{}, 1),
+		progress:   make(chan struct{}),
+		deliveries: make(chan kafka.Event, 4*cfg.MaxBatch+64),
 	}
 	return p
 }
@@ -290,9 +287,6 @@ func (p *Publisher) markPublished(batch []*Record) {
 		if r.Done != nil {
 			r.Done()
 		}
-	}
-	if p.onPublished != nil {
-		p.onPublished(batch)
 	}
 }
 
