@@ -431,7 +431,7 @@ func TestLostLeasesCarryProgressForward(t *testing.T) {
 	ls := leases(h.drain(a))
 	// Task 1 made progress; task 2 was committed; then the agent vanished.
 	h.sched.Progress(a, &leasev1.Progress{LeaseId: ls[0].LeaseId, Token: ls[0].Token, BytesDone: 4096, BytesTotal: 1 << 20})
-	if d := h.sched.Commit(a, &leasev1.Commit{LeaseId: ls[1].LeaseId, Token: ls[1].Token, Bytes: 20}); !d.Approved {
+	if d, _ := h.sched.Commit(a, &leasev1.Commit{LeaseId: ls[1].LeaseId, Token: ls[1].Token, Bytes: 20}); !d.Approved {
 		t.Fatal(d.Reason)
 	}
 	h.sched.Detach(a, fmt.Errorf("killed"))

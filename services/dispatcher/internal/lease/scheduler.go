@@ -616,29 +616,53 @@ func (s *Scheduler) SetWindow(sess *Session, window uint32) {
 	s.update(func() { sess.window = window })
 }
 
-// holds returns the lease the session holds under this token, or nil.
-func (s *Scheduler) holdsLocked(sess *Session, leaseID string, token uint64, kind string) *lease {
+// ErrUnknownLease refuses a message for a lease this dispatcher does not
+// hold: it ended (expired, revoked, finished) or never was.
+var ErrUnknownLease = errors.New("unknown lease")
+
+// ErrStaleToken refuses a message for a lease now held under another
+// delivery token or by another agent: the sender's delivery was superseded.
+var ErrStaleToken = errors.New("stale delivery token")
+
+// RefusedError is an agent's message about a lease it does not hold; it
+// wraps ErrUnknownLease or ErrStaleToken.
+type RefusedError struct {
+	Kind    string // progress, commit, result, release
+	LeaseID string
+	Token   uint64
+	// Current is the lease's token now (0 when unknown).
+	Current uint64
+	Err     error
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%s for lease %s token %d refused: %v (current token %d)", e.Kind, e.LeaseID, e.Token, e.Err, e.Current)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// holdsLocked returns the lease if sess holds it under token, else a
+// RefusedError (counted in ftp_pooler_stale_messages_total).
+func (s *Scheduler) holdsLocked(sess *Session, leaseID string, token uint64, kind string) (*lease, error) {
 	l := s.leases[leaseID]
-	if l == nil || l.token != token || l.sess != sess {
-		s.metrics.StaleMessages.WithLabelValues(kind).Inc()
-		current := uint64(0)
-		if l != nil {
-			current = l.token
-		}
-		s.logger.Warn("refused message for a lease the agent does not hold", "kind", kind, "lease_id", leaseID,
-			"token", token, "current_token", current, "agent_id", sess.agentID)
-		return nil
+	if l != nil && l.token == token && l.sess == sess {
+		return l, nil
 	}
-	return l
+	s.metrics.StaleMessages.WithLabelValues(kind).Inc()
+	refused := &RefusedError{Kind: kind, LeaseID: leaseID, Token: token, Err: ErrUnknownLease}
+	if l != nil {
+		refused.Current, refused.Err = l.token, ErrStaleToken
+	}
+	return nil, refused
 }
 
 // Progress records a heartbeat with the bytes moved so far.
-func (s *Scheduler) Progress(sess *Session, p *leasev1.Progress) {
+func (s *Scheduler) Progress(sess *Session, p *leasev1.Progress) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.holdsLocked(sess, p.LeaseId, p.Token, "progress")
-	if l == nil {
-		return
+	l, err := s.holdsLocked(sess, p.LeaseId, p.Token, "progress")
+	if err != nil {
+		return err
 	}
 	now := s.clock.Now()
 	l.heartbeat, l.expires = now, now.Add(s.cfg.TTL)
@@ -648,17 +672,19 @@ func (s *Scheduler) Progress(sess *Session, p *leasev1.Progress) {
 		// renames is no progress for Watch to show.
 		s.emit(EventProgress, l.task, l, nil)
 	}
+	return nil
 }
 
 // Commit answers whether the agent may make its write visible: only while it
 // still holds the lease under this token and nobody cancelled the task.
-func (s *Scheduler) Commit(sess *Session, c *leasev1.Commit) *leasev1.CommitDecision {
+// A refused commit also comes back as a RefusedError, for the log.
+func (s *Scheduler) Commit(sess *Session, c *leasev1.Commit) (*leasev1.CommitDecision, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := &leasev1.CommitDecision{LeaseId: c.LeaseId, Token: c.Token}
-	l := s.holdsLocked(sess, c.LeaseId, c.Token, "commit")
+	l, err := s.holdsLocked(sess, c.LeaseId, c.Token, "commit")
 	switch {
-	case l == nil:
+	case err != nil:
 		d.Reason = "the lease is no longer held under this token"
 	case l.task.cancel != "":
 		d.Reason = "the task was cancelled: " + l.task.cancel
@@ -669,14 +695,14 @@ func (s *Scheduler) Commit(sess *Session, c *leasev1.Commit) *leasev1.CommitDeci
 		d.Approved = true
 		s.emit(EventCommitted, l.task, l, nil)
 	}
-	return d
+	return d, err
 }
 
 // Result ends a lease with the agent's outcome.
-func (s *Scheduler) Result(sess *Session, r *leasev1.Result) {
+func (s *Scheduler) Result(sess *Session, r *leasev1.Result) (err error) {
 	s.update(func() {
-		l := s.holdsLocked(sess, r.LeaseId, r.Token, "result")
-		if l == nil {
+		var l *lease
+		if l, err = s.holdsLocked(sess, r.LeaseId, r.Token, "result"); err != nil {
 			return
 		}
 		t, o := l.task, r.Outcome
@@ -715,14 +741,15 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) {
 			s.finishLocked(t, o, sess.agentID)
 		}
 	})
+	return err
 }
 
 // Release takes back a lease the agent hands back without an outcome. It
 // does not count as a failed attempt: the agent is going away, the task is fine.
-func (s *Scheduler) Release(sess *Session, r *leasev1.Release) {
+func (s *Scheduler) Release(sess *Session, r *leasev1.Release) (err error) {
 	s.update(func() {
-		l := s.holdsLocked(sess, r.LeaseId, r.Token, "release")
-		if l == nil {
+		var l *lease
+		if l, err = s.holdsLocked(sess, r.LeaseId, r.Token, "release"); err != nil {
 			return
 		}
 		s.metrics.Releases.Inc()
@@ -740,6 +767,7 @@ func (s *Scheduler) Release(sess *Session, r *leasev1.Release) {
 		s.requeueLocked(l.task, 0)
 		s.queue.promote(s.clock.Now(), s.promotedLocked)
 	})
+	return err
 }
 
 // Revoke drops every task of the given partitions without an outcome: their

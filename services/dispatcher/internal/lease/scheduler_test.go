@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -206,7 +207,7 @@ func TestLeaseExpiryReleasesWithNewToken(t *testing.T) {
 	}
 
 	// The zombie's messages under the old token are refused.
-	if d := h.sched.Commit(sess, &leasev1.Commit{LeaseId: first.LeaseId, Token: first.Token}); d.Approved {
+	if d, _ := h.sched.Commit(sess, &leasev1.Commit{LeaseId: first.LeaseId, Token: first.Token}); d.Approved {
 		t.Fatal("commit with a stale token approved")
 	}
 	h.sched.Result(sess, result(first, success()))
@@ -218,7 +219,7 @@ func TestLeaseExpiryReleasesWithNewToken(t *testing.T) {
 	}
 
 	// The current token commits and finishes.
-	if d := h.sched.Commit(sess, &leasev1.Commit{LeaseId: second[0].LeaseId, Token: second[0].Token}); !d.Approved {
+	if d, _ := h.sched.Commit(sess, &leasev1.Commit{LeaseId: second[0].LeaseId, Token: second[0].Token}); !d.Approved {
 		t.Fatalf("current commit refused: %s", d.Reason)
 	}
 	h.sched.Result(sess, result(second[0], success()))
@@ -234,12 +235,26 @@ func TestResultFromAnotherSessionRefused(t *testing.T) {
 	b := h.agent("a2", 0)
 	h.enqueue(1)
 	l := leases(h.drain(a))[0]
-	h.sched.Result(b, result(l, success()))
-	if d := h.sched.Commit(b, &leasev1.Commit{LeaseId: l.LeaseId, Token: l.Token}); d.Approved {
-		t.Fatal("another session's commit approved")
+	if err := h.sched.Result(b, result(l, success())); !errors.Is(err, ErrStaleToken) {
+		t.Fatalf("another session's result: %v, want ErrStaleToken", err)
+	}
+	if d, err := h.sched.Commit(b, &leasev1.Commit{LeaseId: l.LeaseId, Token: l.Token}); d.Approved || !errors.Is(err, ErrStaleToken) {
+		t.Fatalf("another session's commit: approved %v, %v", d.Approved, err)
 	}
 	if len(h.done()) != 0 {
 		t.Fatal("another session finished the lease")
+	}
+	// A stale token on the holder's own session, and a lease that never was.
+	var refused *RefusedError
+	err := h.sched.Progress(a, &leasev1.Progress{LeaseId: l.LeaseId, Token: l.Token + 1})
+	if !errors.As(err, &refused) || !errors.Is(err, ErrStaleToken) || refused.Current != l.Token || refused.Kind != "progress" {
+		t.Fatalf("progress under a stale token: %v", err)
+	}
+	if err := h.sched.Release(a, &leasev1.Release{LeaseId: "no-such-lease", Token: 1}); !errors.Is(err, ErrUnknownLease) {
+		t.Fatalf("release of an unknown lease: %v, want ErrUnknownLease", err)
+	}
+	if err := h.sched.Result(a, result(l, success())); err != nil {
+		t.Fatalf("the holder's result: %v", err)
 	}
 }
 
@@ -367,7 +382,7 @@ func TestCancel(t *testing.T) {
 	if c := h.next(a).GetCancel(); c == nil || c.LeaseId != l.LeaseId {
 		t.Fatal("agent not told to cancel")
 	}
-	if d := h.sched.Commit(a, &leasev1.Commit{LeaseId: l.LeaseId, Token: l.Token}); d.Approved {
+	if d, _ := h.sched.Commit(a, &leasev1.Commit{LeaseId: l.LeaseId, Token: l.Token}); d.Approved {
 		t.Fatal("commit approved after cancel")
 	}
 	h.sched.Result(a, result(l, failed(failure.Cancelled)))

@@ -105,13 +105,14 @@ func (srv *Server) receive(stream leasev1.LeaseService_ConnectServer, sess *Sess
 		case *leasev1.ConnectRequest_Credit:
 			srv.sched.SetWindow(sess, m.Credit.Window)
 		case *leasev1.ConnectRequest_Progress:
-			srv.sched.Progress(sess, m.Progress)
+			srv.refused(sess, srv.sched.Progress(sess, m.Progress))
 		case *leasev1.ConnectRequest_Result:
-			srv.sched.Result(sess, m.Result)
+			srv.refused(sess, srv.sched.Result(sess, m.Result))
 		case *leasev1.ConnectRequest_Release:
-			srv.sched.Release(sess, m.Release)
+			srv.refused(sess, srv.sched.Release(sess, m.Release))
 		case *leasev1.ConnectRequest_Commit:
-			d := srv.sched.Commit(sess, m.Commit)
+			d, err := srv.sched.Commit(sess, m.Commit)
+			srv.refused(sess, err)
 			sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_CommitDecision{CommitDecision: d}})
 		case *leasev1.ConnectRequest_PoolReport:
 			srv.sched.PoolReport(sess, m.PoolReport)
@@ -136,5 +137,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-t.C:
 			s.Tick()
 		}
+	}
+}
+
+// refused logs an agent's message about a lease it does not hold: after a
+// lease expired or moved on, the agent of the old delivery is not told
+// until its next message, and that one is dropped here.
+func (srv *Server) refused(sess *Session, err error) {
+	var r *RefusedError
+	if errors.As(err, &r) {
+		srv.logger.Warn("refused message for a lease the agent does not hold", "kind", r.Kind, "lease_id", r.LeaseID,
+			"token", r.Token, "current_token", r.Current, "reason", r.Err.Error(), "agent_id", sess.agentID)
 	}
 }
