@@ -85,17 +85,46 @@ type budget struct {
 	limitChangedAt time.Time
 	lastFull       time.Time
 	share          int
-	// granted is the sum of quotas granted plus quota taken back but not
-	// yet acknowledged: connections that may be open.
-	granted int
-	// reclaiming counts units taken back and not yet acknowledged.
-	reclaiming int
-	// elsewhere is what connected agents report holding under other
-	// dispatchers' quotas (EndpointPool.elsewhere). Shares add up to the
-	// limit only once every member has read the same group; until then,
-	// and while a restarted dispatcher's predecessor's transfers finish,
-	// this keeps grants within limit - elsewhere.
-	elsewhere int
+}
+
+// What a budget has out is computed from the sessions and held quotas that
+// own it, never kept as a sum to update by hand.
+
+// grantedLocked is an endpoint's quotas granted plus quota taken back but
+// not yet acknowledged (reclaiming, also counted alone): connections that
+// may be open under this dispatcher.
+func (s *Scheduler) grantedLocked(endpoint string) (granted, reclaiming int) {
+	for _, sess := range s.sessions {
+		granted += int(sess.quota[endpoint])
+		for _, rc := range sess.reclaims {
+			if rc.endpoint == endpoint {
+				granted += int(rc.n)
+				reclaiming += int(rc.n)
+			}
+		}
+	}
+	for _, h := range s.held {
+		if h.endpoint == endpoint {
+			granted += h.n
+			reclaiming += h.reclaiming
+		}
+	}
+	return granted, reclaiming
+}
+
+// elsewhereLocked is what connected agents report holding to an endpoint
+// under other dispatchers' quotas (EndpointPool.elsewhere). Shares add up
+// to the limit only once every member has read the same group; until then,
+// and while a restarted dispatcher's predecessor's transfers finish, this
+// keeps grants within limit - elsewhere.
+func (s *Scheduler) elsewhereLocked(endpoint string) int {
+	n := 0
+	for _, sess := range s.sessions {
+		if p := sess.pool[endpoint]; p != nil {
+			n += int(p.Elsewhere)
+		}
+	}
+	return n
 }
 
 // setShares recomputes every endpoint's share of its limit for a group of
@@ -182,7 +211,11 @@ func (s *Scheduler) grantable(sess *Session, needs []need) bool {
 			return false // an agent that has not reported may hold anything
 		}
 		b := s.budgets[nd.endpoint]
-		if b == nil || b.granted+deficit > b.share || b.granted+deficit+b.elsewhere > b.limit {
+		if b == nil {
+			return false
+		}
+		granted, _ := s.grantedLocked(nd.endpoint)
+		if granted+deficit > b.share || granted+deficit+s.elsewhereLocked(nd.endpoint) > b.limit {
 			return false
 		}
 	}
@@ -197,12 +230,6 @@ func (s *Scheduler) setPoolsLocked(sess *Session, pools []*leasev1.EndpointPool)
 		s.unreported--
 	}
 	for _, p := range pools {
-		if b := s.budgets[p.EndpointId]; b != nil {
-			if old := sess.pool[p.EndpointId]; old != nil {
-				b.elsewhere -= int(old.Elsewhere)
-			}
-			b.elsewhere += int(p.Elsewhere)
-		}
 		sess.pool[p.EndpointId] = p
 	}
 }
@@ -213,11 +240,6 @@ func (s *Scheduler) forgetPoolsLocked(sess *Session) {
 		sess.reported = true
 		s.unreported--
 	}
-	for id, p := range sess.pool {
-		if b := s.budgets[id]; b != nil {
-			b.elsewhere -= int(p.Elsewhere)
-		}
-	}
 	sess.pool = map[string]*leasev1.EndpointPool{}
 }
 
@@ -227,8 +249,7 @@ func (s *Scheduler) claimLocked(sess *Session, needs []need) {
 	for _, nd := range needs {
 		busy := sess.busy[nd.endpoint] + nd.units
 		want := s.connectionsFor(busy)
-		if deficit := int(want) - int(sess.quota[nd.endpoint]); deficit > 0 {
-			s.budgets[nd.endpoint].granted += deficit
+		if want > sess.quota[nd.endpoint] {
 			s.setQuotaLocked(sess, nd.endpoint, want)
 		}
 		sess.busy[nd.endpoint] = busy
@@ -272,15 +293,15 @@ func (s *Scheduler) reclaimLocked(endpoint string, except *Session) bool {
 	}
 	s.setQuotaLocked(victim, endpoint, victim.quota[endpoint]-1)
 	victim.reclaims = append(victim.reclaims, reclaim{seq: victim.quotaSeq, endpoint: endpoint, n: 1})
-	s.budgets[endpoint].reclaiming++
 	return true
 }
 
 // shrinkLocked takes back spare quota above a share that shrank.
 func (s *Scheduler) shrinkLocked() {
 	for id, b := range s.budgets {
-		for b.granted-b.reclaiming > b.share {
-			if !s.reclaimLocked(id, nil) {
+		for {
+			granted, reclaiming := s.grantedLocked(id)
+			if granted-reclaiming <= b.share || !s.reclaimLocked(id, nil) {
 				break
 			}
 		}
@@ -307,10 +328,7 @@ func (s *Scheduler) PoolReport(sess *Session, r *leasev1.PoolReport) {
 		kept := sess.reclaims[:0]
 		for _, rc := range sess.reclaims {
 			if rc.seq <= r.QuotaSeq {
-				b := s.budgets[rc.endpoint]
-				b.granted -= int(rc.n)
-				b.reclaiming -= int(rc.n)
-				continue
+				continue // applied: the connection is closed
 			}
 			kept = append(kept, rc)
 		}
@@ -356,9 +374,6 @@ func (s *Scheduler) releaseHeldLocked(now time.Time) {
 			kept = append(kept, h)
 			continue
 		}
-		b := s.budgets[h.endpoint]
-		b.granted -= h.n
-		b.reclaiming -= h.reclaiming
 	}
 	s.held = kept
 }

@@ -39,7 +39,8 @@ func quotas(msgs []*leasev1.ConnectResponse) []*leasev1.Quota {
 func (h *harness) granted(endpoint string) int {
 	h.sched.mu.Lock()
 	defer h.sched.mu.Unlock()
-	return h.sched.budgets[endpoint].granted
+	g, _ := h.sched.grantedLocked(endpoint)
+	return g
 }
 
 func TestConnectionLimitHoldsForTheFleet(t *testing.T) {

@@ -84,7 +84,8 @@ func (s *Scheduler) Endpoints() []EndpointView {
 	for id, ep := range s.cfg.Endpoints {
 		v := EndpointView{ID: id, FTP: ep.FTP, Limit: ep.Limit, Paused: s.paused[id], Queued: s.queuedForLocked(id)}
 		if b := s.budgets[id]; b != nil {
-			v.Limit, v.ConfiguredLimit, v.Share, v.Granted = b.limit, b.configured, b.share, b.granted
+			v.Granted, _ = s.grantedLocked(id)
+			v.Limit, v.ConfiguredLimit, v.Share = b.limit, b.configured, b.share
 			v.LimitReason, v.LimitChangedAt = b.limitReason, b.limitChangedAt
 		}
 		if br := s.breakers[id]; br != nil {

@@ -350,7 +350,11 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 		if s.anySpareFor(nd) {
 			continue // not this endpoint's connections are missing
 		}
-		if b := s.budgets[nd.endpoint]; b != nil && b.reclaiming == 0 && (b.granted >= b.share || b.granted+b.elsewhere >= b.limit) {
+		b := s.budgets[nd.endpoint]
+		if b == nil {
+			continue
+		}
+		if granted, reclaiming := s.grantedLocked(nd.endpoint); reclaiming == 0 && (granted >= b.share || granted+s.elsewhereLocked(nd.endpoint) >= b.limit) {
 			s.reclaimLocked(nd.endpoint, nil)
 		}
 	}
@@ -599,12 +603,14 @@ func (s *Scheduler) Detach(sess *Session, cause error) {
 		}
 		s.sessions = slices.Delete(s.sessions, i, i+1)
 		sess.detached = true
+		// Hold its quotas first: granted is summed over the sessions, and
+		// ending its leases below may reclaim against it.
+		s.holdSessionLocked(sess)
 		for _, l := range sess.leases {
 			lost++
 			s.loseLeaseLocked(l, failure.ConnectionError,
 				fmt.Sprintf("agent %s disconnected during the transfer", sess.agentID))
 		}
-		s.holdSessionLocked(sess)
 		s.forgetPoolsLocked(sess)
 	})
 	sess.out.close()
