@@ -1,9 +1,11 @@
 package lease
 
 import (
+	"log/slog"
 	"time"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/metrics"
 )
 
 // Endpoint is what the scheduler knows of an endpoint.
@@ -39,10 +41,10 @@ type need struct {
 
 // needsOf lists the FTP connections a transfer uses: one per FTP side, two
 // when both sides are the same FTP endpoint.
-func (s *Scheduler) needsOf(spec *leasev1.TransferSpec) []need {
+func (c *connections) needsOf(spec *leasev1.TransferSpec) []need {
 	var out []need
 	for _, id := range []string{spec.SrcId, spec.DstId} {
-		ep, ok := s.cfg.Endpoints[id]
+		ep, ok := c.endpoints[id]
 		if !ok || !ep.FTP {
 			continue
 		}
@@ -54,7 +56,7 @@ func (s *Scheduler) needsOf(spec *leasev1.TransferSpec) []need {
 	}
 	shared := len(out) == 1 && out[0].n == 1
 	for i := range out {
-		out[i].units = out[i].n * s.perConn
+		out[i].units = out[i].n * c.perConn
 		if shared {
 			out[i].units = 1
 		}
@@ -63,8 +65,32 @@ func (s *Scheduler) needsOf(spec *leasev1.TransferSpec) []need {
 }
 
 // connectionsFor is the quota that covers units of leases.
-func (s *Scheduler) connectionsFor(units uint32) uint32 {
-	return (units + s.perConn - 1) / s.perConn
+func (c *connections) connectionsFor(units uint32) uint32 {
+	return (units + c.perConn - 1) / c.perConn
+}
+
+// connections is every FTP endpoint's connection budget as this dispatcher
+// accounts it: the limit in force (configured or learned, limits.go), this
+// dispatcher's share of it, and the quotas its sessions hold, hold back for
+// disconnected agents, and take back. What is granted is computed from
+// those owners, never kept as a sum. The scheduler owns it and calls it
+// under its lock; it reads the scheduler's sessions and pushes quota
+// messages to them.
+type connections struct {
+	endpoints map[string]Endpoint
+	perConn   uint32 // Config.LeasesPerConnection, at least 1
+	budgets   map[string]*budget
+	group     group
+	// held are quotas of disconnected agents still counted (detachHold).
+	held []heldQuota
+	// unreported counts sessions whose agent has not sent a pool report.
+	unreported    int
+	sessions      *[]*Session // the scheduler's
+	detachHold    time.Duration
+	limitRecovery time.Duration
+	clock         Clock
+	logger        *slog.Logger
+	metrics       *metrics.Metrics
 }
 
 // budget is one FTP endpoint's connections as this dispatcher accounts them.
@@ -90,11 +116,11 @@ type budget struct {
 // What a budget has out is computed from the sessions and held quotas that
 // own it, never kept as a sum to update by hand.
 
-// grantedLocked is an endpoint's quotas granted plus quota taken back but
+// granted is an endpoint's quotas granted plus quota taken back but
 // not yet acknowledged (reclaiming, also counted alone): connections that
 // may be open under this dispatcher.
-func (s *Scheduler) grantedLocked(endpoint string) (granted, reclaiming int) {
-	for _, sess := range s.sessions {
+func (c *connections) granted(endpoint string) (granted, reclaiming int) {
+	for _, sess := range *c.sessions {
 		granted += int(sess.quota[endpoint])
 		for _, rc := range sess.reclaims {
 			if rc.endpoint == endpoint {
@@ -103,7 +129,7 @@ func (s *Scheduler) grantedLocked(endpoint string) (granted, reclaiming int) {
 			}
 		}
 	}
-	for _, h := range s.held {
+	for _, h := range c.held {
 		if h.endpoint == endpoint {
 			granted += h.n
 			reclaiming += h.reclaiming
@@ -112,14 +138,14 @@ func (s *Scheduler) grantedLocked(endpoint string) (granted, reclaiming int) {
 	return granted, reclaiming
 }
 
-// elsewhereLocked is what connected agents report holding to an endpoint
+// elsewhere is what connected agents report holding to an endpoint
 // under other dispatchers' quotas (EndpointPool.elsewhere). Shares add up
 // to the limit only once every member has read the same group; until then,
 // and while a restarted dispatcher's predecessor's transfers finish, this
 // keeps grants within limit - elsewhere.
-func (s *Scheduler) elsewhereLocked(endpoint string) int {
+func (c *connections) elsewhere(endpoint string) int {
 	n := 0
-	for _, sess := range s.sessions {
+	for _, sess := range *c.sessions {
 		if p := sess.pool[endpoint]; p != nil {
 			n += int(p.Elsewhere)
 		}
@@ -132,8 +158,8 @@ func (s *Scheduler) elsewhereLocked(endpoint string) int {
 // of all members add up to the limit; 0 dispatchers (group not known yet)
 // means no share at all. A share smaller than what is granted is taken back
 // as leases end.
-func (s *Scheduler) setSharesLocked(dispatchers, rank int) {
-	for id, b := range s.budgets {
+func (c *connections) setShares(dispatchers, rank int) {
+	for id, b := range c.budgets {
 		share := 0
 		if dispatchers > 0 {
 			share = b.limit / dispatchers
@@ -142,27 +168,27 @@ func (s *Scheduler) setSharesLocked(dispatchers, rank int) {
 			}
 		}
 		if share != b.share {
-			s.logger.Info("connection share changed", "endpoint", id, "limit", b.limit, "share", share,
+			c.logger.Info("connection share changed", "endpoint", id, "limit", b.limit, "share", share,
 				"dispatchers", dispatchers, "rank", rank)
 		}
 		b.share = share
 	}
-	s.shrinkLocked()
+	c.shrink()
 }
 
 // SetGroup applies the consumer group's size and this dispatcher's rank.
 func (s *Scheduler) SetGroup(dispatchers, rank int) {
 	s.update(func() {
-		s.group = group{known: true, dispatchers: dispatchers, rank: rank}
-		s.setSharesLocked(dispatchers, rank)
+		s.conns.group = group{known: true, dispatchers: dispatchers, rank: rank}
+		s.conns.setShares(dispatchers, rank)
 	})
 }
 
 // spare reports whether sess can run a task with these needs within the
 // quotas it already holds.
-func (s *Scheduler) spare(sess *Session, needs []need) bool {
+func (c *connections) spare(sess *Session, needs []need) bool {
 	for _, nd := range needs {
-		if !s.fits(sess, nd) {
+		if !c.fits(sess, nd) {
 			return false
 		}
 	}
@@ -170,17 +196,17 @@ func (s *Scheduler) spare(sess *Session, needs []need) bool {
 }
 
 // fits reports whether the quota sess holds for nd's endpoint has room for nd.
-func (s *Scheduler) fits(sess *Session, nd need) bool {
-	return sess.quota[nd.endpoint]*s.perConn >= sess.busy[nd.endpoint]+nd.units
+func (c *connections) fits(sess *Session, nd need) bool {
+	return sess.quota[nd.endpoint]*c.perConn >= sess.busy[nd.endpoint]+nd.units
 }
 
 // anySpareFor reports whether a session that takes work has quota with
 // room for nd: then a task that cannot be placed waits for its other
 // endpoint, and taking nd's quota back would only make the agent close a
 // connection it is about to use.
-func (s *Scheduler) anySpareFor(nd need) bool {
-	for _, sess := range s.sessions {
-		if sess.takesWork() && s.fits(sess, nd) {
+func (c *connections) anySpareFor(nd need) bool {
+	for _, sess := range *c.sessions {
+		if sess.takesWork() && c.fits(sess, nd) {
 			return true
 		}
 	}
@@ -201,71 +227,71 @@ func idleFor(sess *Session, needs []need) bool {
 // grantable reports whether this dispatcher's shares can cover what sess
 // lacks for needs, and the fleet's limit, less what agents hold under other
 // dispatchers' quotas, can too.
-func (s *Scheduler) grantable(sess *Session, needs []need) bool {
+func (c *connections) grantable(sess *Session, needs []need) bool {
 	for _, nd := range needs {
-		deficit := int(s.connectionsFor(sess.busy[nd.endpoint]+nd.units)) - int(sess.quota[nd.endpoint])
+		deficit := int(c.connectionsFor(sess.busy[nd.endpoint]+nd.units)) - int(sess.quota[nd.endpoint])
 		if deficit <= 0 {
 			continue
 		}
-		if s.unreported > 0 {
+		if c.unreported > 0 {
 			return false // an agent that has not reported may hold anything
 		}
-		b := s.budgets[nd.endpoint]
+		b := c.budgets[nd.endpoint]
 		if b == nil {
 			return false
 		}
-		granted, _ := s.grantedLocked(nd.endpoint)
-		if granted+deficit > b.share || granted+deficit+s.elsewhereLocked(nd.endpoint) > b.limit {
+		granted, _ := c.granted(nd.endpoint)
+		if granted+deficit > b.share || granted+deficit+c.elsewhere(nd.endpoint) > b.limit {
 			return false
 		}
 	}
 	return true
 }
 
-// setPoolsLocked records an agent's pool report and what it holds under
+// setPools records an agent's pool report and what it holds under
 // other dispatchers' quotas.
-func (s *Scheduler) setPoolsLocked(sess *Session, pools []*leasev1.EndpointPool) {
+func (c *connections) setPools(sess *Session, pools []*leasev1.EndpointPool) {
 	if !sess.reported {
 		sess.reported = true
-		s.unreported--
+		c.unreported--
 	}
 	for _, p := range pools {
 		sess.pool[p.EndpointId] = p
 	}
 }
 
-// forgetPoolsLocked drops a departed session's report.
-func (s *Scheduler) forgetPoolsLocked(sess *Session) {
+// forgetPools drops a departed session's report.
+func (c *connections) forgetPools(sess *Session) {
 	if !sess.reported {
 		sess.reported = true
-		s.unreported--
+		c.unreported--
 	}
 	sess.pool = map[string]*leasev1.EndpointPool{}
 }
 
-// claimLocked raises sess's quotas as needed and counts the task's
+// claim raises sess's quotas as needed and counts the task's
 // connections as busy.
-func (s *Scheduler) claimLocked(sess *Session, needs []need) {
+func (c *connections) claim(sess *Session, needs []need) {
 	for _, nd := range needs {
 		busy := sess.busy[nd.endpoint] + nd.units
-		want := s.connectionsFor(busy)
+		want := c.connectionsFor(busy)
 		if want > sess.quota[nd.endpoint] {
-			s.setQuotaLocked(sess, nd.endpoint, want)
+			c.setQuota(sess, nd.endpoint, want)
 		}
 		sess.busy[nd.endpoint] = busy
 	}
 }
 
-// unclaimLocked returns a finished lease's connections to its session's
+// unclaim returns a finished lease's connections to its session's
 // spare quota.
-func (s *Scheduler) unclaimLocked(sess *Session, needs []need) {
+func (c *connections) unclaim(sess *Session, needs []need) {
 	for _, nd := range needs {
 		sess.busy[nd.endpoint] -= min(nd.units, sess.busy[nd.endpoint])
 	}
-	s.shrinkLocked()
+	c.shrink()
 }
 
-func (s *Scheduler) setQuotaLocked(sess *Session, endpoint string, n uint32) {
+func (c *connections) setQuota(sess *Session, endpoint string, n uint32) {
 	sess.quota[endpoint] = n
 	sess.quotaSeq++
 	sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Quota{Quota: &leasev1.Quota{
@@ -273,35 +299,35 @@ func (s *Scheduler) setQuotaLocked(sess *Session, endpoint string, n uint32) {
 	}}})
 }
 
-// reclaimLocked takes one unit of spare quota for endpoint back from a
+// reclaim takes one unit of spare quota for endpoint back from a
 // session that is not using it, so another agent can have it once the
 // owner has closed the connection and acknowledged. It returns false when
 // no session has spare quota.
-func (s *Scheduler) reclaimLocked(endpoint string, except *Session) bool {
+func (c *connections) reclaim(endpoint string, except *Session) bool {
 	var victim *Session
-	for _, sess := range s.sessions {
-		if sess == except || sess.quota[endpoint] <= s.connectionsFor(sess.busy[endpoint]) {
+	for _, sess := range *c.sessions {
+		if sess == except || sess.quota[endpoint] <= c.connectionsFor(sess.busy[endpoint]) {
 			continue
 		}
 		// Prefer the session with the most spare: its connections are idle.
-		if victim == nil || s.spareConnections(sess, endpoint) > s.spareConnections(victim, endpoint) {
+		if victim == nil || c.spareConnections(sess, endpoint) > c.spareConnections(victim, endpoint) {
 			victim = sess
 		}
 	}
 	if victim == nil {
 		return false
 	}
-	s.setQuotaLocked(victim, endpoint, victim.quota[endpoint]-1)
+	c.setQuota(victim, endpoint, victim.quota[endpoint]-1)
 	victim.reclaims = append(victim.reclaims, reclaim{seq: victim.quotaSeq, endpoint: endpoint, n: 1})
 	return true
 }
 
-// shrinkLocked takes back spare quota above a share that shrank.
-func (s *Scheduler) shrinkLocked() {
-	for id, b := range s.budgets {
+// shrink takes back spare quota above a share that shrank.
+func (c *connections) shrink() {
+	for id, b := range c.budgets {
 		for {
-			granted, reclaiming := s.grantedLocked(id)
-			if granted-reclaiming <= b.share || !s.reclaimLocked(id, nil) {
+			granted, reclaiming := c.granted(id)
+			if granted-reclaiming <= b.share || !c.reclaim(id, nil) {
 				break
 			}
 		}
@@ -309,8 +335,8 @@ func (s *Scheduler) shrinkLocked() {
 }
 
 // spareConnections is quota sess holds for endpoint beyond its leases' needs.
-func (s *Scheduler) spareConnections(sess *Session, endpoint string) uint32 {
-	return sess.quota[endpoint] - min(sess.quota[endpoint], s.connectionsFor(sess.busy[endpoint]))
+func (c *connections) spareConnections(sess *Session, endpoint string) uint32 {
+	return sess.quota[endpoint] - min(sess.quota[endpoint], c.connectionsFor(sess.busy[endpoint]))
 }
 
 type reclaim struct {
@@ -323,7 +349,7 @@ type reclaim struct {
 func (s *Scheduler) PoolReport(sess *Session, r *leasev1.PoolReport) {
 	s.update(func() {
 		if !sess.detached {
-			s.setPoolsLocked(sess, r.Endpoints)
+			s.conns.setPools(sess, r.Endpoints)
 		}
 		kept := sess.reclaims[:0]
 		for _, rc := range sess.reclaims {
@@ -344,36 +370,36 @@ type heldQuota struct {
 	until      time.Time
 }
 
-// holdSessionLocked takes a disconnected agent's quotas off it but keeps
+// holdSession takes a disconnected agent's quotas off it but keeps
 // them counted for DetachHold: its stream may have broken only on our side
 // (a cut network, a frozen proxy) while it still holds logged-in
 // connections and transfers. Granting them to another agent at once put
 // the fleet over an endpoint's limit, counted on the server with ss.
-func (s *Scheduler) holdSessionLocked(sess *Session) {
-	hold := s.cfg.DetachHold
+func (c *connections) holdSession(sess *Session) {
+	hold := c.detachHold
 	if hold <= 0 {
 		hold = 20 * time.Second
 	}
-	until := s.clock.Now().Add(hold)
+	until := c.clock.Now().Add(hold)
 	for id, q := range sess.quota {
 		if q > 0 {
-			s.held = append(s.held, heldQuota{endpoint: id, n: int(q), until: until})
+			c.held = append(c.held, heldQuota{endpoint: id, n: int(q), until: until})
 		}
 	}
 	for _, rc := range sess.reclaims {
-		s.held = append(s.held, heldQuota{endpoint: rc.endpoint, n: int(rc.n), reclaiming: int(rc.n), until: until})
+		c.held = append(c.held, heldQuota{endpoint: rc.endpoint, n: int(rc.n), reclaiming: int(rc.n), until: until})
 	}
 	sess.quota, sess.reclaims = map[string]uint32{}, nil
 }
 
-// releaseHeldLocked returns held quotas whose time is up to the budget.
-func (s *Scheduler) releaseHeldLocked(now time.Time) {
-	kept := s.held[:0]
-	for _, h := range s.held {
+// releaseHeld returns held quotas whose time is up to the budget.
+func (c *connections) releaseHeld(now time.Time) {
+	kept := c.held[:0]
+	for _, h := range c.held {
 		if now.Before(h.until) {
 			kept = append(kept, h)
 			continue
 		}
 	}
-	s.held = kept
+	c.held = kept
 }

@@ -39,7 +39,7 @@ func budgetWalk(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	limits := map[string]int{"a": 1 + rng.IntN(5), "b": 1 + rng.IntN(3)}
 	h := newHarnessWith(t, 3, ftpEndpoints(limits))
-	h.sched.perConn = uint32(1 + rng.IntN(2))
+	h.sched.conns.perConn = uint32(1 + rng.IntN(2))
 	var agents []*simAgent
 	offset := int64(0)
 	hold := 20 * time.Second // Config.DetachHold's default; the harness sets none
@@ -119,7 +119,7 @@ func budgetWalk(t *testing.T, seed uint64) {
 				}
 			}
 			h.sched.mu.Lock()
-			granted, _ := h.sched.grantedLocked(ep)
+			granted, _ := h.sched.conns.granted(ep)
 			h.sched.mu.Unlock()
 			if mayHold > limit {
 				t.Fatalf("step %d: agents may hold %d connections to %s, over its limit %d (granted %d)", step, mayHold, ep, limit, granted)

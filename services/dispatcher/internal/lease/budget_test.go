@@ -39,7 +39,7 @@ func quotas(msgs []*leasev1.ConnectResponse) []*leasev1.Quota {
 func (h *harness) granted(endpoint string) int {
 	h.sched.mu.Lock()
 	defer h.sched.mu.Unlock()
-	g, _ := h.sched.grantedLocked(endpoint)
+	g, _ := h.sched.conns.granted(endpoint)
 	return g
 }
 
@@ -514,7 +514,7 @@ func TestNoGrantsBeforeEveryAgentReported(t *testing.T) {
 func TestLeasesShareAConnection(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"ftp": 2}))
-	h.sched.perConn = 2
+	h.sched.conns.perConn = 2
 	a := h.agent("a1", 8)
 	for i := range 6 {
 		h.enqueueRoute(int64(i), "ftp", "local")
@@ -544,7 +544,7 @@ func TestLeasesShareAConnection(t *testing.T) {
 func TestRelaysTakeWholeConnections(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"x": 1, "y": 1}))
-	h.sched.perConn = 2
+	h.sched.conns.perConn = 2
 	a := h.agent("a1", 8)
 	h.enqueueRoute(1, "x", "y")
 	h.enqueueRoute(2, "y", "x")

@@ -83,8 +83,8 @@ func (s *Scheduler) Endpoints() []EndpointView {
 	out := make([]EndpointView, 0, len(s.cfg.Endpoints))
 	for id, ep := range s.cfg.Endpoints {
 		v := EndpointView{ID: id, FTP: ep.FTP, Limit: ep.Limit, Paused: s.paused[id], Queued: s.queuedForLocked(id)}
-		if b := s.budgets[id]; b != nil {
-			v.Granted, _ = s.grantedLocked(id)
+		if b := s.conns.budgets[id]; b != nil {
+			v.Granted, _ = s.conns.granted(id)
 			v.Limit, v.ConfiguredLimit, v.Share = b.limit, b.configured, b.share
 			v.LimitReason, v.LimitChangedAt = b.limitReason, b.limitChangedAt
 		}
@@ -92,7 +92,7 @@ func (s *Scheduler) Endpoints() []EndpointView {
 			v.Breaker, v.ConsecutiveFailures, v.LastError, v.LastErrorAt = br.state, br.failures, br.lastError, br.lastAt
 		}
 		for _, sess := range s.sessions {
-			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: s.connectionsFor(sess.busy[id])}
+			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: s.conns.connectionsFor(sess.busy[id])}
 			if p := sess.pool[id]; p != nil {
 				ac.Open, ac.Idle = p.Open, p.Idle
 				for _, q := range p.Quirks {

@@ -28,21 +28,21 @@ type group struct {
 	rank        int
 }
 
-// applySharesLocked splits every endpoint's limit in force between the
+// applyShares splits every endpoint's limit in force between the
 // group's dispatchers; until the group is known this dispatcher has it all
 // (as New starts it).
-func (s *Scheduler) applySharesLocked() {
-	if s.group.known {
-		s.setSharesLocked(s.group.dispatchers, s.group.rank)
+func (c *connections) applyShares() {
+	if c.group.known {
+		c.setShares(c.group.dispatchers, c.group.rank)
 		return
 	}
-	for _, b := range s.budgets {
+	for _, b := range c.budgets {
 		b.share = b.limit
 	}
-	s.shrinkLocked()
+	c.shrink()
 }
 
-// serverFullLocked learns from a login refused for being full. The fleet's
+// serverFull learns from a login refused for being full. The fleet's
 // connections then are what the refusing agent held (counted once its
 // racing logins ended) plus, for each other agent, the larger of what it
 // last reported open and what its leases in flight need: reports lag, and
@@ -52,19 +52,19 @@ func (s *Scheduler) applySharesLocked() {
 // endpoint back for a recovery interval per missing connection. A refusal
 // with fewer than the limit in force lowers it to that (at least 1, so the
 // endpoint is still tried).
-func (s *Scheduler) serverFullLocked(sess *Session, o *leasev1.Outcome, now time.Time) {
+func (c *connections) serverFull(sess *Session, o *leasev1.Outcome, now time.Time) {
 	id := o.FailedEndpoint
-	b := s.budgets[id]
+	b := c.budgets[id]
 	if b == nil {
 		return
 	}
 	b.lastFull = now
 	accepted := int(o.EndpointAccepted)
-	for _, other := range s.sessions {
+	for _, other := range *c.sessions {
 		if other == sess {
 			continue
 		}
-		open := int(s.connectionsFor(other.busy[id]))
+		open := int(c.connectionsFor(other.busy[id]))
 		if p := other.pool[id]; p != nil {
 			open = max(open, int(p.Open))
 		}
@@ -74,39 +74,39 @@ func (s *Scheduler) serverFullLocked(sess *Session, o *leasev1.Outcome, now time
 	if limit >= b.limit {
 		return
 	}
-	s.setLimitLocked(id, b, limit, fmt.Sprintf("the server refused a login with %d connection(s) of ours open: %s", accepted, o.ErrorMessage), now)
+	c.setLimit(id, b, limit, fmt.Sprintf("the server refused a login with %d connection(s) of ours open: %s", accepted, o.ErrorMessage), now)
 }
 
-// recoverLimitsLocked raises each learned limit by one once it has held for
+// recoverLimits raises each learned limit by one once it has held for
 // LimitRecovery without a refusal.
-func (s *Scheduler) recoverLimitsLocked(now time.Time) {
-	every := s.cfg.LimitRecovery
+func (c *connections) recoverLimits(now time.Time) {
+	every := c.limitRecovery
 	if every <= 0 {
 		every = time.Minute
 	}
-	for id, b := range s.budgets {
+	for id, b := range c.budgets {
 		if b.limit >= b.configured || now.Sub(b.lastFull) < every || now.Sub(b.limitChangedAt) < every {
 			continue
 		}
-		s.setLimitLocked(id, b, b.limit+1, b.limitReason, now)
+		c.setLimit(id, b, b.limit+1, b.limitReason, now)
 	}
 }
 
-func (s *Scheduler) setLimitLocked(id string, b *budget, limit int, reason string, now time.Time) {
+func (c *connections) setLimit(id string, b *budget, limit int, reason string, now time.Time) {
 	was := b.limit
 	b.limit, b.limitReason, b.limitChangedAt = min(limit, b.configured), reason, now
 	if b.limit == b.configured {
 		b.limitReason, b.limitChangedAt = "", time.Time{}
-		s.logger.Info("connection limit restored", "endpoint", id, "limit", b.limit, "was", was)
+		c.logger.Info("connection limit restored", "endpoint", id, "limit", b.limit, "was", was)
 	} else if b.limit < was {
-		s.logger.Info("connection limit learned", "endpoint", id, "limit", b.limit, "was", was,
+		c.logger.Info("connection limit learned", "endpoint", id, "limit", b.limit, "was", was,
 			"max_connections", b.configured, "reason", reason)
 	} else {
-		s.logger.Info("connection limit raised", "endpoint", id, "limit", b.limit, "was", was,
-			"max_connections", b.configured, "quiet_for", s.cfg.LimitRecovery)
+		c.logger.Info("connection limit raised", "endpoint", id, "limit", b.limit, "was", was,
+			"max_connections", b.configured, "quiet_for", c.limitRecovery)
 	}
-	s.metrics.ConnectionLimit.WithLabelValues(id).Set(float64(b.limit))
-	s.applySharesLocked()
+	c.metrics.ConnectionLimit.WithLabelValues(id).Set(float64(b.limit))
+	c.applyShares()
 }
 
 // waitForRoomLocked queues a task whose login the server refused for being
@@ -119,12 +119,12 @@ func (s *Scheduler) waitForRoomLocked(t *Task, o *leasev1.Outcome) {
 	s.requeueLocked(t, s.backoff(1))
 }
 
-// ownConnectionLocked makes a task that waited on its agent behind busy
+// ownConnection makes a task that waited on its agent behind busy
 // connections (Release.connection_busy) need whole connections from now
 // on: leased again, it raises its agent's quota (or goes to another agent)
 // instead of queueing behind a transfer that may be stalled.
-func (s *Scheduler) ownConnectionLocked(t *Task) {
+func (c *connections) ownConnection(t *Task) {
 	for i := range t.needs {
-		t.needs[i].units = t.needs[i].n * s.perConn
+		t.needs[i].units = t.needs[i].n * c.perConn
 	}
 }

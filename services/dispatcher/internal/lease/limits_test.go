@@ -135,7 +135,7 @@ func TestLearnedLimitRecoversAfterQuietPeriods(t *testing.T) {
 func TestBusyReleaseLeasesAgainWithAConnectionOfItsOwn(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, 2, ftpEndpoints(map[string]int{"ftp": 10}))
-	h.sched.perConn = 2 // lease.leases_per_connection's default
+	h.sched.conns.perConn = 2 // lease.leases_per_connection's default
 	a := h.agent("a1", 4)
 	h.enqueueRoute(1, "ftp", "local") // this one stalls
 	h.enqueueRoute(2, "ftp", "local") // and this one waits behind it

@@ -153,15 +153,10 @@ type Scheduler struct {
 	recent   *recentTasks
 	finished []Finished
 	idle     chan struct{} // closed when no lease is in flight; see WaitIdle
-	budgets  map[string]*budget
-	group    group
+	conns    *connections
 	breakers map[string]*breaker
-	// held are quotas of disconnected agents still counted (DetachHold).
-	held []heldQuota
-	// unreported counts sessions whose agent has not sent a pool report.
-	unreported int
-	paused     map[string]bool
-	events     hub
+	paused   map[string]bool
+	events   hub
 }
 
 // New returns a scheduler that hands finished tasks to onFinish, in batches,
@@ -179,12 +174,10 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 			m.ConnectionLimit.WithLabelValues(id).Set(float64(ep.Limit))
 		}
 	}
-	return &Scheduler{
-		budgets:  budgets,
+	s := &Scheduler{
 		breakers: breakers,
 		paused:   map[string]bool{},
 		cfg:      cfg,
-		perConn:  max(cfg.LeasesPerConnection, 1),
 		clock:    clock,
 		logger:   logger.With("component", "scheduler"),
 		metrics:  m,
@@ -196,6 +189,12 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 		counts:   map[taskState]int{},
 		recent:   newRecentTasks(10000),
 	}
+	s.conns = &connections{
+		endpoints: cfg.Endpoints, perConn: max(cfg.LeasesPerConnection, 1), budgets: budgets,
+		sessions: &s.sessions, detachHold: cfg.DetachHold, limitRecovery: cfg.LimitRecovery,
+		clock: clock, logger: s.logger, metrics: m,
+	}
+	return s
 }
 
 // ErrUnknownTask is returned for a task id the dispatcher does not hold.
@@ -242,7 +241,7 @@ func (s *Scheduler) setState(t *Task, st taskState) {
 func (s *Scheduler) Enqueue(t *Task) {
 	s.update(func() {
 		t.route = routeKey{src: t.Spec.SrcId, dst: t.Spec.DstId}
-		t.needs = s.needsOf(t.Spec)
+		t.needs = s.conns.needsOf(t.Spec)
 		t.queuedAt = s.clock.Now()
 		s.tasks[t.Key] = t
 		s.byID[t.ID] = t
@@ -257,8 +256,8 @@ func (s *Scheduler) Enqueue(t *Task) {
 func (s *Scheduler) Tick() {
 	s.update(func() {
 		now := s.clock.Now()
-		s.releaseHeldLocked(now)
-		s.recoverLimitsLocked(now)
+		s.conns.releaseHeld(now)
+		s.conns.recoverLimits(now)
 		s.queue.promote(now, s.promotedLocked)
 		for _, l := range s.leases {
 			if now.After(l.expires) {
@@ -325,7 +324,7 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 		if !sess.takesWork() {
 			continue
 		}
-		if s.spare(sess, t.needs) {
+		if s.conns.spare(sess, t.needs) {
 			if idleFor(sess, t.needs) {
 				s.rr = (s.rr + i + 1) % n
 				return sess
@@ -333,7 +332,7 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 			if withSpare == nil {
 				withSpare = sess
 			}
-		} else if withGrant == nil && s.grantable(sess, t.needs) {
+		} else if withGrant == nil && s.conns.grantable(sess, t.needs) {
 			withGrant = sess
 		}
 	}
@@ -347,15 +346,15 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 	// The budget is used up. If an agent sits on quota it does not use,
 	// take it back (once per endpoint at a time) so this task can run soon.
 	for _, nd := range t.needs {
-		if s.anySpareFor(nd) {
+		if s.conns.anySpareFor(nd) {
 			continue // not this endpoint's connections are missing
 		}
-		b := s.budgets[nd.endpoint]
+		b := s.conns.budgets[nd.endpoint]
 		if b == nil {
 			continue
 		}
-		if granted, reclaiming := s.grantedLocked(nd.endpoint); reclaiming == 0 && (granted >= b.share || granted+s.elsewhereLocked(nd.endpoint) >= b.limit) {
-			s.reclaimLocked(nd.endpoint, nil)
+		if granted, reclaiming := s.conns.granted(nd.endpoint); reclaiming == 0 && (granted >= b.share || granted+s.conns.elsewhere(nd.endpoint) >= b.limit) {
+			s.conns.reclaim(nd.endpoint, nil)
 		}
 	}
 	return nil
@@ -379,7 +378,7 @@ func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
 	s.setState(t, stateLeased)
 	s.leases[l.id] = l
 	sess.leases[l.id] = l
-	s.claimLocked(sess, t.needs)
+	s.conns.claim(sess, t.needs)
 	l.probe = s.breakerLeasedLocked(t.needs)
 	s.metrics.LeasesGranted.Inc()
 	s.emit(EventLeased, t, l, nil)
@@ -448,7 +447,7 @@ func (s *Scheduler) endLeaseLocked(l *lease) {
 	delete(s.leases, l.id)
 	delete(l.sess.leases, l.id)
 	l.task.lease = nil
-	s.unclaimLocked(l.sess, l.task.needs)
+	s.conns.unclaim(l.sess, l.task.needs)
 	if len(s.leases) == 0 && s.idle != nil {
 		close(s.idle)
 		s.idle = nil
@@ -587,7 +586,7 @@ func (s *Scheduler) Attach(hello *leasev1.Hello, addr string) *Session {
 			sess.out.push(drainMsg(s.cfg.TTL))
 		}
 		s.sessions = append(s.sessions, sess)
-		s.unreported++
+		s.conns.unreported++
 	})
 	s.logger.Info("agent connected", "agent_id", sess.agentID, "address", addr, "slots", sess.slots, "version", sess.version)
 	return sess
@@ -605,13 +604,13 @@ func (s *Scheduler) Detach(sess *Session, cause error) {
 		sess.detached = true
 		// Hold its quotas first: granted is summed over the sessions, and
 		// ending its leases below may reclaim against it.
-		s.holdSessionLocked(sess)
+		s.conns.holdSession(sess)
 		for _, l := range sess.leases {
 			lost++
 			s.loseLeaseLocked(l, failure.ConnectionError,
 				fmt.Sprintf("agent %s disconnected during the transfer", sess.agentID))
 		}
-		s.forgetPoolsLocked(sess)
+		s.conns.forgetPools(sess)
 	})
 	sess.out.close()
 	s.logger.Info("agent disconnected", "agent_id", sess.agentID, "leases_taken_back", lost, "cause", cause)
@@ -726,7 +725,7 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) (err error) {
 		case t.cancel != "":
 			s.finishLocked(t, cancelled(t.cancel), sess.agentID)
 		case o.EndpointFull && o.FailedEndpoint != "":
-			s.serverFullLocked(sess, o, now)
+			s.conns.serverFull(sess, o, now)
 			s.waitForRoomLocked(t, o)
 		case unreachable(o):
 			// The endpoint's fault, not the task's: the task waits for the
@@ -764,7 +763,7 @@ func (s *Scheduler) Release(sess *Session, r *leasev1.Release) (err error) {
 		s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
 		s.rememberLocked(l.task, l)
 		if r.ConnectionBusy {
-			s.ownConnectionLocked(l.task)
+			s.conns.ownConnection(l.task)
 		}
 		if l.task.cancel != "" {
 			s.finishLocked(l.task, cancelled(l.task.cancel), sess.agentID)
