@@ -2,9 +2,11 @@ package lease
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/dispatcher/internal/metrics"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 )
 
@@ -43,6 +45,16 @@ func (b BreakerState) String() string {
 	return "closed"
 }
 
+// breakers are the FTP endpoints' circuit breakers. The scheduler owns them
+// and calls them under its lock.
+type breakers struct {
+	byEP    map[string]*breaker
+	cfg     BreakerConfig
+	clock   Clock
+	logger  *slog.Logger
+	metrics *metrics.Metrics
+}
+
 // breaker stops leasing tasks of an endpoint that keeps failing to connect.
 // While it is open the endpoint's tasks wait without using their attempts;
 // after OpenFor a few probe leases go out, and enough successes close it.
@@ -66,31 +78,31 @@ func unreachable(o *leasev1.Outcome) bool {
 	return o.EndpointUnreachable && o.FailedEndpoint != "" && o.Retryable
 }
 
-// allowLocked reports whether a task with these needs may be leased now,
+// allow reports whether a task with these needs may be leased now,
 // moving open breakers whose time is up to half-open.
-func (s *Scheduler) allowLocked(needs []need, now time.Time) bool {
+func (bs *breakers) allow(needs []need, now time.Time) bool {
 	for _, nd := range needs {
-		b := s.breakers[nd.endpoint]
+		b := bs.byEP[nd.endpoint]
 		if b == nil {
 			continue
 		}
-		if b.state == BreakerOpen && now.Sub(b.openedAt) >= s.cfg.Breaker.OpenFor {
-			s.setBreakerLocked(nd.endpoint, b, BreakerHalfOpen)
+		if b.state == BreakerOpen && now.Sub(b.openedAt) >= bs.cfg.OpenFor {
+			bs.set(nd.endpoint, b, BreakerHalfOpen)
 		}
 		switch {
 		case b.state == BreakerOpen:
 			return false
-		case b.state == BreakerHalfOpen && b.probes >= s.cfg.Breaker.HalfOpenMax:
+		case b.state == BreakerHalfOpen && b.probes >= bs.cfg.HalfOpenMax:
 			return false
 		}
 	}
 	return true
 }
 
-// leasedLocked counts probes going out.
-func (s *Scheduler) breakerLeasedLocked(needs []need) (probe bool) {
+// leased counts probes going out.
+func (bs *breakers) leased(needs []need) (probe bool) {
 	for _, nd := range needs {
-		if b := s.breakers[nd.endpoint]; b != nil && b.state == BreakerHalfOpen {
+		if b := bs.byEP[nd.endpoint]; b != nil && b.state == BreakerHalfOpen {
 			b.probes++
 			probe = true
 		}
@@ -98,11 +110,11 @@ func (s *Scheduler) breakerLeasedLocked(needs []need) (probe bool) {
 	return probe
 }
 
-// breakerResultLocked feeds a lease's outcome to the breakers of its
+// result feeds a lease's outcome to the breakers of its
 // endpoints.
-func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Outcome, now time.Time) {
+func (bs *breakers) result(needs []need, probe bool, o *leasev1.Outcome, now time.Time) {
 	for _, nd := range needs {
-		b := s.breakers[nd.endpoint]
+		b := bs.byEP[nd.endpoint]
 		if b == nil {
 			continue
 		}
@@ -115,10 +127,10 @@ func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Out
 			switch {
 			case b.state == BreakerHalfOpen:
 				b.openedAt = now
-				s.setBreakerLocked(nd.endpoint, b, BreakerOpen)
-			case b.state == BreakerClosed && b.failures >= s.cfg.Breaker.FailureThreshold:
+				bs.set(nd.endpoint, b, BreakerOpen)
+			case b.state == BreakerClosed && b.failures >= bs.cfg.FailureThreshold:
 				b.openedAt = now
-				s.setBreakerLocked(nd.endpoint, b, BreakerOpen)
+				bs.set(nd.endpoint, b, BreakerOpen)
 			}
 			continue
 		}
@@ -127,22 +139,22 @@ func (s *Scheduler) breakerResultLocked(needs []need, probe bool, o *leasev1.Out
 			b.failures = 0
 			if b.state == BreakerHalfOpen {
 				b.successes++
-				if b.successes >= s.cfg.Breaker.SuccessThreshold {
-					s.setBreakerLocked(nd.endpoint, b, BreakerClosed)
+				if b.successes >= bs.cfg.SuccessThreshold {
+					bs.set(nd.endpoint, b, BreakerClosed)
 				}
 			}
 		}
 	}
 }
 
-func (s *Scheduler) setBreakerLocked(endpoint string, b *breaker, st BreakerState) {
+func (bs *breakers) set(endpoint string, b *breaker, st BreakerState) {
 	if b.state == st {
 		return
 	}
-	s.logger.Warn("circuit breaker", "endpoint", endpoint, "from", b.state.String(), "to", st.String(),
+	bs.logger.Warn("circuit breaker", "endpoint", endpoint, "from", b.state.String(), "to", st.String(),
 		"consecutive_failures", b.failures, "last_error", b.lastError)
 	if b.state == BreakerClosed && st == BreakerOpen {
-		b.downSince = s.clock.Now()
+		b.downSince = bs.clock.Now()
 	}
 	b.state = st
 	b.successes, b.probes = 0, 0
@@ -150,18 +162,18 @@ func (s *Scheduler) setBreakerLocked(endpoint string, b *breaker, st BreakerStat
 		b.failures = 0
 		b.downSince = time.Time{}
 	}
-	s.metrics.BreakerState.WithLabelValues(endpoint).Set(float64(st))
+	bs.metrics.BreakerState.WithLabelValues(endpoint).Set(float64(st))
 }
 
-// outageOverLocked returns the first of these endpoints that has been
+// outageOver returns the first of these endpoints that has been
 // unreachable for longer than MaxOutage, with its breaker.
-func (s *Scheduler) outageOverLocked(needs []need, now time.Time) (string, *breaker) {
-	if s.cfg.Breaker.MaxOutage <= 0 {
+func (bs *breakers) outageOver(needs []need, now time.Time) (string, *breaker) {
+	if bs.cfg.MaxOutage <= 0 {
 		return "", nil
 	}
 	for _, nd := range needs {
-		b := s.breakers[nd.endpoint]
-		if b != nil && !b.downSince.IsZero() && now.Sub(b.downSince) >= s.cfg.Breaker.MaxOutage {
+		b := bs.byEP[nd.endpoint]
+		if b != nil && !b.downSince.IsZero() && now.Sub(b.downSince) >= bs.cfg.MaxOutage {
 			return nd.endpoint, b
 		}
 	}
@@ -170,26 +182,26 @@ func (s *Scheduler) outageOverLocked(needs []need, now time.Time) (string, *brea
 
 // outageOutcome is the failure of a task given up on because its endpoint
 // stayed unreachable past MaxOutage.
-func (s *Scheduler) outageOutcome(endpoint string, b *breaker, now time.Time) *leasev1.Outcome {
+func (bs *breakers) outageOutcome(endpoint string, b *breaker, now time.Time) *leasev1.Outcome {
 	return &leasev1.Outcome{
 		Status:    leasev1.Status_STATUS_FAILED,
 		ErrorCode: failure.ConnectionError,
 		ErrorMessage: fmt.Sprintf("endpoint %s unreachable for %s (retry.max_outage %s); last error: %s",
-			endpoint, now.Sub(b.downSince).Round(time.Second), s.cfg.Breaker.MaxOutage, b.lastError),
+			endpoint, now.Sub(b.downSince).Round(time.Second), bs.cfg.MaxOutage, b.lastError),
 		Retryable: true, FailedEndpoint: endpoint, EndpointUnreachable: true, SourceSize: -1,
 	}
 }
 
-// breakerWaitLocked is how long a task held back by open breakers waits
+// wait is how long a task held back by open breakers waits
 // before it is looked at again.
-func (s *Scheduler) breakerWaitLocked(needs []need, now time.Time) time.Duration {
+func (bs *breakers) wait(needs []need, now time.Time) time.Duration {
 	wait := time.Duration(0)
 	for _, nd := range needs {
-		if b := s.breakers[nd.endpoint]; b != nil && b.state == BreakerOpen {
-			w := s.cfg.Breaker.OpenFor - now.Sub(b.openedAt)
-			if s.cfg.Breaker.MaxOutage > 0 {
+		if b := bs.byEP[nd.endpoint]; b != nil && b.state == BreakerOpen {
+			w := bs.cfg.OpenFor - now.Sub(b.openedAt)
+			if bs.cfg.MaxOutage > 0 {
 				// Look again when the outage runs out, to fail the task then.
-				w = min(w, s.cfg.Breaker.MaxOutage-now.Sub(b.downSince))
+				w = min(w, bs.cfg.MaxOutage-now.Sub(b.downSince))
 			}
 			wait = max(wait, w)
 		}

@@ -323,7 +323,7 @@ func TestUnreachableEndpointNeverUsesUpAttempts(t *testing.T) {
 func TestOutagePastMaxOutageFailsTheEndpointsTasks(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"down": 5, "up": 5}))
-	h.sched.cfg.Breaker.MaxOutage = 20 * time.Second
+	h.sched.breakers.cfg.MaxOutage = 20 * time.Second
 	a := h.agent("a1", 10)
 	for i := range 3 {
 		h.enqueueRoute(int64(i), "down", "local")
@@ -372,7 +372,7 @@ func TestOutagePastMaxOutageFailsTheEndpointsTasks(t *testing.T) {
 func TestMaxOutageShorterThanBreakerTimeout(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"down": 5}))
-	h.sched.cfg.Breaker.OpenFor, h.sched.cfg.Breaker.MaxOutage = time.Minute, 3*time.Second
+	h.sched.breakers.cfg.OpenFor, h.sched.breakers.cfg.MaxOutage = time.Minute, 3*time.Second
 	a := h.agent("a1", 10)
 	h.enqueueRoute(0, "down", "local")
 	h.enqueueRoute(1, "down", "local")
@@ -421,7 +421,7 @@ func TestDisconnectedAgentsQuotaIsHeld(t *testing.T) {
 func testutilState(h *harness, endpoint string) BreakerState {
 	h.sched.mu.Lock()
 	defer h.sched.mu.Unlock()
-	return h.sched.breakers[endpoint].state
+	return h.sched.breakers.byEP[endpoint].state
 }
 
 func TestLostLeasesCarryProgressForward(t *testing.T) {

@@ -88,7 +88,7 @@ func (s *Scheduler) Endpoints() []EndpointView {
 			v.Limit, v.ConfiguredLimit, v.Share = b.limit, b.configured, b.share
 			v.LimitReason, v.LimitChangedAt = b.limitReason, b.limitChangedAt
 		}
-		if br := s.breakers[id]; br != nil {
+		if br := s.breakers.byEP[id]; br != nil {
 			v.Breaker, v.ConsecutiveFailures, v.LastError, v.LastErrorAt = br.state, br.failures, br.lastError, br.lastAt
 		}
 		for _, sess := range s.sessions {

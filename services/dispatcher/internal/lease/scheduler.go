@@ -154,7 +154,7 @@ type Scheduler struct {
 	finished []Finished
 	idle     chan struct{} // closed when no lease is in flight; see WaitIdle
 	conns    *connections
-	breakers map[string]*breaker
+	breakers *breakers
 	paused   map[string]bool
 	events   hub
 }
@@ -165,17 +165,17 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 	if cfg.Rand == nil {
 		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
-	budgets, breakers := map[string]*budget{}, map[string]*breaker{}
+	budgets, byEP := map[string]*budget{}, map[string]*breaker{}
 	for id, ep := range cfg.Endpoints {
 		if ep.FTP {
 			budgets[id] = &budget{limit: ep.Limit, configured: ep.Limit, share: ep.Limit}
-			breakers[id] = &breaker{}
+			byEP[id] = &breaker{}
 			m.BreakerState.WithLabelValues(id).Set(0)
 			m.ConnectionLimit.WithLabelValues(id).Set(float64(ep.Limit))
 		}
 	}
 	s := &Scheduler{
-		breakers: breakers,
+		breakers: &breakers{byEP: byEP, cfg: cfg.Breaker, clock: clock, logger: logger.With("component", "scheduler"), metrics: m},
 		paused:   map[string]bool{},
 		cfg:      cfg,
 		clock:    clock,
@@ -295,11 +295,11 @@ func (s *Scheduler) dispatchLocked() {
 			return
 		}
 		taken := s.queue.scan(func(t *Task) bool {
-			if ep, b := s.outageOverLocked(t.needs, now); b != nil {
-				s.finishLocked(t, s.outageOutcome(ep, b, now), "")
+			if ep, b := s.breakers.outageOver(t.needs, now); b != nil {
+				s.finishLocked(t, s.breakers.outageOutcome(ep, b, now), "")
 				return true
 			}
-			if s.paused[t.route.src] || s.paused[t.route.dst] || !s.allowLocked(t.needs, now) {
+			if s.paused[t.route.src] || s.paused[t.route.dst] || !s.breakers.allow(t.needs, now) {
 				return false
 			}
 			sess := s.placeLocked(t)
@@ -379,7 +379,7 @@ func (s *Scheduler) leaseLocked(t *Task, sess *Session) {
 	s.leases[l.id] = l
 	sess.leases[l.id] = l
 	s.conns.claim(sess, t.needs)
-	l.probe = s.breakerLeasedLocked(t.needs)
+	l.probe = s.breakers.leased(t.needs)
 	s.metrics.LeasesGranted.Inc()
 	s.emit(EventLeased, t, l, nil)
 	sess.out.push(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Lease{Lease: &leasev1.Lease{
@@ -459,7 +459,7 @@ func (s *Scheduler) endLeaseLocked(l *lease) {
 func (s *Scheduler) loseLeaseLocked(l *lease, code failure.Code, msg string) {
 	l.endSpan(nil, msg)
 	s.endLeaseLocked(l)
-	s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
+	s.breakers.result(l.task.needs, l.probe, nil, s.clock.Now())
 	t := l.task
 	s.rememberLocked(t, l)
 	if t.cancel != "" {
@@ -508,7 +508,7 @@ func (s *Scheduler) waitForEndpointLocked(t *Task, o *leasev1.Outcome, now time.
 	t.unreached++
 	t.lastCode, t.lastMsg = o.ErrorCode, o.ErrorMessage
 	s.metrics.Retries.WithLabelValues(failure.Name(o.ErrorCode)).Inc()
-	s.requeueLocked(t, max(s.backoff(t.unreached), s.breakerWaitLocked(t.needs, now)))
+	s.requeueLocked(t, max(s.backoff(t.unreached), s.breakers.wait(t.needs, now)))
 }
 
 func (s *Scheduler) requeueLocked(t *Task, after time.Duration) {
@@ -718,7 +718,7 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) (err error) {
 		l.endSpan(o, "")
 		s.endLeaseLocked(l)
 		now := s.clock.Now()
-		s.breakerResultLocked(t.needs, l.probe, o, now)
+		s.breakers.result(t.needs, l.probe, o, now)
 		switch {
 		case o.Status == leasev1.Status_STATUS_SUCCEEDED:
 			s.finishLocked(t, o, sess.agentID)
@@ -732,8 +732,8 @@ func (s *Scheduler) Result(sess *Session, r *leasev1.Result) (err error) {
 			// endpoint (its breaker, once open, holds it back) without
 			// using up its attempts, up to retry.max_outage. Nothing was
 			// written.
-			if ep, b := s.outageOverLocked(t.needs, now); b != nil {
-				s.finishLocked(t, s.outageOutcome(ep, b, now), sess.agentID)
+			if ep, b := s.breakers.outageOver(t.needs, now); b != nil {
+				s.finishLocked(t, s.breakers.outageOutcome(ep, b, now), sess.agentID)
 				return
 			}
 			s.waitForEndpointLocked(t, o, now)
@@ -760,7 +760,7 @@ func (s *Scheduler) Release(sess *Session, r *leasev1.Release) (err error) {
 		s.metrics.Releases.Inc()
 		l.bytesDone = max(l.bytesDone, r.BytesDone)
 		s.endLeaseLocked(l)
-		s.breakerResultLocked(l.task.needs, l.probe, nil, s.clock.Now())
+		s.breakers.result(l.task.needs, l.probe, nil, s.clock.Now())
 		s.rememberLocked(l.task, l)
 		if r.ConnectionBusy {
 			s.conns.ownConnection(l.task)
