@@ -43,8 +43,9 @@ type Dialer struct {
 	// BufferSize is the copy buffer of uploads.
 	BufferSize int
 
-	learnOnce sync.Once
-	learned   *quirks
+	// learned is the endpoint's quirks, which every Conn of this Dialer
+	// shares (a Dialer is used by pointer; vet refuses copies of it).
+	learned quirks
 }
 
 // Conn is a logged-in FTP connection.
@@ -82,8 +83,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d.learnOnce.Do(func() { d.learned = &quirks{} })
-	c := &Conn{ep: ep, idle: d.IdleTimeout, bufSize: d.BufferSize, dialer: net.Dialer{Timeout: timeout}, dirs: map[string]bool{}, learned: d.learned}
+	c := &Conn{ep: ep, idle: d.IdleTimeout, bufSize: d.BufferSize, dialer: net.Dialer{Timeout: timeout}, dirs: map[string]bool{}, learned: &d.learned}
 	if ep.TLS != config.TLSNone {
 		cfg, err := tlsConfig(ep)
 		if err != nil {

@@ -56,9 +56,4 @@ func (m *quirks) add(q Quirk) {
 func (m *quirks) has(q Quirk) bool { return m.bits.Load()&uint32(q) != 0 }
 
 // Quirks reports what the endpoint's connections have shown so far.
-func (d *Dialer) Quirks() Quirk {
-	if d.learned == nil {
-		return 0
-	}
-	return Quirk(d.learned.bits.Load())
-}
+func (d *Dialer) Quirks() Quirk { return Quirk(d.learned.bits.Load()) }
