@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -122,56 +123,177 @@ type Addrs struct {
 	Lease, Admin, HTTP net.Addr
 }
 
-// Run serves until ctx ends, then shuts down in order: stop intake, drain
-// agents, publish and commit what finished, leave the consumer group, stop
-// serving. started, if not nil, is called once every listener is bound.
+// Run builds a dispatcher and runs it until ctx ends, then shuts it down
+// in order; started, if set, is told its listening addresses first.
 func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger, started func(Addrs)) error {
-	logger = logger.With("dispatcher_id", cfg.Dispatcher.InstanceID)
+	d, err := New(ctx, cfg, conns, logger)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(d.Addrs())
+	}
+	return d.Run(ctx)
+}
+
+// Dispatcher is one dispatcher's parts, built by New in dependency order
+// (outcomes: pipeline and publisher; then the scheduler, which finishes
+// tasks into the pipeline; then the intake, which feeds the scheduler; then
+// the servers) and run by Run.
+type Dispatcher struct {
+	cfg       config.Config
+	logger    *slog.Logger
+	tracing   *telemetry.Tracing
+	producer  *kafka.Producer
+	pipe      *pipeline
+	pub       *publish.Publisher
+	sched     *lease.Scheduler
+	members   *intake.Membership
+	in        *intake.Intake
+	healthSrv *health.Server
+	leaseGRPC *grpc.Server
+	adminGRPC *grpc.Server
+	httpSrv   *status.Server
+	leaseL    net.Listener
+	adminL    net.Listener
+	addrs     Addrs
+	// undo closes what New built, last first; New runs it when a later
+	// step fails, Run once the dispatcher has stopped. Parts the shutdown
+	// closes itself are skipped once running.
+	undo    []func()
+	running bool
+}
+
+// Shutdown's bounds for the steps after the drain (dispatcher.drain_timeout).
+const (
+	finalFlushTimeout    = 30 * time.Second
+	producerFlushTimeout = 5 * time.Second
+	leaseStopTimeout     = 5 * time.Second
+	adminStopTimeout     = 2 * time.Second
+	tracesFlushTimeout   = 5 * time.Second
+)
+
+// New builds every part and listens; on error it closes what it built.
+func New(ctx context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) (d *Dispatcher, err error) {
+	d = &Dispatcher{cfg: cfg, logger: logger.With("dispatcher_id", cfg.Dispatcher.InstanceID)}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
 	for _, w := range conns.Warnings {
-		logger.Warn("connections file: " + w)
+		d.logger.Warn("connections file: " + w)
 	}
 	m := metrics.New()
-	tracing, err := telemetry.Setup(ctx, "ftp-pooler-dispatcher", buildinfo.Version(), os.Getenv)
-	if err != nil {
-		return err
+	if d.tracing, err = telemetry.Setup(ctx, "ftp-pooler-dispatcher", buildinfo.Version(), os.Getenv); err != nil {
+		return nil, err
 	}
-	defer func() {
-		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	d.onClose(func() {
+		flush, cancel := context.WithTimeout(context.Background(), tracesFlushTimeout)
 		defer cancel()
-		_ = tracing.Shutdown(flush)
-	}()
-
-	consumer, err := newConsumer(cfg.Kafka, cfg.Dispatcher.InstanceID)
+		_ = d.tracing.Shutdown(flush)
+	})
+	consumer, err := d.kafkaClients()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	producer, err := newProducer(cfg.Kafka, cfg.Dispatcher.InstanceID)
-	if err != nil {
-		consumer.Close()
-		return err
-	}
-	logCtx, stopLogs := context.WithCancel(context.Background())
-	defer stopLogs()
-	kafkaLogger := logger.With("component", "kafka")
-	go forwardLogs(logCtx, consumer.Logs(), kafkaLogger)
-	go forwardLogs(logCtx, producer.Logs(), kafkaLogger)
-
-	tracker := watermark.New()
-	tracker.Truncated = func(partition int32, left int) {
-		m.DoneSetTrimmed.Add(float64(left))
-		logger.Warn("finished offsets beyond the commit point do not fit the commit's metadata: if the partition moves now, its next owner redoes them",
-			"partition", partition, "left_out", left)
-	}
-	p := &pipeline{kafka: cfg.Kafka, conns: conns, defaultLimit: cfg.Pool.MaxSessionsPerConnection, metrics: m, logger: logger.With("component", "pipeline"),
+	tracker := d.newTracker(m)
+	d.pipe = &pipeline{kafka: cfg.Kafka, conns: conns, defaultLimit: cfg.Pool.MaxSessionsPerConnection, metrics: m, logger: d.logger.With("component", "pipeline"),
 		now: time.Now, byCode: map[string]uint64{}, rates: rate.New(nil),
-		tracing: tracing, tracer: tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/dispatcher")}
-	pub := publish.New(publish.Config{
+		tracing: d.tracing, tracer: d.tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/dispatcher")}
+	d.pub = publish.New(publish.Config{
 		InputTopic:    cfg.Kafka.InputTopic,
 		Transactional: cfg.Kafka.Delivery == config.DeliveryExactlyOnce,
 		Linger:        cfg.Kafka.CommitInterval.D(),
 		MaxBatch:      cfg.Kafka.BatchMaxOutcomes,
 		RetryBackoff:  time.Duration(cfg.Kafka.BaseBackoffMS) * time.Millisecond,
-	}, producer, consumer, tracker, m, logger)
+	}, d.producer, consumer, tracker, m, d.logger)
+	d.sched = lease.New(d.leaseConfig(conns), lease.SystemClock, m, d.logger, d.pipe.finish)
+	// Until the group's size is known, hold FTP tasks back rather than risk
+	// two dispatchers each granting the whole of a connection limit.
+	d.sched.SetGroup(0, 0)
+	if d.members, err = intake.NewMembership(consumer, cfg.Kafka.InputTopic, cfg.Kafka.ConsumerGroup, clientID(cfg.Dispatcher.InstanceID), d.sched.SetGroup, d.logger); err != nil {
+		return nil, err
+	}
+	d.pipe.sched, d.pipe.pub = d.sched, d.pub
+	d.in = intake.New(intake.Config{Topic: cfg.Kafka.InputTopic, MaxBuffered: cfg.Kafka.MaxBufferedTasks, CommittedTimeout: 15 * time.Second},
+		consumer, tracker, d.pipe, m, d.logger)
+	d.in.OnRebalance = d.members.Refresh
+	m.SetGauges(metrics.Gauges{
+		QueueDepth:      func() float64 { q, _ := d.sched.Counts(); return float64(q) },
+		LeasesInFlight:  func() float64 { _, l := d.sched.Counts(); return float64(l) },
+		Agents:          func() float64 { return float64(d.sched.AgentCount()) },
+		OldestQueuedAge: func() float64 { return d.sched.OldestQueuedAge().Seconds() },
+		Buffered:        func() float64 { return float64(tracker.Outstanding()) },
+	})
+	if err := d.servers(conns, tracker, m); err != nil {
+		return nil, err
+	}
+	if err := d.listen(); err != nil {
+		return nil, err
+	}
+	d.logger.Info("dispatcher started", "version", buildinfo.Version(), "lease_address", d.addrs.Lease.String(),
+		"admin_address", d.addrs.Admin.String(), "http_address", d.addrs.HTTP.String(), "delivery", cfg.Kafka.Delivery,
+		"input_topic", cfg.Kafka.InputTopic, "consumer_group", cfg.Kafka.ConsumerGroup)
+	return d, nil
+}
+
+// Addrs are where the dispatcher listens.
+func (d *Dispatcher) Addrs() Addrs { return d.addrs }
+
+func (d *Dispatcher) onClose(f func()) { d.undo = append(d.undo, f) }
+
+func (d *Dispatcher) close() {
+	for i := len(d.undo) - 1; i >= 0; i-- {
+		d.undo[i]()
+	}
+	d.undo = nil
+}
+
+// kafkaClients makes the consumer and the producer and forwards their logs.
+// Once Run starts, the intake closes the consumer and the shutdown the
+// producer; before that, New's undo does.
+func (d *Dispatcher) kafkaClients() (*kafka.Consumer, error) {
+	consumer, err := newConsumer(d.cfg.Kafka, d.cfg.Dispatcher.InstanceID)
+	if err != nil {
+		return nil, err
+	}
+	d.onClose(func() {
+		if !d.running {
+			consumer.Close()
+		}
+	})
+	if d.producer, err = newProducer(d.cfg.Kafka, d.cfg.Dispatcher.InstanceID); err != nil {
+		return nil, err
+	}
+	d.onClose(func() {
+		if !d.running {
+			d.producer.Close()
+		}
+	})
+	logCtx, stopLogs := context.WithCancel(context.Background())
+	d.onClose(stopLogs)
+	kafkaLogger := d.logger.With("component", "kafka")
+	go forwardLogs(logCtx, consumer.Logs(), kafkaLogger)
+	go forwardLogs(logCtx, d.producer.Logs(), kafkaLogger)
+	return consumer, nil
+}
+
+// newTracker is the watermark of finished offsets the commits follow.
+func (d *Dispatcher) newTracker(m *metrics.Metrics) *watermark.Tracker {
+	tracker := watermark.New()
+	tracker.Truncated = func(partition int32, left int) {
+		m.DoneSetTrimmed.Add(float64(left))
+		d.logger.Warn("finished offsets beyond the commit point do not fit the commit's metadata: if the partition moves now, its next owner redoes them",
+			"partition", partition, "left_out", left)
+	}
+	return tracker
+}
+
+// leaseConfig is the scheduler's configuration: endpoints' limits, leases,
+// retries and breakers.
+func (d *Dispatcher) leaseConfig(conns *config.Connections) lease.Config {
+	cfg := d.cfg
 	endpoints := map[string]lease.Endpoint{}
 	for _, id := range conns.IDs() {
 		ep, _ := conns.Endpoint(id)
@@ -181,7 +303,7 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		}
 		endpoints[id] = lease.Endpoint{ID: id, FTP: ep.Type == config.TypeFTP, Limit: limit}
 	}
-	leaseCfg := lease.Config{
+	lc := lease.Config{
 		DispatcherID:        cfg.Dispatcher.InstanceID,
 		TTL:                 cfg.Lease.TTL.D(),
 		DetachHold:          cfg.Lease.TTL.D(),
@@ -200,157 +322,170 @@ func Run(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 			MaxOutage:        cfg.Retry.MaxOutage.D(),
 		},
 	}
-	if tracing.Enabled {
-		leaseCfg.Tracer, leaseCfg.Propagator = p.tracer, tracing.Propagator
+	if d.tracing.Enabled {
+		lc.Tracer, lc.Propagator = d.pipe.tracer, d.tracing.Propagator
 	}
-	sched := lease.New(leaseCfg, lease.SystemClock, m, logger, p.finish)
-	// Until the group's size is known, hold FTP tasks back rather than risk
-	// two dispatchers each granting the whole of a connection limit.
-	sched.SetGroup(0, 0)
-	members, err := intake.NewMembership(consumer, cfg.Kafka.InputTopic, cfg.Kafka.ConsumerGroup, clientID(cfg.Dispatcher.InstanceID), sched.SetGroup, logger)
-	if err != nil {
-		consumer.Close()
-		producer.Close()
-		return err
-	}
-	p.sched, p.pub = sched, pub
-	in := intake.New(intake.Config{Topic: cfg.Kafka.InputTopic, MaxBuffered: cfg.Kafka.MaxBufferedTasks, CommittedTimeout: 15 * time.Second},
-		consumer, tracker, p, m, logger)
-	in.OnRebalance = members.Refresh
-	m.SetGauges(metrics.Gauges{
-		QueueDepth:      func() float64 { q, _ := sched.Counts(); return float64(q) },
-		LeasesInFlight:  func() float64 { _, l := sched.Counts(); return float64(l) },
-		Agents:          func() float64 { return float64(sched.AgentCount()) },
-		OldestQueuedAge: func() float64 { return sched.OldestQueuedAge().Seconds() },
-		Buffered:        func() float64 { return float64(tracker.Outstanding()) },
-	})
+	return lc
+}
 
-	leaseSec, adminSec, err := security(cfg.Dispatcher, os.Getenv)
+// servers builds the lease and admin gRPC servers and the HTTP server with
+// its readiness checks.
+func (d *Dispatcher) servers(conns *config.Connections, tracker *watermark.Tracker, m *metrics.Metrics) error {
+	leaseSec, adminSec, err := security(d.cfg.Dispatcher, os.Getenv)
 	if err != nil {
-		consumer.Close()
-		producer.Close()
 		return err
 	}
 	var grpcOpts []grpc.ServerOption
-	if tracing.Enabled {
+	if d.tracing.Enabled {
 		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(tracing.Provider), otelgrpc.WithPropagators(tracing.Propagator))))
+			otelgrpc.WithTracerProvider(d.tracing.Provider), otelgrpc.WithPropagators(d.tracing.Propagator))))
 	}
-	healthSrv := health.NewServer()
-	leaseGRPC := newGRPCServer(logger, leaseSec, grpcOpts...)
-	leasev1.RegisterLeaseServiceServer(leaseGRPC, lease.NewServer(sched, logger))
-	healthpb.RegisterHealthServer(leaseGRPC, healthSrv)
-	adminGRPC := newGRPCServer(logger, adminSec, grpcOpts...)
-	adminv1.RegisterAdminServiceServer(adminGRPC, admin.NewServer(admin.Sources{
-		Scheduler: sched, Intake: in, Tracker: tracker, Connections: conns, Publishing: pub.Pending,
-		OutcomesByCode: p.outcomesByCode, OutcomesPerSecond: p.rates.PerSecond, Lag: in.Lag,
+	d.healthSrv = health.NewServer()
+	d.leaseGRPC = newGRPCServer(d.logger, leaseSec, grpcOpts...)
+	leasev1.RegisterLeaseServiceServer(d.leaseGRPC, lease.NewServer(d.sched, d.logger))
+	healthpb.RegisterHealthServer(d.leaseGRPC, d.healthSrv)
+	d.adminGRPC = newGRPCServer(d.logger, adminSec, grpcOpts...)
+	adminv1.RegisterAdminServiceServer(d.adminGRPC, admin.NewServer(admin.Sources{
+		Scheduler: d.sched, Intake: d.in, Tracker: tracker, Connections: conns, Publishing: d.pub.Pending,
+		OutcomesByCode: d.pipe.outcomesByCode, OutcomesPerSecond: d.pipe.rates.PerSecond, Lag: d.in.Lag,
 	}))
-	healthpb.RegisterHealthServer(adminGRPC, healthSrv)
-	reflection.Register(adminGRPC)
+	healthpb.RegisterHealthServer(d.adminGRPC, d.healthSrv)
+	reflection.Register(d.adminGRPC)
 
-	httpSrv := status.New(logger, m.Registry)
-	if cfg.Metrics.Pprof {
-		httpSrv.ServeProfiles()
+	d.httpSrv = status.New(d.logger, m.Registry)
+	if d.cfg.Metrics.Pprof {
+		d.httpSrv.ServeProfiles()
 	}
-	httpSrv.AddCheck("consumer_group", func(context.Context) error {
-		if !members.Known() {
+	d.httpSrv.AddCheck("consumer_group", func(context.Context) error {
+		if !d.members.Known() {
 			// Measured about a second after the first assignment; ready
 			// before it, a dispatcher would hold its first tasks that long.
 			return errors.New("consumer group not yet read: no share of the endpoints' connection limits, so nothing can be leased")
 		}
 		return nil
 	})
-	httpSrv.AddCheck("kafka", func(context.Context) error {
-		if !in.Ready() {
+	d.httpSrv.AddCheck("kafka", func(context.Context) error {
+		if !d.in.Ready() {
 			return errors.New("not yet assigned partitions by the consumer group")
 		}
 		return nil
 	})
+	return nil
+}
 
-	var addrs Addrs
-	leaseL, err := net.Listen("tcp", cfg.Dispatcher.Listen)
-	if err != nil {
+// listen binds the lease, admin and HTTP listeners.
+func (d *Dispatcher) listen() (err error) {
+	cfg := d.cfg
+	if d.leaseL, err = net.Listen("tcp", cfg.Dispatcher.Listen); err != nil {
 		return fmt.Errorf("listen (dispatcher.listen): %w", err)
 	}
-	adminL, err := net.Listen("tcp", cfg.Dispatcher.AdminListen)
-	if err != nil {
-		leaseL.Close()
+	d.onClose(func() {
+		if !d.running {
+			d.leaseL.Close()
+		}
+	})
+	if d.adminL, err = net.Listen("tcp", cfg.Dispatcher.AdminListen); err != nil {
 		return fmt.Errorf("admin listen (dispatcher.admin_listen): %w", err)
 	}
-	if addrs.HTTP, err = httpSrv.Listen(cfg.Dispatcher.HTTPListen); err != nil {
-		leaseL.Close()
-		adminL.Close()
+	d.onClose(func() {
+		if !d.running {
+			d.adminL.Close()
+		}
+	})
+	if d.addrs.HTTP, err = d.httpSrv.Listen(cfg.Dispatcher.HTTPListen); err != nil {
 		return fmt.Errorf("http listen (dispatcher.http_listen): %w", err)
 	}
+	d.onClose(func() {
+		if !d.running {
+			d.httpSrv.Close()
+		}
+	})
 	if cfg.Metrics.Port != 0 && cfg.Metrics.Port != cfg.API.Port && cfg.Dispatcher.HTTPListen == net.JoinHostPort(cfg.API.Host, fmt.Sprint(cfg.API.Port)) {
 		// The original served Prometheus on metrics.port; keep scrapes working.
-		if _, err := httpSrv.Listen(net.JoinHostPort(cfg.API.Host, fmt.Sprint(cfg.Metrics.Port))); err != nil {
-			logger.Warn("not serving metrics on metrics.port", "error", err)
+		if _, err := d.httpSrv.Listen(net.JoinHostPort(cfg.API.Host, fmt.Sprint(cfg.Metrics.Port))); err != nil {
+			d.logger.Warn("not serving metrics on metrics.port", "error", err)
 		}
 	}
-	addrs.Lease, addrs.Admin = leaseL.Addr(), adminL.Addr()
-	logger.Info("dispatcher started", "version", buildinfo.Version(), "lease_address", addrs.Lease.String(),
-		"admin_address", addrs.Admin.String(), "http_address", addrs.HTTP.String(), "delivery", cfg.Kafka.Delivery,
-		"input_topic", cfg.Kafka.InputTopic, "consumer_group", cfg.Kafka.ConsumerGroup)
-	if started != nil {
-		started(addrs)
-	}
+	d.addrs.Lease, d.addrs.Admin = d.leaseL.Addr(), d.adminL.Addr()
+	return nil
+}
 
-	// Each part runs under its own context so shutdown can stop them in order.
-	schedCtx, stopSched := context.WithCancel(context.Background())
-	pubCtx, stopPub := context.WithCancel(context.Background())
-	intakeCtx, stopIntake := context.WithCancel(context.Background())
-	httpCtx, stopHTTP := context.WithCancel(context.Background())
-	defer func() { stopSched(); stopPub(); stopIntake(); stopHTTP() }()
+// parts are the contexts of the long-lived parts, so the shutdown stops
+// them in order.
+type parts struct {
+	sched, pub, intake, http        context.CancelFunc
+	schedCtx, pubCtx, intakeCtx, hc context.Context
+	intakeDone, pubDone             chan struct{}
+}
+
+// Run serves until ctx ends or a part fails, then shuts down in order (see
+// shutdown); it closes whatever New built.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.running = true
+	defer d.close()
+	var p parts
+	p.schedCtx, p.sched = context.WithCancel(context.Background())
+	p.pubCtx, p.pub = context.WithCancel(context.Background())
+	p.intakeCtx, p.intake = context.WithCancel(context.Background())
+	p.hc, p.http = context.WithCancel(context.Background())
+	defer func() { p.sched(); p.pub(); p.intake(); p.http() }()
+	p.intakeDone, p.pubDone = make(chan struct{}), make(chan struct{})
 
 	g, gctx := errgroup.WithContext(context.Background())
-	intakeDone, pubDone := make(chan struct{}), make(chan struct{})
-	g.Go(func() error { return sched.Run(schedCtx) })
-	g.Go(func() error { return members.Run(intakeCtx) })
-	g.Go(func() error { defer close(pubDone); return pub.Run(pubCtx) })
-	g.Go(func() error { defer close(intakeDone); return in.Run(intakeCtx) })
-	g.Go(func() error { return serve(leaseGRPC, leaseL) })
-	g.Go(func() error { return serve(adminGRPC, adminL) })
-	g.Go(func() error { return httpSrv.Run(httpCtx) })
+	g.Go(func() error { return d.sched.Run(p.schedCtx) })
+	g.Go(func() error { return d.members.Run(p.intakeCtx) })
+	g.Go(func() error { defer close(p.pubDone); return d.pub.Run(p.pubCtx) })
+	g.Go(func() error { defer close(p.intakeDone); return d.in.Run(p.intakeCtx) })
+	g.Go(func() error { return serve(d.leaseGRPC, d.leaseL) })
+	g.Go(func() error { return serve(d.adminGRPC, d.adminL) })
+	g.Go(func() error { return d.httpSrv.Run(p.hc) })
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():
-			logger.Info("shutting down")
+			d.logger.Info("shutting down")
 		case <-gctx.Done():
-			logger.Error("a component failed; shutting down")
+			d.logger.Error("a component failed; shutting down")
 		}
-		healthSrv.Shutdown()
-		in.Stop()
-		drain := cfg.Dispatcher.DrainTimeout.D()
-		sched.Drain(drain)
-		select {
-		case <-sched.WaitIdle():
-		case <-time.After(drain):
-			_, leased := sched.Counts()
-			logger.Warn("drain timed out; the next owner redoes the leases still in flight", "leases", leased)
-		}
-		flushCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := pub.Flush(flushCtx); err != nil {
-			logger.Warn("final flush incomplete", "error", err)
-		}
-		cancel()
-		stopIntake() // closes the consumer: the group rebalances now
-		<-intakeDone
-		stopPub()
-		<-pubDone
-		if n := producer.Flush(5000); n > 0 {
-			logger.Warn("producer closed with messages in flight", "messages", n)
-		}
-		producer.Close()
-		stopSched()
-		sched.CloseSessions()
-		stopGRPC(leaseGRPC, 5*time.Second)
-		stopGRPC(adminGRPC, 2*time.Second)
-		stopHTTP()
-		logger.Info("dispatcher stopped")
+		d.shutdown(&p)
 		return nil
 	})
 	return g.Wait()
+}
+
+// shutdown stops the parts in the order that loses nothing: stop taking
+// tasks, drain the agents (dispatcher.drain_timeout), publish and commit
+// what finished, leave the consumer group, close the producer, then stop
+// serving.
+func (d *Dispatcher) shutdown(p *parts) {
+	d.healthSrv.Shutdown()
+	d.in.Stop()
+	drain := d.cfg.Dispatcher.DrainTimeout.D()
+	d.sched.Drain(drain)
+	select {
+	case <-d.sched.WaitIdle():
+	case <-time.After(drain):
+		_, leased := d.sched.Counts()
+		d.logger.Warn("drain timed out; the next owner redoes the leases still in flight", "leases", leased)
+	}
+	flushCtx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
+	if err := d.pub.Flush(flushCtx); err != nil {
+		d.logger.Warn("final flush incomplete", "error", err)
+	}
+	cancel()
+	p.intake() // closes the consumer: the group rebalances now
+	<-p.intakeDone
+	p.pub()
+	<-p.pubDone
+	if n := d.producer.Flush(int(producerFlushTimeout / time.Millisecond)); n > 0 {
+		d.logger.Warn("producer closed with messages in flight", "messages", n)
+	}
+	d.producer.Close()
+	p.sched()
+	d.sched.CloseSessions()
+	stopGRPC(d.leaseGRPC, leaseStopTimeout)
+	stopGRPC(d.adminGRPC, adminStopTimeout)
+	p.http()
+	d.logger.Info("dispatcher stopped")
 }
 
 // security loads the lease stream's and the admin API's TLS and token.

@@ -98,6 +98,14 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"ready": ok, "checks": report})
 }
 
+// Close releases the listeners of a server that never ran (start-up failed
+// after Listen).
+func (s *Server) Close() {
+	for _, l := range s.listener {
+		_ = l.Close()
+	}
+}
+
 // Run serves until ctx ends, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
