@@ -174,8 +174,8 @@ const (
 )
 
 // New builds every part and listens; on error it closes what it built.
-func New(ctx context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) (d *Dispatcher, err error) {
-	d = &Dispatcher{cfg: cfg, logger: logger.With("dispatcher_id", cfg.Dispatcher.InstanceID)}
+func New(ctx context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) (_ *Dispatcher, err error) {
+	d := &Dispatcher{cfg: cfg, logger: logger.With("dispatcher_id", cfg.Dispatcher.InstanceID)}
 	defer func() {
 		if err != nil {
 			d.close()

@@ -1,11 +1,16 @@
 package dispatcher
 
 import (
+	"context"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func write(t *testing.T, dir, name, content string) string {
@@ -84,5 +89,49 @@ func TestParseFlagsRejectsStrayArguments(t *testing.T) {
 	t.Parallel()
 	if _, err := ParseFlags([]string{"config.yaml"}, func(string) string { return "" }, io.Discard); err == nil {
 		t.Fatal("a positional argument was accepted")
+	}
+}
+
+// New undoes what it built when a later step fails: here the admin
+// listener's address is taken, after the Kafka clients, the scheduler and
+// the lease listener were made. The lease port is free again, and the
+// goroutines New started (the clients' log forwarding and their own) end.
+func TestNewUndoesWhatItBuiltOnError(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseAddr := free.Addr().String()
+	free.Close()
+	dir := t.TempDir()
+	cfgPath := write(t, dir, "config.yaml", "kafka:\n  bootstrap_servers: [127.0.0.1:1]\ndispatcher:\n  instance_id: undo-test\n  listen: "+leaseAddr+
+		"\n  admin_listen: "+taken.Addr().String()+"\n  http_listen: 127.0.0.1:0\n")
+	connsPath := write(t, dir, "connections.ini", "[local]\ntype = local\nbase_path = "+dir+"\n")
+	cfg, conns, err := Load(Options{ConfigPath: cfgPath, ConnectionsPath: connsPath}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	d, err := New(context.Background(), cfg, conns, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || d != nil || !strings.Contains(err.Error(), "dispatcher.admin_listen") {
+		t.Fatalf("New with the admin address taken: %v, %v", d, err)
+	}
+	l, err := net.Listen("tcp", leaseAddr)
+	if err != nil {
+		t.Fatalf("the lease listener New bound is still open: %v", err)
+	}
+	l.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after the failed New, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
