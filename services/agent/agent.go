@@ -14,6 +14,7 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -114,31 +115,92 @@ func Load(o Options, getenv func(string) string) (config.Config, *config.Connect
 	return cfg, conns, nil
 }
 
-// Run works until ctx ends, then drains: no new leases, transfers in flight
-// get agent.drain_timeout to finish (or until force ends), the rest are
-// released to be redone elsewhere.
+// Run builds an agent and runs it until ctx ends (then it drains, up to
+// agent.drain_timeout) or force ends (transfers still running are released
+// at once).
 func Run(ctx, force context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) error {
-	logger = logger.With("agent_id", cfg.Agent.AgentID)
-	for _, w := range conns.Warnings {
-		logger.Warn("connections file: " + w)
-	}
-	m := metrics.New()
-	tracing, err := telemetry.Setup(ctx, "ftp-pooler-agent", buildinfo.Version(), os.Getenv)
+	a, err := New(ctx, cfg, conns, logger)
 	if err != nil {
 		return err
 	}
+	return a.Run(ctx, force)
+}
+
+// Agent is one agent's parts: the connection pools, the transfer engine,
+// the slots and quotas its dispatcher sessions share, one session client
+// per dispatcher, and the HTTP server.
+type Agent struct {
+	cfg     config.Config
+	logger  *slog.Logger
+	metrics *metrics.Metrics
+	tracing *telemetry.Tracing
+	pools   *pool.Set
+	engine  *transfer.Engine
+	slots   *session.Slots
+	clients []*session.Client
+	httpSrv *status.Server // nil without agent.http_listen
+	// undo closes what New built, last first: on a failed New, or once
+	// Run has stopped.
+	undo []func()
+}
+
+// tracesFlush bounds the flush of the last traces on the way out.
+const tracesFlush = 5 * time.Second
+
+// New builds every part and listens; on error it closes what it built.
+func New(ctx context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) (_ *Agent, err error) {
+	a := &Agent{cfg: cfg, logger: logger.With("agent_id", cfg.Agent.AgentID), metrics: metrics.New()}
 	defer func() {
-		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tracing.Shutdown(flush)
+		if err != nil {
+			a.close()
+		}
 	}()
-	tracer := tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/agent")
+	for _, w := range conns.Warnings {
+		a.logger.Warn("connections file: " + w)
+	}
+	if a.tracing, err = telemetry.Setup(ctx, "ftp-pooler-agent", buildinfo.Version(), os.Getenv); err != nil {
+		return nil, err
+	}
+	a.onClose(func() {
+		flush, cancel := context.WithTimeout(context.Background(), tracesFlush)
+		defer cancel()
+		_ = a.tracing.Shutdown(flush)
+	})
+	tracer := a.tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/agent")
+	endpoints := a.newPools(conns, tracer)
+	if a.engine, err = transfer.NewEngine(conns, a.pools, cfg.Transfer, tracer, a.logger); err != nil {
+		return nil, err
+	}
+	a.onClose(a.engine.Close)
+	if err := a.newClients(conns, endpoints, tracer); err != nil {
+		return nil, err
+	}
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
+	a.logger.Info("agent started", "version", buildinfo.Version(), "slots", cfg.Agent.Slots,
+		"dispatchers", cfg.Agent.Dispatchers.String(), "endpoints", conns.IDs())
+	return a, nil
+}
+
+func (a *Agent) onClose(f func()) { a.undo = append(a.undo, f) }
+
+func (a *Agent) close() {
+	for i := len(a.undo) - 1; i >= 0; i-- {
+		a.undo[i]()
+	}
+	a.undo = nil
+}
+
+// newPools makes a connection pool per FTP endpoint and their gauges.
+func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) []*config.Endpoint {
+	cfg, m := a.cfg, a.metrics
 	var endpoints []*config.Endpoint
 	for _, id := range conns.IDs() {
 		ep, _ := conns.Endpoint(id)
 		endpoints = append(endpoints, ep)
 	}
-	pools := pool.NewSet(pool.Config{
+	a.pools = pool.NewSet(pool.Config{
 		MaxTotal:    cfg.Pool.MaxSessionsPerPod,
 		DefaultMax:  cfg.Pool.MaxSessionsPerConnection,
 		IdleTimeout: time.Duration(cfg.Pool.SessionTimeoutSeconds) * time.Second,
@@ -156,36 +218,64 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 		if err != nil {
 			m.DialFailures.WithLabelValues(ep).Inc()
 		}
-	}}, logger)
+	}}, a.logger)
 	m.PoolGauges(func() []metrics.PoolState {
 		var out []metrics.PoolState
-		for _, s := range pools.Stats() {
+		for _, s := range a.pools.Stats() {
 			out = append(out, metrics.PoolState{Endpoint: s.Endpoint, Idle: s.Idle, Busy: s.Busy, Limit: s.Max})
 		}
 		return out
 	})
-	engine, err := transfer.NewEngine(conns, pools, cfg.Transfer, tracer, logger)
-	if err != nil {
-		return err
-	}
-	defer engine.Close()
+	return endpoints
+}
 
-	slots := session.NewSlots(cfg.Agent.Slots)
+// newClients makes the slots and quotas the sessions share and a session
+// client per dispatcher.
+func (a *Agent) newClients(conns *config.Connections, endpoints []*config.Endpoint, tracer trace.Tracer) error {
+	cfg, m := a.cfg, a.metrics
+	a.slots = session.NewSlots(cfg.Agent.Slots)
 	var ftpEndpoints []string
 	for _, ep := range endpoints {
 		if ep.Type == config.TypeFTP {
 			ftpEndpoints = append(ftpEndpoints, ep.ID)
 		}
 	}
-	quotas := session.NewQuotas(poolReporter{pools}, ftpEndpoints)
+	quotas := session.NewQuotas(poolReporter{a.pools}, ftpEndpoints)
 	m.Slots.Set(float64(cfg.Agent.Slots))
 	host, _ := os.Hostname()
 	scfg := session.Config{
 		AgentID: cfg.Agent.AgentID, Version: buildinfo.Version(), Hostname: host,
 		CommitTimeout: cfg.Lease.CommitTimeout.D(), MaxBackoff: cfg.Agent.ReconnectMaxBackoff.D(),
-		Tracer: tracer, Propagator: tracing.Propagator,
+		Tracer: tracer, Propagator: a.tracing.Propagator,
 	}
-	observe := func(job *transfer.Job, o *leasev1.Outcome) {
+	creds := insecure.NewCredentials()
+	if cfg.Agent.TLS.Enabled() {
+		tcfg, err := tlsfiles.Client(cfg.Agent.TLS)
+		if err != nil {
+			return fmt.Errorf("agent.tls: %w", err)
+		}
+		creds = credentials.NewTLS(tcfg)
+	}
+	for _, addr := range cfg.Agent.Dispatchers {
+		conn, err := grpc.NewClient(addr,
+			grpc.WithTransportCredentials(creds),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		)
+		if err != nil {
+			return fmt.Errorf("dispatcher %s: %w", addr, err)
+		}
+		a.onClose(func() { _ = conn.Close() })
+		c := session.NewClient(scfg, addr, conn, a.engine, a.slots, quotas, m, a.logger)
+		c.Observe = a.observe(conns)
+		a.clients = append(a.clients, c)
+	}
+	return nil
+}
+
+// observe counts each finished transfer in the metrics.
+func (a *Agent) observe(conns *config.Connections) func(*transfer.Job, *leasev1.Outcome) {
+	m := a.metrics
+	return func(job *transfer.Job, o *leasev1.Outcome) {
 		dir := direction(conns, job.Lease.Transfer)
 		code := ""
 		st := "success"
@@ -196,92 +286,59 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 		m.Bytes.WithLabelValues(dir, job.Lease.Transfer.SrcId, job.Lease.Transfer.DstId).Add(float64(o.BytesTransferred))
 		m.Duration.WithLabelValues(dir).Observe(o.Duration.AsDuration().Seconds())
 	}
-	creds := insecure.NewCredentials()
-	if cfg.Agent.TLS.Enabled() {
-		tcfg, err := tlsfiles.Client(cfg.Agent.TLS)
-		if err != nil {
-			return fmt.Errorf("agent.tls: %w", err)
-		}
-		creds = credentials.NewTLS(tcfg)
-	}
-	var clients []*session.Client
-	for _, addr := range cfg.Agent.Dispatchers {
-		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(creds),
-			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		)
-		if err != nil {
-			return fmt.Errorf("dispatcher %s: %w", addr, err)
-		}
-		defer conn.Close()
-		c := session.NewClient(scfg, addr, conn, engine, slots, quotas, m, logger)
-		c.Observe = observe
-		clients = append(clients, c)
-	}
+}
 
-	var httpSrv *status.Server
-	if cfg.Agent.HTTPListen != "" {
-		httpSrv = status.New(logger, m.Registry)
-		if cfg.Metrics.Pprof {
-			httpSrv.ServeProfiles()
-		}
-		httpSrv.AddCheck("dispatchers", func(context.Context) error {
-			if slots.Connected() == 0 {
-				return errors.New("not connected to any dispatcher")
-			}
-			return nil
-		})
-		addr, err := httpSrv.Listen(cfg.Agent.HTTPListen)
-		if err != nil {
-			return fmt.Errorf("http listen (agent.http_listen): %w", err)
-		}
-		logger.Info("serving metrics and health", "http_address", addr.String())
+// listen binds agent.http_listen, when set.
+func (a *Agent) listen() error {
+	if a.cfg.Agent.HTTPListen == "" {
+		return nil
 	}
+	a.httpSrv = status.New(a.logger, a.metrics.Registry)
+	if a.cfg.Metrics.Pprof {
+		a.httpSrv.ServeProfiles()
+	}
+	a.httpSrv.AddCheck("dispatchers", func(context.Context) error {
+		if a.slots.Connected() == 0 {
+			return errors.New("not connected to any dispatcher")
+		}
+		return nil
+	})
+	addr, err := a.httpSrv.Listen(a.cfg.Agent.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("http listen (agent.http_listen): %w", err)
+	}
+	a.logger.Info("serving metrics and health", "http_address", addr.String())
+	return nil
+}
 
-	logger.Info("agent started", "version", buildinfo.Version(), "slots", cfg.Agent.Slots,
-		"dispatchers", cfg.Agent.Dispatchers.String(), "endpoints", conns.IDs())
-
+// Run serves the dispatchers until ctx ends, drains (see drainOnStop), and
+// closes what New built.
+func (a *Agent) Run(ctx, force context.Context) error {
+	defer a.close()
 	// drain ends the grace period: at the drain timeout after ctx ends, or
 	// at once when force ends (a second signal).
 	drain, stopDrain := context.WithCancel(context.WithoutCancel(force))
 	defer stopDrain()
-	// Run waits for this goroutine: once Run returns, the caller's force
-	// ends, and a log line from here would claim a second signal.
+	// Run waits for the drain goroutine: once Run returns, the caller's
+	// force ends, and a log line from there would claim a second signal.
 	drainDone := make(chan struct{})
 	go func() {
 		defer close(drainDone)
-		select {
-		case <-ctx.Done():
-		case <-drain.Done():
-			return
-		}
-		if drain.Err() != nil {
-			return // the sessions ended first
-		}
-		slots.Drain()
-		logger.Info("shutting down: no new leases; waiting for transfers in flight", "drain_timeout", cfg.Agent.DrainTimeout)
-		select {
-		case <-time.After(cfg.Agent.DrainTimeout.D()):
-			logger.Warn("drain timeout: releasing transfers still running")
-		case <-force.Done():
-			logger.Warn("second signal: releasing transfers still running")
-		case <-drain.Done():
-		}
-		stopDrain()
+		a.drainOnStop(ctx, force, drain, stopDrain)
 	}()
 
 	poolCtx, stopPools := context.WithCancel(context.Background())
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	g := new(errgroup.Group)
-	g.Go(func() error { return pools.Run(poolCtx) })
-	if httpSrv != nil {
-		g.Go(func() error { return httpSrv.Run(httpCtx) })
+	g.Go(func() error { return a.pools.Run(poolCtx) })
+	if a.httpSrv != nil {
+		g.Go(func() error { return a.httpSrv.Run(httpCtx) })
 	}
 	var sessions errgroup.Group
-	for _, c := range clients {
+	for _, c := range a.clients {
 		sessions.Go(func() error { return c.Run(ctx, drain) })
 	}
-	err = sessions.Wait()
+	err := sessions.Wait()
 	stopDrain()
 	<-drainDone
 	stopPools()
@@ -289,8 +346,32 @@ func Run(ctx, force context.Context, cfg config.Config, conns *config.Connection
 	if gerr := g.Wait(); err == nil {
 		err = gerr
 	}
-	logger.Info("agent stopped")
+	a.logger.Info("agent stopped")
 	return err
+}
+
+// drainOnStop waits for ctx to end, then stops taking leases and gives
+// transfers in flight agent.drain_timeout (or until force ends) before it
+// ends drain, which releases them.
+func (a *Agent) drainOnStop(ctx, force, drain context.Context, stopDrain context.CancelFunc) {
+	select {
+	case <-ctx.Done():
+	case <-drain.Done():
+		return
+	}
+	if drain.Err() != nil {
+		return // the sessions ended first
+	}
+	a.slots.Drain()
+	a.logger.Info("shutting down: no new leases; waiting for transfers in flight", "drain_timeout", a.cfg.Agent.DrainTimeout)
+	select {
+	case <-time.After(a.cfg.Agent.DrainTimeout.D()):
+		a.logger.Warn("drain timeout: releasing transfers still running")
+	case <-force.Done():
+		a.logger.Warn("second signal: releasing transfers still running")
+	case <-drain.Done():
+	}
+	stopDrain()
 }
 
 // poolReporter adapts the pool set to what sessions report.

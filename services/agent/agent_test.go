@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoad(t *testing.T) {
@@ -63,3 +67,40 @@ func TestRunRefusesMissingBasePath(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// New undoes what it built when a later step fails: here agent.http_listen
+// is taken, after the pools, the engine (a local root) and a client per
+// dispatcher were made. New returns the error and its goroutines end.
+func TestNewUndoesWhatItBuiltOnError(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.yaml")
+	connsPath := filepath.Join(dir, "connections.ini")
+	if err := os.WriteFile(cfgPath, []byte("agent:\n  dispatchers: [127.0.0.1:1, 127.0.0.1:2]\n  http_listen: "+taken.Addr().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(connsPath, []byte("[local]\ntype = local\nbase_path = "+dir+"\n[ftp]\ntype = ftp\nhost = 127.0.0.1\nport = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, conns, err := Load(Options{ConfigPath: cfgPath, ConnectionsPath: connsPath}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	a, err := New(context.Background(), cfg, conns, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || a != nil || !strings.Contains(err.Error(), "agent.http_listen") {
+		t.Fatalf("New with agent.http_listen taken: %v, %v", a, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after the failed New, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
