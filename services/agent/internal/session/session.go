@@ -102,13 +102,18 @@ func (c *Client) Run(ctx, drain context.Context) error {
 
 // Session is one connected stream.
 type Session struct {
-	c       *Client
-	out     chan *leasev1.ConnectRequest
-	dead    chan struct{} // closed when the sender stopped
-	window  chan uint32   // latest window, coalesced
-	mu      sync.Mutex
-	jobs    map[string]*running
-	commits map[string]chan *leasev1.CommitDecision
+	c      *Client
+	out    chan *leasev1.ConnectRequest
+	dead   chan struct{} // closed when the sender stopped
+	window chan uint32   // latest window, coalesced
+	mu     sync.Mutex
+	// jobs and commits are keyed by delivery, not lease: a lease that
+	// expired while its agent was cut off is leased again under the same id
+	// with a new token, possibly to the same agent while the old delivery
+	// still runs. Keyed by id, the old delivery's refused commit reached
+	// the new one, which failed its task as CANCELLED (seen in make chaos).
+	jobs    map[delivery]*running
+	commits map[delivery]chan *leasev1.CommitDecision
 	// appliedSeq is the seq of the last quota acknowledged: applied to the
 	// pools, and the pools within it. pendingSeq is the last one received.
 	appliedSeq atomic.Uint64
@@ -159,8 +164,8 @@ func (c *Client) session(ctx, drain context.Context) error {
 		out:     make(chan *leasev1.ConnectRequest, 256),
 		dead:    make(chan struct{}),
 		window:  make(chan uint32, 1),
-		jobs:    map[string]*running{},
-		commits: map[string]chan *leasev1.CommitDecision{},
+		jobs:    map[delivery]*running{},
+		commits: map[delivery]chan *leasev1.CommitDecision{},
 	}
 	c.mu.Lock()
 	c.current = s
@@ -361,7 +366,7 @@ func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.Wa
 	r.job.Total.Store(-1)
 	r.job.Commit = func(ctx context.Context, bytes int64) (bool, string, error) { return s.commit(ctx, l, bytes) }
 	s.mu.Lock()
-	s.jobs[l.LeaseId] = r
+	s.jobs[deliveryOf(l)] = r
 	s.mu.Unlock()
 	jobs.Add(1)
 	go func() {
@@ -379,7 +384,7 @@ func (s *Session) start(jobsCtx context.Context, l *leasev1.Lease, jobs *sync.Wa
 			s.c.slots.Release()
 		}
 		s.mu.Lock()
-		delete(s.jobs, l.LeaseId)
+		delete(s.jobs, deliveryOf(l))
 		s.mu.Unlock()
 		cause := context.Cause(ctx)
 		switch {
@@ -441,7 +446,7 @@ func (c *Client) traceTransfer(ctx context.Context, l *leasev1.Lease) (context.C
 
 func (s *Session) cancel(c *leasev1.Cancel) {
 	s.mu.Lock()
-	r := s.jobs[c.LeaseId]
+	r := s.jobs[delivery{c.LeaseId, c.Token}]
 	s.mu.Unlock()
 	if r == nil || r.job.Lease.Token != c.Token {
 		return
@@ -454,11 +459,11 @@ func (s *Session) cancel(c *leasev1.Cancel) {
 func (s *Session) commit(ctx context.Context, l *leasev1.Lease, bytes int64) (bool, string, error) {
 	ch := make(chan *leasev1.CommitDecision, 1)
 	s.mu.Lock()
-	s.commits[l.LeaseId] = ch
+	s.commits[deliveryOf(l)] = ch
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.commits, l.LeaseId)
+		delete(s.commits, deliveryOf(l))
 		s.mu.Unlock()
 	}()
 	s.enqueue(&leasev1.ConnectRequest{Message: &leasev1.ConnectRequest_Commit{Commit: &leasev1.Commit{
@@ -481,7 +486,7 @@ func (s *Session) commit(ctx context.Context, l *leasev1.Lease, bytes int64) (bo
 
 func (s *Session) decide(d *leasev1.CommitDecision) {
 	s.mu.Lock()
-	ch := s.commits[d.LeaseId]
+	ch := s.commits[delivery{d.LeaseId, d.Token}]
 	s.mu.Unlock()
 	if ch != nil {
 		select {
@@ -490,3 +495,11 @@ func (s *Session) decide(d *leasev1.CommitDecision) {
 		}
 	}
 }
+
+// delivery is one delivery of a lease: its id and token.
+type delivery struct {
+	leaseID string
+	token   uint64
+}
+
+func deliveryOf(l *leasev1.Lease) delivery { return delivery{l.LeaseId, l.Token} }
