@@ -275,7 +275,7 @@ func (r *results) markdown(b *bench, full bool) string {
 				thousands(r.memQueued), r.memQueue, verdict(r.memQueue <= 150))
 		}
 		if r.leases > 0 {
-			fmt.Fprintf(&m, "| dispatcher alone: leases/s over real gRPC streams to 4 no-op agents (`TestLeaseThroughputOverGRPC`) | %s | ≥ 20,000: %s |\n", num(r.leases), verdict(r.leases >= 20000))
+			fmt.Fprintf(&m, "| dispatcher alone: leases/s over real gRPC streams to 4 no-op agents (`BenchmarkLeaseThroughputOverGRPC`) | %s | ≥ 20,000: %s |\n", num(r.leases), verdict(r.leases >= 20000))
 		}
 		m.WriteString("\n")
 	}

@@ -54,16 +54,26 @@ func BenchmarkScheduler(b *testing.B) {
 	}
 }
 
-// TestLeaseThroughputOverGRPC leases tasks to no-op agents over real gRPC
-// streams and reports leases per second (issue 6 asks for >= 20,000).
-// It runs in -short mode too, with fewer tasks, as a smoke test.
-func TestLeaseThroughputOverGRPC(t *testing.T) {
-	n, agents, window := 100_000, 4, 256
-	if testing.Short() || raceDetector {
-		n = 5_000
+// TestLeasesOverGRPC leases 5,000 tasks to four no-op agents over real
+// gRPC streams: every one finishes. How fast is a benchmark's question
+// (BenchmarkLeaseThroughputOverGRPC), never a pass/fail test's.
+func TestLeasesOverGRPC(t *testing.T) {
+	rate := leaseThroughput(t, 5_000, 4, 256)
+	t.Logf("5000 leases to 4 no-op agents (window 256) over gRPC: %.0f leases/s", rate)
+}
+
+// BenchmarkLeaseThroughputOverGRPC reports leases per second to four no-op
+// agents over real gRPC streams (issue 6 asked for 20,000), 20,000 leases
+// a round: go test -run '^$' -bench LeaseThroughput ./services/dispatcher/internal/lease
+func BenchmarkLeaseThroughputOverGRPC(b *testing.B) {
+	const n = 20_000
+	var total float64
+	rounds := 0
+	for b.Loop() {
+		total += leaseThroughput(b, n, 4, 256)
+		rounds++
 	}
-	rate := leaseThroughput(t, n, agents, window)
-	t.Logf("%d leases to %d no-op agents (window %d) over gRPC: %.0f leases/s", n, agents, window, rate)
+	b.ReportMetric(total/float64(rounds), "leases/s")
 }
 
 func leaseThroughput(t testing.TB, n, agents, window int) float64 {
