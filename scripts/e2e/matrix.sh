@@ -446,13 +446,14 @@ users.file=$conf/users.properties
 tls=$(tls_of "$name")
 EOF
 	if [[ $(tls_of "$name") != none ]]; then
-		if [[ ! -f $conf/keystore.p12 || $(cert_file) -nt $conf/keystore.p12 ]]; then
-			openssl pkcs12 -export -in "$(cert_file)" -inkey "$(key_file)" -name ftpd \
-				-out "$conf/keystore.p12.tmp" -passout "pass:$KEYSTORE_PASS" || die "openssl pkcs12 failed"
-			chown "root:$FTP_USER" "$conf/keystore.p12.tmp"
-			chmod 640 "$conf/keystore.p12.tmp"
-			mv "$conf/keystore.p12.tmp" "$conf/keystore.p12"
-		fi
+		# Made anew at every start (one openssl call): a keystore kept by
+		# mtime outlived a certificate made again within the same second,
+		# and curl then met a certificate it did not trust.
+		openssl pkcs12 -export -in "$(cert_file)" -inkey "$(key_file)" -name ftpd \
+			-out "$conf/keystore.p12.tmp" -passout "pass:$KEYSTORE_PASS" || die "openssl pkcs12 failed"
+		chown "root:$FTP_USER" "$conf/keystore.p12.tmp"
+		chmod 640 "$conf/keystore.p12.tmp"
+		mv "$conf/keystore.p12.tmp" "$conf/keystore.p12"
 		printf 'keystore.file=%s\nkeystore.password=%s\n' "$conf/keystore.p12" "$KEYSTORE_PASS" >>"$conf/settings.properties.tmp"
 	fi
 	local f
