@@ -44,6 +44,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -122,7 +123,8 @@ type mcase struct {
 
 // matrixMainStack runs every case but cap-learned on one stack.
 func matrixMainStack(t *testing.T, m MatrixServer, tab *matrixTable, big bigSource) {
-	downPort := closedPort(t)
+	_, port, _ := net.SplitHostPort(freeAddr(t)) // nothing listens there now
+	downPort, _ := strconv.Atoi(port)
 	bad := m.FTPServer
 	bad.Pass = "wrong;" + m.Pass + "%x"
 	extra := m.Section(m.Name, m.Host, m.Port, m.FTPServer, fmt.Sprintf("max_connections = %d", m.Cap)) +
@@ -552,15 +554,6 @@ func checkNoTemp(t testing.TB, dir string) {
 	if tmp := TempFiles(dir); len(tmp) > 0 {
 		t.Errorf("temporary files left: %v", tmp)
 	}
-}
-
-// closedPort is a loopback port nothing listens on (it did a moment ago).
-func closedPort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	p := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return p
 }
 
 // --- the 200 MiB source ---------------------------------------------------------

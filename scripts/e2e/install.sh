@@ -136,18 +136,26 @@ pom=$(
 </project>
 EOF
 )
+# maven_fetch <home> <pom> <out> <what>: a fresh <home> holding <pom>, whose
+# runtime dependencies Maven copies into <out>; stops with Maven's log tail
+# when it fails.
+maven_fetch() {
+	local home=$1 pom=$2 out=$3 what=$4
+	echo "install.sh: fetching $what from Maven Central" >&2
+	rm -rf "$home"
+	mkdir -p "$home"
+	printf '%s\n' "$pom" >"$home/pom.xml"
+	if ! mvn -B -q -f "$home/pom.xml" \
+		org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$out" >"$home/mvn.log" 2>&1; then
+		tail -n 40 "$home/mvn.log" >&2
+		die "Maven could not fetch $what (log: $home/mvn.log)"
+	fi
+}
+
 pom_sum=$(sha256sum <<<"$pom" | cut -c1-16)
 if [[ $(cat "$KAFKA_HOME/.complete" 2>/dev/null) != "$pom_sum" ]]; then
-	echo "install.sh: fetching Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS" >&2
-	rm -rf "$KAFKA_HOME"
-	mkdir -p "$KAFKA_HOME"
-	printf '%s\n' "$pom" >"$KAFKA_HOME/pom.xml"
-	if ! mvn -B -q -f "$KAFKA_HOME/pom.xml" \
-		org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-		-DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs.tmp" >"$KAFKA_HOME/mvn.log" 2>&1; then
-		tail -n 40 "$KAFKA_HOME/mvn.log" >&2
-		die "Maven could not fetch Kafka $KAFKA_VERSION (log: $KAFKA_HOME/mvn.log)"
-	fi
+	maven_fetch "$KAFKA_HOME" "$pom" "$KAFKA_HOME/libs.tmp" "Kafka $KAFKA_VERSION"
 	# Exactly one SLF4J binding, or the logs go nowhere.
 	bindings=0
 	for j in "$KAFKA_HOME"/libs.tmp/{log4j-slf4j-impl,log4j-slf4j2-impl,slf4j-reload4j,slf4j-log4j12,slf4j-simple,logback-classic}-[0-9]*.jar; do
@@ -230,16 +238,7 @@ if [[ ${E2E_MATRIX:-1} != 0 ]]; then
 	af_pom=$(apache_ftpserver_pom)
 	af_sum=$(sha256sum <<<"$af_pom" | cut -c1-16)
 	if [[ $(cat "$APACHE_FTPSERVER_HOME/.complete" 2>/dev/null) != "$af_sum" ]]; then
-		echo "install.sh: fetching Apache FtpServer $APACHE_FTPSERVER_VERSION from Maven Central into $APACHE_FTPSERVER_LIBS" >&2
-		rm -rf "$APACHE_FTPSERVER_HOME"
-		mkdir -p "$APACHE_FTPSERVER_HOME"
-		printf '%s\n' "$af_pom" >"$APACHE_FTPSERVER_HOME/pom.xml"
-		if ! mvn -B -q -f "$APACHE_FTPSERVER_HOME/pom.xml" \
-			org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-			-DincludeScope=runtime -DoutputDirectory="$APACHE_FTPSERVER_LIBS.tmp" >"$APACHE_FTPSERVER_HOME/mvn.log" 2>&1; then
-			tail -n 40 "$APACHE_FTPSERVER_HOME/mvn.log" >&2
-			die "Maven could not fetch Apache FtpServer $APACHE_FTPSERVER_VERSION (log: $APACHE_FTPSERVER_HOME/mvn.log)"
-		fi
+		maven_fetch "$APACHE_FTPSERVER_HOME" "$af_pom" "$APACHE_FTPSERVER_LIBS.tmp" "Apache FtpServer $APACHE_FTPSERVER_VERSION"
 		[[ -f $APACHE_FTPSERVER_LIBS.tmp/ftpserver-core-$APACHE_FTPSERVER_VERSION.jar ]] ||
 			die "ftpserver-core-$APACHE_FTPSERVER_VERSION.jar missing after Maven"
 		mv "$APACHE_FTPSERVER_LIBS.tmp" "$APACHE_FTPSERVER_LIBS"

@@ -244,11 +244,12 @@ func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
 // logged in it is, so it is full, not down.
 func (p *Pool) judgeRefusal(ctx context.Context, err error) error {
 	var fe *failure.Error
-	if !errors.As(err, &fe) || !(fe.ServerFull || remote.IsBareRefusal(err)) {
+	bare := remote.IsBareRefusal(err)
+	if !errors.As(err, &fe) || !(fe.ServerFull || bare) {
 		return err
 	}
 	loggedIn := p.loggedInSettled(ctx)
-	if loggedIn > 0 && remote.IsBareRefusal(err) {
+	if loggedIn > 0 && bare {
 		fe.Unreachable, fe.ServerFull = false, true
 	}
 	if fe.ServerFull {

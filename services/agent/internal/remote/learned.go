@@ -44,14 +44,7 @@ func (q Quirk) Names() []string {
 // quirks is an endpoint's memory, shared by its Dialer and every Conn it made.
 type quirks struct{ bits atomic.Uint32 }
 
-func (m *quirks) add(q Quirk) {
-	for {
-		old := m.bits.Load()
-		if old&uint32(q) == uint32(q) || m.bits.CompareAndSwap(old, old|uint32(q)) {
-			return
-		}
-	}
-}
+func (m *quirks) add(q Quirk) { m.bits.Or(uint32(q)) }
 
 func (m *quirks) has(q Quirk) bool { return m.bits.Load()&uint32(q) != 0 }
 

@@ -31,23 +31,18 @@ func (c *Conn) PeerClosed() bool {
 	if err != nil {
 		return false
 	}
-	var n int
 	var rerr error
 	buf := make([]byte, 1)
 	if err := raw.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		_, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		return true // never wait for readiness: this is a poll
 	}); err != nil {
 		return false
 	}
-	switch {
-	case errors.Is(rerr, syscall.EAGAIN):
+	if errors.Is(rerr, syscall.EAGAIN) {
 		return false // nothing there: alive and quiet
-	case rerr != nil, n == 0: // reset, or EOF
-		c.broken.Store(true)
-		return true
-	default: // unsolicited bytes: the server is saying goodbye
-		c.broken.Store(true)
-		return true
 	}
+	// A reset, EOF, or unsolicited bytes: the server said goodbye.
+	c.broken.Store(true)
+	return true
 }
