@@ -30,6 +30,28 @@ type Handler interface {
 	Revoke(ctx context.Context, partitions []int32)
 }
 
+// Consumer is the part of *kafka.Consumer the intake drives, so tests can
+// script records and rebalances. The rebalance callback's own consumer
+// argument is not used: it is the same client.
+type Consumer interface {
+	SubscribeTopics(topics []string, rebalanceCb kafka.RebalanceCb) error
+	Poll(timeoutMs int) kafka.Event
+	Seek(partition kafka.TopicPartition, ignoredTimeoutMs int) error
+	Committed(partitions []kafka.TopicPartition, timeoutMs int) ([]kafka.TopicPartition, error)
+	GetRebalanceProtocol() string
+	AssignmentLost() bool
+	Assign(partitions []kafka.TopicPartition) error
+	IncrementalAssign(partitions []kafka.TopicPartition) error
+	Unassign() error
+	IncrementalUnassign(partitions []kafka.TopicPartition) error
+	Pause(partitions []kafka.TopicPartition) error
+	Resume(partitions []kafka.TopicPartition) error
+	GetWatermarkOffsets(topic string, partition int32) (low, high int64, err error)
+	Close() error
+}
+
+var _ Consumer = (*kafka.Consumer)(nil)
+
 // Config tunes the intake.
 type Config struct {
 	Topic string
@@ -43,7 +65,7 @@ type Config struct {
 // Intake owns the consumer; only Run's goroutine touches it.
 type Intake struct {
 	cfg      Config
-	consumer *kafka.Consumer
+	consumer Consumer
 	tracker  *watermark.Tracker
 	handler  Handler
 	metrics  *metrics.Metrics
@@ -66,7 +88,7 @@ type Intake struct {
 }
 
 // New returns an intake; Run subscribes.
-func New(cfg Config, consumer *kafka.Consumer, tracker *watermark.Tracker, handler Handler,
+func New(cfg Config, consumer Consumer, tracker *watermark.Tracker, handler Handler,
 	m *metrics.Metrics, logger *slog.Logger) *Intake {
 	return &Intake{
 		cfg: cfg, consumer: consumer, tracker: tracker, handler: handler, metrics: m,
@@ -93,7 +115,8 @@ func (in *Intake) Ready() bool { return in.ready.Load() }
 // Run consumes until ctx ends, then closes the consumer, which gives up its
 // partitions through the same revoke path as a rebalance.
 func (in *Intake) Run(ctx context.Context) error {
-	if err := in.consumer.SubscribeTopics([]string{in.cfg.Topic}, in.rebalance); err != nil {
+	onRebalance := func(_ *kafka.Consumer, ev kafka.Event) error { return in.rebalance(ev) }
+	if err := in.consumer.SubscribeTopics([]string{in.cfg.Topic}, onRebalance); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", in.cfg.Topic, err)
 	}
 	defer in.close()
@@ -166,11 +189,11 @@ func (in *Intake) handle(m *kafka.Message) {
 }
 
 // rebalance runs on the Run goroutine, inside Poll.
-func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+func (in *Intake) rebalance(ev kafka.Event) error {
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
 		defer in.rebalanced()
-		committed := in.committed(c, e.Partitions)
+		committed := in.committed(e.Partitions)
 		for _, tp := range e.Partitions {
 			in.assigned[tp.Partition] = true
 			cp := committed[tp.Partition]
@@ -180,21 +203,24 @@ func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			}
 			in.tracker.Assign(tp.Partition, int64(cp.Offset), md)
 		}
-		in.logger.Info("partitions assigned", "partitions", partitionList(e.Partitions), "protocol", c.GetRebalanceProtocol())
+		in.logger.Info("partitions assigned", "partitions", partitionList(e.Partitions), "protocol", in.consumer.GetRebalanceProtocol())
 		in.ready.Store(true)
-		if err := in.assign(c, e.Partitions); err != nil {
+		if err := in.assign(e.Partitions); err != nil {
 			return err
 		}
-		// Newly assigned partitions start unpaused: let flow control
-		// decide again for the whole assignment.
-		in.paused = false
+		// librdkafka keeps a partition's pause through revocations and
+		// assignments, and a cooperative rebalance leaves the partitions
+		// kept as they were: give the new ones flow control's state, so
+		// that it holds for the whole assignment and its next change
+		// reaches every partition.
+		_ = in.setPaused(e.Partitions, in.paused)
 	case kafka.RevokedPartitions:
 		defer in.rebalanced()
 		parts := make([]int32, 0, len(e.Partitions))
 		for _, tp := range e.Partitions {
 			parts = append(parts, tp.Partition)
 		}
-		lost := c.AssignmentLost()
+		lost := in.consumer.AssignmentLost()
 		in.logger.Info("partitions revoked", "partitions", parts, "lost", lost)
 		// When the assignment is lost the group already gave the partitions
 		// away; committing would fail, so only stop their work.
@@ -206,7 +232,7 @@ func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 			in.tracker.Revoke(p)
 			in.metrics.ConsumerLag.DeleteLabelValues(strconv.Itoa(int(p)))
 		}
-		if err := in.unassign(c, e.Partitions); err != nil {
+		if err := in.unassign(e.Partitions); err != nil {
 			return err
 		}
 	}
@@ -219,12 +245,12 @@ func (in *Intake) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 // read_committed, librdkafka asks for stable offsets, so a transaction the
 // previous owner left open is settled first. On failure the records are
 // processed again (at least once) rather than stalling the assignment.
-func (in *Intake) committed(c *kafka.Consumer, parts []kafka.TopicPartition) map[int32]kafka.TopicPartition {
+func (in *Intake) committed(parts []kafka.TopicPartition) map[int32]kafka.TopicPartition {
 	out := make(map[int32]kafka.TopicPartition, len(parts))
 	for _, tp := range parts {
 		out[tp.Partition] = kafka.TopicPartition{Partition: tp.Partition, Offset: kafka.OffsetInvalid}
 	}
-	got, err := c.Committed(parts, int(in.cfg.CommittedTimeout.Milliseconds()))
+	got, err := in.consumer.Committed(parts, int(in.cfg.CommittedTimeout.Milliseconds()))
 	if err != nil {
 		in.logger.Warn("reading committed offsets of assigned partitions: tasks finished by their previous owner may be done again",
 			"partitions", partitionList(parts), "error", err)
@@ -244,18 +270,18 @@ func (in *Intake) rebalanced() {
 	}
 }
 
-func (in *Intake) assign(c *kafka.Consumer, parts []kafka.TopicPartition) error {
-	if c.GetRebalanceProtocol() == "COOPERATIVE" {
-		return c.IncrementalAssign(parts)
+func (in *Intake) assign(parts []kafka.TopicPartition) error {
+	if in.consumer.GetRebalanceProtocol() == "COOPERATIVE" {
+		return in.consumer.IncrementalAssign(parts)
 	}
-	return c.Assign(parts)
+	return in.consumer.Assign(parts)
 }
 
-func (in *Intake) unassign(c *kafka.Consumer, parts []kafka.TopicPartition) error {
-	if c.GetRebalanceProtocol() == "COOPERATIVE" {
-		return c.IncrementalUnassign(parts)
+func (in *Intake) unassign(parts []kafka.TopicPartition) error {
+	if in.consumer.GetRebalanceProtocol() == "COOPERATIVE" {
+		return in.consumer.IncrementalUnassign(parts)
 	}
-	return c.Unassign()
+	return in.consumer.Unassign()
 }
 
 // flowControl pauses every assigned partition while the buffer is full,
@@ -274,15 +300,7 @@ func (in *Intake) flowControl() {
 	if want == in.paused || len(in.assigned) == 0 {
 		return
 	}
-	parts := in.assignment()
-	var err error
-	if want {
-		err = in.consumer.Pause(parts)
-	} else {
-		err = in.consumer.Resume(parts)
-	}
-	if err != nil {
-		in.logger.Warn("pause/resume failed", "pause", want, "error", err)
+	if err := in.setPaused(in.assignment(), want); err != nil {
 		return
 	}
 	in.paused = want
@@ -292,6 +310,19 @@ func (in *Intake) flowControl() {
 		in.metrics.IntakePaused.Set(0)
 	}
 	in.logger.Debug("intake flow control", "paused", want, "buffered", out)
+}
+
+func (in *Intake) setPaused(parts []kafka.TopicPartition, pause bool) error {
+	var err error
+	if pause {
+		err = in.consumer.Pause(parts)
+	} else {
+		err = in.consumer.Resume(parts)
+	}
+	if err != nil {
+		in.logger.Warn("pause/resume failed", "pause", pause, "partitions", partitionList(parts), "error", err)
+	}
+	return err
 }
 
 func (in *Intake) assignment() []kafka.TopicPartition {

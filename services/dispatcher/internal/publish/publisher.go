@@ -44,8 +44,17 @@ type Record struct {
 	Shrink func() []byte
 	// Done, when set, is called once the record is durable (ends its span).
 	Done func()
+}
 
-	err error // the last delivery error, set by the delivery loop
+// Producer is the part of *kafka.Producer the publisher drives, so tests
+// can stand in for the brokers.
+type Producer interface {
+	Produce(msg *kafka.Message, deliveryChan chan kafka.Event) error
+	InitTransactions(ctx context.Context) error
+	BeginTransaction() error
+	SendOffsetsToTransaction(ctx context.Context, offsets []kafka.TopicPartition, consumerMetadata *kafka.ConsumerGroupMetadata) error
+	CommitTransaction(ctx context.Context) error
+	AbortTransaction(ctx context.Context) error
 }
 
 // Consumer is what the publisher needs from the input consumer.
@@ -53,6 +62,11 @@ type Consumer interface {
 	CommitOffsets(offsets []kafka.TopicPartition) ([]kafka.TopicPartition, error)
 	GetConsumerGroupMetadata() (*kafka.ConsumerGroupMetadata, error)
 }
+
+var (
+	_ Producer = (*kafka.Producer)(nil)
+	_ Consumer = (*kafka.Consumer)(nil)
+)
 
 // Config tunes the publisher.
 type Config struct {
@@ -68,7 +82,7 @@ type Config struct {
 // Publisher is safe for concurrent Submit; Run owns the producer.
 type Publisher struct {
 	cfg      Config
-	producer *kafka.Producer
+	producer Producer
 	consumer Consumer
 	tracker  *watermark.Tracker
 	metrics  *metrics.Metrics
@@ -89,7 +103,7 @@ type Publisher struct {
 
 // New returns a publisher. In transactional mode the producer must have a
 // transactional.id; Run initialises transactions.
-func New(cfg Config, producer *kafka.Producer, consumer Consumer, tracker *watermark.Tracker,
+func New(cfg Config, producer Producer, consumer Consumer, tracker *watermark.Tracker,
 	m *metrics.Metrics, logger *slog.Logger) *Publisher {
 	p := &Publisher{
 		cfg:        cfg,
