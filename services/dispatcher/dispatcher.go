@@ -164,15 +164,6 @@ type Dispatcher struct {
 	running bool
 }
 
-// Shutdown's bounds for the steps after the drain (dispatcher.drain_timeout).
-const (
-	finalFlushTimeout    = 30 * time.Second
-	producerFlushTimeout = 5 * time.Second
-	leaseStopTimeout     = 5 * time.Second
-	adminStopTimeout     = 2 * time.Second
-	tracesFlushTimeout   = 5 * time.Second
-)
-
 // New builds every part and listens; on error it closes what it built.
 func New(ctx context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) (_ *Dispatcher, err error) {
 	d := &Dispatcher{cfg: cfg, logger: logger.With("dispatcher_id", cfg.Dispatcher.InstanceID)}
@@ -189,7 +180,7 @@ func New(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		return nil, err
 	}
 	d.onClose(func() {
-		flush, cancel := context.WithTimeout(context.Background(), tracesFlushTimeout)
+		flush, cancel := context.WithTimeout(context.Background(), cfg.Telemetry.FlushTimeout.D())
 		defer cancel()
 		_ = d.tracing.Shutdown(flush)
 	})
@@ -216,7 +207,7 @@ func New(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		return nil, err
 	}
 	d.pipe.sched, d.pipe.pub = d.sched, d.pub
-	d.in = intake.New(intake.Config{Topic: cfg.Kafka.InputTopic, MaxBuffered: cfg.Kafka.MaxBufferedTasks, CommittedTimeout: 15 * time.Second},
+	d.in = intake.New(intake.Config{Topic: cfg.Kafka.InputTopic, MaxBuffered: cfg.Kafka.MaxBufferedTasks, CommittedTimeout: cfg.Kafka.CommittedOffsetsTimeout.D()},
 		consumer, tracker, d.pipe, m, d.logger)
 	d.in.OnRebalance = d.members.Refresh
 	m.SetGauges(metrics.Gauges{
@@ -455,8 +446,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // shutdown stops the parts in the order that loses nothing: stop taking
 // tasks, drain the agents (dispatcher.drain_timeout), publish and commit
 // what finished, leave the consumer group, close the producer, then stop
-// serving.
+// serving. The steps after the drain are bounded by dispatcher.shutdown.
 func (d *Dispatcher) shutdown(p *parts) {
+	bounds := d.cfg.Dispatcher.Shutdown
 	d.healthSrv.Shutdown()
 	d.in.Stop()
 	drain := d.cfg.Dispatcher.DrainTimeout.D()
@@ -467,7 +459,7 @@ func (d *Dispatcher) shutdown(p *parts) {
 		_, leased := d.sched.Counts()
 		d.logger.Warn("drain timed out; the next owner redoes the leases still in flight", "leases", leased)
 	}
-	flushCtx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
+	flushCtx, cancel := context.WithTimeout(context.Background(), bounds.FinalFlushTimeout.D())
 	if err := d.pub.Flush(flushCtx); err != nil {
 		d.logger.Warn("final flush incomplete", "error", err)
 	}
@@ -476,14 +468,14 @@ func (d *Dispatcher) shutdown(p *parts) {
 	<-p.intakeDone
 	p.pub()
 	<-p.pubDone
-	if n := d.producer.Flush(int(producerFlushTimeout / time.Millisecond)); n > 0 {
+	if n := d.producer.Flush(int(bounds.ProducerFlushTimeout.D().Milliseconds())); n > 0 {
 		d.logger.Warn("producer closed with messages in flight", "messages", n)
 	}
 	d.producer.Close()
 	p.sched()
 	d.sched.CloseSessions()
-	stopGRPC(d.leaseGRPC, leaseStopTimeout)
-	stopGRPC(d.adminGRPC, adminStopTimeout)
+	stopGRPC(d.leaseGRPC, bounds.LeaseServerStopTimeout.D())
+	stopGRPC(d.adminGRPC, bounds.AdminServerStopTimeout.D())
 	p.http()
 	d.logger.Info("dispatcher stopped")
 }

@@ -67,7 +67,7 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"unreadable config", Options{ConfigPath: filepath.Join(dir, "missing.yaml"), ConnectionsPath: conns}, []string{"missing.yaml"}},
 		{"missing key", Options{ConfigPath: write(t, dir, "nobroker.yaml", "kafka:\n  consumer_group: g\n"), ConnectionsPath: conns}, []string{"nobroker.yaml", "kafka.bootstrap_servers"}},
 		{"unknown key", Options{ConfigPath: write(t, dir, "typo.yaml", "kafka:\n  bootstrap_servers: [k:1]\n  consumer_grup: g\n"), ConnectionsPath: conns}, []string{"typo.yaml", "kafka.consumer_grup"}},
-		{"unknown endpoint type", Options{ConfigPath: good, ConnectionsPath: write(t, dir, "bad.ini", "[x]\ntype = sftp\n")}, []string{"bad.ini", "[x]", `"type"`, "sftp"}},
+		{"unknown endpoint type", Options{ConfigPath: good, ConnectionsPath: write(t, dir, "bad.ini", "[x]\ntype = scp\n")}, []string{"bad.ini", "[x]", `"type"`, "scp"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

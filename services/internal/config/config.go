@@ -38,6 +38,7 @@ type Config struct {
 	Logging        Logging        `yaml:"logging"`
 	Dispatcher     Dispatcher     `yaml:"dispatcher"`
 	Agent          Agent          `yaml:"agent"`
+	Telemetry      Telemetry      `yaml:"telemetry"`
 
 	// Path is the file the configuration was read from ("" for defaults).
 	Path string `yaml:"-"`
@@ -72,6 +73,11 @@ type Kafka struct {
 	// MaxBufferedTasks pauses consumption while this many tasks are read
 	// but not yet committed.
 	MaxBufferedTasks int `yaml:"max_buffered_tasks"`
+	// CommittedOffsetsTimeout bounds the fetch of the group's committed
+	// offsets, with the tasks the previous owner finished beyond them, when
+	// partitions are assigned; past it the assignment goes on rather than
+	// stalling, and those tasks may be done again.
+	CommittedOffsetsTimeout Duration `yaml:"committed_offsets_timeout"`
 	// Client passes librdkafka properties through unchanged, for TLS and
 	// SASL (security.protocol, ssl.*, sasl.*) and tuning.
 	Client map[string]string `yaml:"client"`
@@ -196,13 +202,42 @@ type Dispatcher struct {
 	// InstanceID names this dispatcher (default: the host name). It must be
 	// unique among dispatchers and stable across restarts.
 	InstanceID string `yaml:"instance_id"`
-	// DrainTimeout is how long shutdown waits for leases in flight.
+	// DrainTimeout is how long shutdown waits for leases in flight. It is
+	// the first of the shutdown's bounds; it stays outside Shutdown because
+	// existing files and the Helm chart set it here.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// Shutdown bounds the steps of the shutdown after the drain.
+	Shutdown DispatcherShutdown `yaml:"shutdown"`
 	// TLS secures the agents' lease stream; with ClientCAFile set, agents
 	// must present a certificate signed by it (mutual TLS).
 	TLS TLSFiles `yaml:"tls"`
 	// Admin protects the admin API.
 	Admin Admin `yaml:"admin"`
+}
+
+// DispatcherShutdown bounds the shutdown's steps after the drain, in the
+// order they run. Past a bound the shutdown goes on: a task whose outcome
+// was not committed is redone by its partition's next owner.
+type DispatcherShutdown struct {
+	// FinalFlushTimeout is how long the outcomes that finished get to be
+	// published and their offsets committed.
+	FinalFlushTimeout Duration `yaml:"final_flush_timeout"`
+	// ProducerFlushTimeout is how long the Kafka producer gets to deliver
+	// what it still holds before it is closed.
+	ProducerFlushTimeout Duration `yaml:"producer_flush_timeout"`
+	// LeaseServerStopTimeout is how long the lease gRPC server waits for
+	// agents' streams to end before it cuts them.
+	LeaseServerStopTimeout Duration `yaml:"lease_server_stop_timeout"`
+	// AdminServerStopTimeout is the same for the admin API's calls.
+	AdminServerStopTimeout Duration `yaml:"admin_server_stop_timeout"`
+}
+
+// Telemetry configures what both binaries do with traces beyond the
+// OTEL_* environment variables.
+type Telemetry struct {
+	// FlushTimeout is how long exit waits for the last spans to reach the
+	// exporter.
+	FlushTimeout Duration `yaml:"flush_timeout"`
 }
 
 // TLSFiles names PEM files, so a Kubernetes Secret or cert-manager can
@@ -254,18 +289,19 @@ type Agent struct {
 func Default() Config {
 	return Config{
 		Kafka: Kafka{
-			ConsumerGroup:    "ftp-pooler",
-			InputTopic:       "ftp-tasks",
-			ResultTopic:      "ftp-results",
-			FailTopic:        "ftp-failures",
-			DLQTopic:         "ftp-tasks-dlq",
-			MaxRetries:       3,
-			BaseBackoffMS:    100,
-			MaxBackoffMS:     1000,
-			Delivery:         DeliveryExactlyOnce,
-			CommitInterval:   Duration(20 * time.Millisecond),
-			BatchMaxOutcomes: 1000,
-			MaxBufferedTasks: 20000,
+			ConsumerGroup:           "ftp-pooler",
+			InputTopic:              "ftp-tasks",
+			ResultTopic:             "ftp-results",
+			FailTopic:               "ftp-failures",
+			DLQTopic:                "ftp-tasks-dlq",
+			MaxRetries:              3,
+			BaseBackoffMS:           100,
+			MaxBackoffMS:            1000,
+			Delivery:                DeliveryExactlyOnce,
+			CommitInterval:          Duration(20 * time.Millisecond),
+			BatchMaxOutcomes:        1000,
+			MaxBufferedTasks:        20000,
+			CommittedOffsetsTimeout: Duration(15 * time.Second),
 		},
 		Pool: Pool{
 			MaxSessionsPerPod:            100,
@@ -309,32 +345,19 @@ func Default() Config {
 			Listen:       ":7070",
 			AdminListen:  ":7071",
 			DrainTimeout: Duration(30 * time.Second),
+			Shutdown: DispatcherShutdown{
+				FinalFlushTimeout:      Duration(30 * time.Second),
+				ProducerFlushTimeout:   Duration(5 * time.Second),
+				LeaseServerStopTimeout: Duration(5 * time.Second),
+				AdminServerStopTimeout: Duration(2 * time.Second),
+			},
 		},
 		Agent: Agent{
 			Slots:               16,
 			DrainTimeout:        Duration(60 * time.Second),
 			ReconnectMaxBackoff: Duration(10 * time.Second),
 		},
-	}
-}
-
-// validate checks that the files form a usable set; server sides need a
-// certificate and key, client sides at least a CA.
-func (t TLSFiles) validate(key string, server bool, bad func(string, string, ...any)) {
-	if !t.Enabled() {
-		return
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		bad(key+".cert_file", "cert_file and key_file go together")
-	}
-	if server && t.CertFile == "" {
-		bad(key+".cert_file", "required when TLS is configured: the server needs a certificate")
-	}
-	if server && t.CAFile != "" {
-		bad(key+".ca_file", "is for clients; a server verifies clients with client_ca_file")
-	}
-	if !server && t.ClientCAFile != "" {
-		bad(key+".client_ca_file", "is for servers; an agent verifies dispatchers with ca_file")
+		Telemetry: Telemetry{FlushTimeout: Duration(5 * time.Second)},
 	}
 }
 
@@ -347,129 +370,215 @@ const (
 	RoleAgent
 )
 
-// Validate checks the configuration for role and names the first bad key.
+// Validate checks the configuration for role and names every bad key.
 func (c *Config) Validate(role Role) error {
-	var errs []string
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
+	var p problems
+	switch role {
+	case RoleDispatcher:
+		c.Kafka.validate(&p)
+		c.Retry.validate(&p)
+		c.Lease.validateForDispatcher(&p)
+		c.CircuitBreaker.validate(&p)
+		c.Dispatcher.validate(&p)
+		p.positiveDur("pool.limit_recovery_interval", c.Pool.LimitRecoveryInterval)
+	case RoleAgent:
+		c.Agent.validate(&p)
+		c.Pool.validateForAgent(&p)
+		p.positiveDur("lease.connection_wait", c.Lease.ConnectionWait)
+		c.Transfer.validate(&p)
 	}
-	positive := func(key string, v int) {
-		if v <= 0 {
-			bad(key, "must be positive, got %d", v)
-		}
+	p.positive("pool.max_sessions_per_connection", c.Pool.MaxSessionsPerConnection)
+	c.Logging.validate(&p)
+	p.positiveDur("telemetry.flush_timeout", c.Telemetry.FlushTimeout)
+	return p.err(c.Path)
+}
+
+// problems collects what Validate finds, each prefixed with its key, so one
+// run reports every bad key rather than the first.
+type problems struct{ errs []string }
+
+func (p *problems) bad(key, format string, args ...any) {
+	p.errs = append(p.errs, key+": "+fmt.Sprintf(format, args...))
+}
+
+func (p *problems) positive(key string, v int) {
+	if v <= 0 {
+		p.bad(key, "must be positive, got %d", v)
 	}
-	positiveDur := func(key string, d Duration) {
-		if d <= 0 {
-			bad(key, "must be a positive duration, got %s", d)
-		}
+}
+
+func (p *problems) positiveDur(key string, d Duration) {
+	if d <= 0 {
+		p.bad(key, "must be a positive duration, got %s", d)
 	}
-	if role == RoleDispatcher {
-		if len(c.Kafka.BootstrapServers) == 0 {
-			bad("kafka.bootstrap_servers", "required: list at least one broker (host:port)")
-		}
-		for _, s := range c.Kafka.BootstrapServers {
-			if !strings.Contains(s, ":") {
-				bad("kafka.bootstrap_servers", "%q is not host:port", s)
-			}
-		}
-		for key, v := range map[string]string{
-			"kafka.consumer_group": c.Kafka.ConsumerGroup,
-			"kafka.input_topic":    c.Kafka.InputTopic,
-			"kafka.result_topic":   c.Kafka.ResultTopic,
-			"kafka.fail_topic":     c.Kafka.FailTopic,
-			"kafka.dlq_topic":      c.Kafka.DLQTopic,
-		} {
-			if strings.TrimSpace(v) == "" {
-				bad(key, "must not be empty")
-			}
-		}
-		if c.Kafka.InputTopic != "" && (c.Kafka.InputTopic == c.Kafka.ResultTopic ||
-			c.Kafka.InputTopic == c.Kafka.FailTopic || c.Kafka.InputTopic == c.Kafka.DLQTopic) {
-			bad("kafka.input_topic", "must differ from the outcome topics, or outcomes would be read back as tasks")
-		}
-		switch c.Kafka.Delivery {
-		case DeliveryExactlyOnce, DeliveryAtLeastOnce:
-		default:
-			bad("kafka.delivery", "must be %s or %s, got %q", DeliveryExactlyOnce, DeliveryAtLeastOnce, c.Kafka.Delivery)
-		}
-		if c.Kafka.MaxRetries < 0 {
-			bad("kafka.max_retries", "must not be negative, got %d", c.Kafka.MaxRetries)
-		}
-		positive("kafka.base_backoff_ms", c.Kafka.BaseBackoffMS)
-		positive("kafka.max_backoff_ms", c.Kafka.MaxBackoffMS)
-		positiveDur("kafka.commit_interval", c.Kafka.CommitInterval)
-		positive("kafka.batch_max_outcomes", c.Kafka.BatchMaxOutcomes)
-		positive("kafka.max_buffered_tasks", c.Kafka.MaxBufferedTasks)
-		positive("retry.max_attempts", c.Retry.MaxAttempts)
-		positiveDur("retry.base_backoff", c.Retry.BaseBackoff)
-		positiveDur("retry.max_backoff", c.Retry.MaxBackoff)
-		if c.Retry.MaxOutage < 0 {
-			bad("retry.max_outage", "must be 0 (wait for ever) or positive, got %s", c.Retry.MaxOutage)
-		}
-		positiveDur("lease.ttl", c.Lease.TTL)
-		positiveDur("lease.heartbeat_interval", c.Lease.HeartbeatInterval)
-		if c.Lease.HeartbeatInterval*2 > c.Lease.TTL {
-			bad("lease.heartbeat_interval", "must be at most half of lease.ttl (%s), got %s", c.Lease.TTL, c.Lease.HeartbeatInterval)
-		}
-		if n := c.Lease.LeasesPerConnection; n < 1 || n > 16 {
-			bad("lease.leases_per_connection", "must be between 1 (a lease per connection) and 16, got %d", n)
-		}
-		positiveDur("dispatcher.drain_timeout", c.Dispatcher.DrainTimeout)
-		positiveDur("pool.limit_recovery_interval", c.Pool.LimitRecoveryInterval)
-		positive("circuit_breaker.failure_threshold", c.CircuitBreaker.FailureThreshold)
-		positive("circuit_breaker.success_threshold", c.CircuitBreaker.SuccessThreshold)
-		positive("circuit_breaker.timeout_seconds", c.CircuitBreaker.TimeoutSeconds)
-		positive("circuit_breaker.half_open_max_calls", c.CircuitBreaker.HalfOpenMaxCalls)
-		if c.Dispatcher.Listen == "" {
-			bad("dispatcher.listen", "must not be empty")
-		}
-		if c.Dispatcher.InstanceID == "" {
-			bad("dispatcher.instance_id", "must not be empty")
-		}
-		c.Dispatcher.TLS.validate("dispatcher.tls", true, bad)
-		c.Dispatcher.Admin.TLS.validate("dispatcher.admin.tls", true, bad)
+}
+
+// positiveMillis checks a duration librdkafka takes in whole milliseconds,
+// where anything shorter would become 0 and mean "do not wait".
+func (p *problems) positiveMillis(key string, d Duration) {
+	switch {
+	case d <= 0:
+		p.positiveDur(key, d)
+	case d < Duration(time.Millisecond):
+		p.bad(key, "must be at least 1ms (the Kafka client counts whole milliseconds), got %s", d)
 	}
-	if role == RoleAgent {
-		if len(c.Agent.Dispatchers) == 0 {
-			bad("agent.dispatchers", "required: list at least one dispatcher (host:port), or pass --dispatcher")
-		}
-		positive("agent.slots", c.Agent.Slots)
-		positiveDur("agent.drain_timeout", c.Agent.DrainTimeout)
-		positiveDur("agent.reconnect_max_backoff", c.Agent.ReconnectMaxBackoff)
-		positive("pool.max_sessions_per_pod", c.Pool.MaxSessionsPerPod)
-		positive("pool.session_timeout_seconds", c.Pool.SessionTimeoutSeconds)
-		positiveDur("pool.check_idle_after", c.Pool.CheckIdleAfter)
-		positiveDur("lease.connection_wait", c.Lease.ConnectionWait)
-		positive("transfer.transfer_timeout_seconds", c.Transfer.TransferTimeoutSeconds)
-		positive("transfer.connect_timeout_seconds", c.Transfer.ConnectTimeoutSeconds)
-		positiveDur("transfer.idle_timeout", c.Transfer.IdleTimeout)
-		if c.Transfer.MinRateBytesPerSecond <= 0 {
-			bad("transfer.min_rate_bytes_per_second", "must be positive, got %d", c.Transfer.MinRateBytesPerSecond)
-		}
-		if c.Transfer.BufferSize < 4096 {
-			bad("transfer.buffer_size", "must be at least 4096 bytes, got %d", c.Transfer.BufferSize)
-		}
-		c.Agent.TLS.validate("agent.tls", false, bad)
-		if c.Pool.PrewarmEnabled {
-			positive("pool.prewarm_sessions_per_connection", c.Pool.PrewarmSessionsPerConnection)
-		}
-	}
-	positive("pool.max_sessions_per_connection", c.Pool.MaxSessionsPerConnection)
-	if _, err := ParseLevel(c.Logging.Level); err != nil {
-		bad("logging.level", "%v", err)
-	}
-	switch strings.ToLower(c.Logging.Format) {
-	case "json", "text":
-	default:
-		bad("logging.format", "must be json or text, got %q", c.Logging.Format)
-	}
-	if len(errs) == 0 {
+}
+
+func (p *problems) err(path string) error {
+	if len(p.errs) == 0 {
 		return nil
 	}
-	where := c.Path
-	if where == "" {
-		where = "configuration"
+	if path == "" {
+		path = "configuration"
 	}
-	sortStrings(errs)
-	return fmt.Errorf("%s: %s", where, strings.Join(errs, "; "))
+	sortStrings(p.errs)
+	return fmt.Errorf("%s: %s", path, strings.Join(p.errs, "; "))
+}
+
+func (k *Kafka) validate(p *problems) {
+	if len(k.BootstrapServers) == 0 {
+		p.bad("kafka.bootstrap_servers", "required: list at least one broker (host:port)")
+	}
+	for _, s := range k.BootstrapServers {
+		if !strings.Contains(s, ":") {
+			p.bad("kafka.bootstrap_servers", "%q is not host:port", s)
+		}
+	}
+	for key, v := range map[string]string{
+		"kafka.consumer_group": k.ConsumerGroup,
+		"kafka.input_topic":    k.InputTopic,
+		"kafka.result_topic":   k.ResultTopic,
+		"kafka.fail_topic":     k.FailTopic,
+		"kafka.dlq_topic":      k.DLQTopic,
+	} {
+		if strings.TrimSpace(v) == "" {
+			p.bad(key, "must not be empty")
+		}
+	}
+	if k.InputTopic != "" && (k.InputTopic == k.ResultTopic || k.InputTopic == k.FailTopic || k.InputTopic == k.DLQTopic) {
+		p.bad("kafka.input_topic", "must differ from the outcome topics, or outcomes would be read back as tasks")
+	}
+	switch k.Delivery {
+	case DeliveryExactlyOnce, DeliveryAtLeastOnce:
+	default:
+		p.bad("kafka.delivery", "must be %s or %s, got %q", DeliveryExactlyOnce, DeliveryAtLeastOnce, k.Delivery)
+	}
+	if k.MaxRetries < 0 {
+		p.bad("kafka.max_retries", "must not be negative, got %d", k.MaxRetries)
+	}
+	p.positive("kafka.base_backoff_ms", k.BaseBackoffMS)
+	p.positive("kafka.max_backoff_ms", k.MaxBackoffMS)
+	p.positiveDur("kafka.commit_interval", k.CommitInterval)
+	p.positive("kafka.batch_max_outcomes", k.BatchMaxOutcomes)
+	p.positive("kafka.max_buffered_tasks", k.MaxBufferedTasks)
+	p.positiveMillis("kafka.committed_offsets_timeout", k.CommittedOffsetsTimeout)
+}
+
+func (r *Retry) validate(p *problems) {
+	p.positive("retry.max_attempts", r.MaxAttempts)
+	p.positiveDur("retry.base_backoff", r.BaseBackoff)
+	p.positiveDur("retry.max_backoff", r.MaxBackoff)
+	if r.MaxOutage < 0 {
+		p.bad("retry.max_outage", "must be 0 (wait for ever) or positive, got %s", r.MaxOutage)
+	}
+}
+
+// validateForDispatcher checks the keys the dispatcher's scheduler reads;
+// the agent reads only connection_wait.
+func (l *Lease) validateForDispatcher(p *problems) {
+	p.positiveDur("lease.ttl", l.TTL)
+	p.positiveDur("lease.heartbeat_interval", l.HeartbeatInterval)
+	if l.HeartbeatInterval*2 > l.TTL {
+		p.bad("lease.heartbeat_interval", "must be at most half of lease.ttl (%s), got %s", l.TTL, l.HeartbeatInterval)
+	}
+	if n := l.LeasesPerConnection; n < 1 || n > 16 {
+		p.bad("lease.leases_per_connection", "must be between 1 (a lease per connection) and 16, got %d", n)
+	}
+}
+
+func (b *CircuitBreaker) validate(p *problems) {
+	p.positive("circuit_breaker.failure_threshold", b.FailureThreshold)
+	p.positive("circuit_breaker.success_threshold", b.SuccessThreshold)
+	p.positive("circuit_breaker.timeout_seconds", b.TimeoutSeconds)
+	p.positive("circuit_breaker.half_open_max_calls", b.HalfOpenMaxCalls)
+}
+
+func (d *Dispatcher) validate(p *problems) {
+	if d.Listen == "" {
+		p.bad("dispatcher.listen", "must not be empty")
+	}
+	if d.InstanceID == "" {
+		p.bad("dispatcher.instance_id", "must not be empty")
+	}
+	p.positiveDur("dispatcher.drain_timeout", d.DrainTimeout)
+	p.positiveDur("dispatcher.shutdown.final_flush_timeout", d.Shutdown.FinalFlushTimeout)
+	p.positiveMillis("dispatcher.shutdown.producer_flush_timeout", d.Shutdown.ProducerFlushTimeout)
+	p.positiveDur("dispatcher.shutdown.lease_server_stop_timeout", d.Shutdown.LeaseServerStopTimeout)
+	p.positiveDur("dispatcher.shutdown.admin_server_stop_timeout", d.Shutdown.AdminServerStopTimeout)
+	d.TLS.validate("dispatcher.tls", true, p)
+	d.Admin.TLS.validate("dispatcher.admin.tls", true, p)
+}
+
+func (a *Agent) validate(p *problems) {
+	if len(a.Dispatchers) == 0 {
+		p.bad("agent.dispatchers", "required: list at least one dispatcher (host:port), or pass --dispatcher")
+	}
+	p.positive("agent.slots", a.Slots)
+	p.positiveDur("agent.drain_timeout", a.DrainTimeout)
+	p.positiveDur("agent.reconnect_max_backoff", a.ReconnectMaxBackoff)
+	a.TLS.validate("agent.tls", false, p)
+}
+
+// validateForAgent checks the keys the agent's connection pool reads; the
+// dispatcher reads only limit_recovery_interval.
+func (pl *Pool) validateForAgent(p *problems) {
+	p.positive("pool.max_sessions_per_pod", pl.MaxSessionsPerPod)
+	p.positive("pool.session_timeout_seconds", pl.SessionTimeoutSeconds)
+	p.positiveDur("pool.check_idle_after", pl.CheckIdleAfter)
+	if pl.PrewarmEnabled {
+		p.positive("pool.prewarm_sessions_per_connection", pl.PrewarmSessionsPerConnection)
+	}
+}
+
+func (t *Transfer) validate(p *problems) {
+	p.positive("transfer.transfer_timeout_seconds", t.TransferTimeoutSeconds)
+	p.positive("transfer.connect_timeout_seconds", t.ConnectTimeoutSeconds)
+	p.positiveDur("transfer.idle_timeout", t.IdleTimeout)
+	if t.MinRateBytesPerSecond <= 0 {
+		p.bad("transfer.min_rate_bytes_per_second", "must be positive, got %d", t.MinRateBytesPerSecond)
+	}
+	if t.BufferSize < 4096 {
+		p.bad("transfer.buffer_size", "must be at least 4096 bytes, got %d", t.BufferSize)
+	}
+}
+
+func (l *Logging) validate(p *problems) {
+	if _, err := ParseLevel(l.Level); err != nil {
+		p.bad("logging.level", "%v", err)
+	}
+	switch strings.ToLower(l.Format) {
+	case "json", "text":
+	default:
+		p.bad("logging.format", "must be json or text, got %q", l.Format)
+	}
+}
+
+// validate checks that the files form a usable set; server sides need a
+// certificate and key, client sides at least a CA.
+func (t TLSFiles) validate(key string, server bool, p *problems) {
+	if !t.Enabled() {
+		return
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		p.bad(key+".cert_file", "cert_file and key_file go together")
+	}
+	if server && t.CertFile == "" {
+		p.bad(key+".cert_file", "required when TLS is configured: the server needs a certificate")
+	}
+	if server && t.CAFile != "" {
+		p.bad(key+".ca_file", "is for clients; a server verifies clients with client_ca_file")
+	}
+	if !server && t.ClientCAFile != "" {
+		p.bad(key+".client_ca_file", "is for servers; an agent verifies dispatchers with ca_file")
+	}
 }

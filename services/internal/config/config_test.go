@@ -255,3 +255,125 @@ func FuzzLoadConfigYAML(f *testing.F) {
 		_ = cfg.Validate(RoleAgent)
 	})
 }
+
+// The shutdown's and the trace flush's bounds were constants before they
+// were keys; their defaults are those constants, so a file without them
+// shuts down as before.
+func TestShutdownTimeoutDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadFile(writeFile(t, "config.yaml", originalConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key       string
+		got, want Duration
+	}{
+		{"dispatcher.shutdown.final_flush_timeout", cfg.Dispatcher.Shutdown.FinalFlushTimeout, Duration(30 * time.Second)},
+		{"dispatcher.shutdown.producer_flush_timeout", cfg.Dispatcher.Shutdown.ProducerFlushTimeout, Duration(5 * time.Second)},
+		{"dispatcher.shutdown.lease_server_stop_timeout", cfg.Dispatcher.Shutdown.LeaseServerStopTimeout, Duration(5 * time.Second)},
+		{"dispatcher.shutdown.admin_server_stop_timeout", cfg.Dispatcher.Shutdown.AdminServerStopTimeout, Duration(2 * time.Second)},
+		{"kafka.committed_offsets_timeout", cfg.Kafka.CommittedOffsetsTimeout, Duration(15 * time.Second)},
+		{"telemetry.flush_timeout", cfg.Telemetry.FlushTimeout, Duration(5 * time.Second)},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %s, want %s", c.key, c.got, c.want)
+		}
+	}
+}
+
+func TestShutdownTimeoutsFromFile(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadFile(writeFile(t, "config.yaml", "kafka:\n  committed_offsets_timeout: 3s\n"+
+		"dispatcher:\n  shutdown:\n    final_flush_timeout: 1m\n    producer_flush_timeout: 250ms\n"+
+		"    lease_server_stop_timeout: 7s\n    admin_server_stop_timeout: 1s\n"+
+		"telemetry:\n  flush_timeout: 500ms\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Dispatcher.Shutdown
+	if s.FinalFlushTimeout.D() != time.Minute || s.ProducerFlushTimeout.D() != 250*time.Millisecond ||
+		s.LeaseServerStopTimeout.D() != 7*time.Second || s.AdminServerStopTimeout.D() != time.Second {
+		t.Errorf("dispatcher.shutdown = %+v", s)
+	}
+	if cfg.Kafka.CommittedOffsetsTimeout.D() != 3*time.Second || cfg.Telemetry.FlushTimeout.D() != 500*time.Millisecond {
+		t.Errorf("committed_offsets_timeout %s, telemetry.flush_timeout %s", cfg.Kafka.CommittedOffsetsTimeout, cfg.Telemetry.FlushTimeout)
+	}
+	// A section given in part keeps the defaults of the keys it leaves out.
+	cfg, err = LoadFile(writeFile(t, "config.yaml", "dispatcher:\n  shutdown:\n    final_flush_timeout: 1m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Dispatcher.Shutdown.AdminServerStopTimeout.D() != 2*time.Second {
+		t.Errorf("admin_server_stop_timeout = %s, want the default 2s", cfg.Dispatcher.Shutdown.AdminServerStopTimeout)
+	}
+}
+
+func TestShutdownTimeoutsRejected(t *testing.T) {
+	t.Parallel()
+	base := func() Config {
+		c := Default()
+		c.Kafka.BootstrapServers = StringList{"k:9092"}
+		c.Dispatcher.InstanceID = "d0"
+		c.Agent.Dispatchers = StringList{"d:7070"}
+		return c
+	}
+	tests := []struct {
+		name   string
+		role   Role
+		mutate func(c *Config)
+		want   string
+	}{
+		{"zero final flush", RoleDispatcher, func(c *Config) { c.Dispatcher.Shutdown.FinalFlushTimeout = 0 },
+			"dispatcher.shutdown.final_flush_timeout: must be a positive duration, got 0s"},
+		{"negative producer flush", RoleDispatcher, func(c *Config) { c.Dispatcher.Shutdown.ProducerFlushTimeout = Duration(-time.Second) },
+			"dispatcher.shutdown.producer_flush_timeout: must be a positive duration, got -1s"},
+		{"producer flush under a millisecond", RoleDispatcher, func(c *Config) { c.Dispatcher.Shutdown.ProducerFlushTimeout = Duration(500 * time.Microsecond) },
+			"dispatcher.shutdown.producer_flush_timeout: must be at least 1ms (the Kafka client counts whole milliseconds), got 500µs"},
+		{"zero lease server stop", RoleDispatcher, func(c *Config) { c.Dispatcher.Shutdown.LeaseServerStopTimeout = 0 },
+			"dispatcher.shutdown.lease_server_stop_timeout: must be a positive duration, got 0s"},
+		{"negative admin server stop", RoleDispatcher, func(c *Config) { c.Dispatcher.Shutdown.AdminServerStopTimeout = Duration(-time.Millisecond) },
+			"dispatcher.shutdown.admin_server_stop_timeout: must be a positive duration, got -1ms"},
+		{"zero committed offsets", RoleDispatcher, func(c *Config) { c.Kafka.CommittedOffsetsTimeout = 0 },
+			"kafka.committed_offsets_timeout: must be a positive duration, got 0s"},
+		{"committed offsets under a millisecond", RoleDispatcher, func(c *Config) { c.Kafka.CommittedOffsetsTimeout = Duration(time.Microsecond) },
+			"kafka.committed_offsets_timeout: must be at least 1ms"},
+		{"zero trace flush, dispatcher", RoleDispatcher, func(c *Config) { c.Telemetry.FlushTimeout = 0 },
+			"telemetry.flush_timeout: must be a positive duration, got 0s"},
+		{"negative trace flush, agent", RoleAgent, func(c *Config) { c.Telemetry.FlushTimeout = Duration(-5 * time.Second) },
+			"telemetry.flush_timeout: must be a positive duration, got -5s"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := base()
+			tc.mutate(&c)
+			err := c.Validate(tc.role)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	// The dispatcher's shutdown is no business of the agent's.
+	c := base()
+	c.Dispatcher.Shutdown = DispatcherShutdown{}
+	if err := c.Validate(RoleAgent); err != nil {
+		t.Errorf("agent refused the dispatcher's shutdown keys: %v", err)
+	}
+}
+
+// A duration that does not parse names its line and its key.
+func TestBadDurationNamesTheKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ yaml, want string }{
+		{"dispatcher:\n  shutdown:\n    final_flush_timeout: soon\n", `line 3 (dispatcher.shutdown.final_flush_timeout): "soon" is not a duration`},
+		{"telemetry:\n  flush_timeout: 5\n", `line 2 (telemetry.flush_timeout): "5" is not a duration`},
+		{"kafka:\n  committed_offsets_timeout: [1s]\n", `line 2 (kafka.committed_offsets_timeout): want a duration`},
+		{"lease:\n  ttl: 30\n", `line 2 (lease.ttl): "30" is not a duration`},
+	} {
+		_, err := LoadFile(writeFile(t, "config.yaml", tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want it to contain %q", tc.yaml, err, tc.want)
+		}
+	}
+}

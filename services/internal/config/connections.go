@@ -115,11 +115,53 @@ func (c *Connections) IDs() []string {
 	return ids
 }
 
-var knownEndpointKeys = map[string]bool{
-	"type": true, "host": true, "port": true, "user": true, "pass": true, "password": true,
-	"pass_file": true, "pass_env": true, "passive": true, "timeout": true, "base_path": true,
-	"tls": true, "tls_server_name": true, "tls_ca_file": true, "tls_insecure_skip_verify": true, "tls_max_version": true,
-	"max_connections": true, "trust_pasv_address": true, "disable_epsv": true, "encoding": true,
+// endpointKind is how one endpoint type of connections.ini is read.
+type endpointKind struct {
+	// keys are the keys beyond "type" this type reads; a key no type reads
+	// is warned about and ignored.
+	keys []string
+	// parse reads the keys into ep, whose ID and Type are set.
+	parse func(s *endpointSection, ep *Endpoint) error
+}
+
+// serverKeys are read by every endpoint type that logs in to a server.
+var serverKeys = []string{"host", "port", "user", "pass", "password", "pass_file", "pass_env", "timeout", "max_connections"}
+
+// endpointKinds are the endpoint types; a new type is one more entry.
+var endpointKinds = map[EndpointType]endpointKind{
+	TypeFTP: {
+		keys: append(slices.Clone(serverKeys), "passive", "trust_pasv_address", "disable_epsv", "encoding",
+			"tls", "tls_server_name", "tls_ca_file", "tls_insecure_skip_verify", "tls_max_version"),
+		parse: parseFTP,
+	},
+	TypeLocal: {keys: []string{"base_path"}, parse: parseLocal},
+}
+
+// knownEndpointKeys are the keys some endpoint type reads. Unknown means
+// unknown to every type, not to the section's own: a DEFAULT section's
+// keys reach endpoints of every type.
+var knownEndpointKeys = func() map[string]bool {
+	known := map[string]bool{"type": true}
+	for _, kind := range endpointKinds {
+		for _, k := range kind.keys {
+			known[k] = true
+		}
+	}
+	return known
+}()
+
+// endpointTypeNames lists the endpoint types for messages: "ftp or local".
+func endpointTypeNames() string {
+	names := make([]string, 0, len(endpointKinds))
+	for t := range endpointKinds {
+		names = append(names, string(t))
+	}
+	slices.Sort(names)
+	last := len(names) - 1
+	if last == 0 {
+		return names[0]
+	}
+	return strings.Join(names[:last], ", ") + " or " + names[last]
 }
 
 // LoadConnections reads and validates a connections.ini file. getenv
@@ -162,7 +204,7 @@ func ParseConnections(data []byte, dir string, getenv func(string) string) (*Con
 		for k, v := range s.keys {
 			keys[k] = v
 		}
-		ep, warnings, err := parseEndpoint(s.name, keys, dir, getenv)
+		ep, warnings, err := parseEndpoint(&endpointSection{id: s.name, keys: keys, dir: dir, getenv: getenv})
 		if err != nil {
 			return nil, err
 		}
@@ -175,144 +217,204 @@ func ParseConnections(data []byte, dir string, getenv func(string) string) (*Con
 	return conns, nil
 }
 
-func parseEndpoint(id string, keys map[string]iniValue, dir string, getenv func(string) string) (*Endpoint, []string, error) {
-	var warnings []string
-	for _, k := range sortedKeys(keys) {
-		if !knownEndpointKeys[k] {
-			warnings = append(warnings, fmt.Sprintf("[%s] line %d: unknown key %q ignored", id, keys[k].line, k))
-		}
-	}
-	bad := func(key, format string, args ...any) error {
-		return fmt.Errorf("[%s] key %q (line %d): %s", id, key, keys[key].line, fmt.Sprintf(format, args...))
-	}
-	typ, ok := keys["type"]
-	if !ok {
-		return nil, nil, fmt.Errorf("[%s]: missing required key \"type\" (ftp or local)", id)
-	}
-	ep := &Endpoint{ID: id, Type: EndpointType(strings.ToLower(strings.TrimSpace(typ.value)))}
-	switch ep.Type {
-	case TypeLocal:
-		v, ok := keys["base_path"]
-		if !ok || v.value == "" {
-			return nil, nil, fmt.Errorf("[%s]: missing required key \"base_path\" for a local endpoint", id)
-		}
-		if !filepath.IsAbs(v.value) {
-			return nil, nil, bad("base_path", "must be an absolute path, got %q", v.value)
-		}
-		ep.BasePath = filepath.Clean(v.value)
-		return ep, warnings, nil
-	case TypeFTP:
-	default:
-		return nil, nil, bad("type", "unknown endpoint type %q (want ftp or local)", typ.value)
-	}
+// endpointSection is one endpoint's keys (its section's over DEFAULT's)
+// and what reading them needs. Its errors name the section, the key and
+// the key's line.
+type endpointSection struct {
+	id     string
+	keys   map[string]iniValue
+	dir    string
+	getenv func(string) string
+}
 
-	host, ok := keys["host"]
+func (s *endpointSection) bad(key, format string, args ...any) error {
+	return fmt.Errorf("[%s] key %q (line %d): %s", s.id, key, s.keys[key].line, fmt.Sprintf(format, args...))
+}
+
+func (s *endpointSection) missing(key, why string) error {
+	return fmt.Errorf("[%s]: missing required key %q %s", s.id, key, why)
+}
+
+// boolKey sets *dst from key when the section has it.
+func (s *endpointSection) boolKey(key string, dst *bool) error {
+	v, ok := s.keys[key]
+	if !ok {
+		return nil
+	}
+	b, err := parseBool(v.value)
+	if err != nil {
+		return s.bad(key, "%v", err)
+	}
+	*dst = b
+	return nil
+}
+
+// unknownKeys are the warnings for keys no endpoint type reads.
+func (s *endpointSection) unknownKeys() []string {
+	var warnings []string
+	for _, k := range sortedKeys(s.keys) {
+		if !knownEndpointKeys[k] {
+			warnings = append(warnings, fmt.Sprintf("[%s] line %d: unknown key %q ignored", s.id, s.keys[k].line, k))
+		}
+	}
+	return warnings
+}
+
+// parseEndpoint reads the type and hands the section to that type's parser.
+func parseEndpoint(s *endpointSection) (*Endpoint, []string, error) {
+	warnings := s.unknownKeys()
+	typ, ok := s.keys["type"]
+	if !ok {
+		return nil, nil, s.missing("type", "("+endpointTypeNames()+")")
+	}
+	ep := &Endpoint{ID: s.id, Type: EndpointType(strings.ToLower(strings.TrimSpace(typ.value)))}
+	kind, ok := endpointKinds[ep.Type]
+	if !ok {
+		return nil, nil, s.bad("type", "unknown endpoint type %q (want %s)", typ.value, endpointTypeNames())
+	}
+	if err := kind.parse(s, ep); err != nil {
+		return nil, nil, err
+	}
+	return ep, warnings, nil
+}
+
+func parseLocal(s *endpointSection, ep *Endpoint) error {
+	v, ok := s.keys["base_path"]
+	if !ok || v.value == "" {
+		return s.missing("base_path", "for a local endpoint")
+	}
+	if !filepath.IsAbs(v.value) {
+		return s.bad("base_path", "must be an absolute path, got %q", v.value)
+	}
+	ep.BasePath = filepath.Clean(v.value)
+	return nil
+}
+
+func parseFTP(s *endpointSection, ep *Endpoint) error {
+	if err := parseServer(s, ep, 21); err != nil {
+		return err
+	}
+	if err := parseFTPDataConnections(s, ep); err != nil {
+		return err
+	}
+	if err := parseFTPTLS(s, ep); err != nil {
+		return err
+	}
+	if ep.Active && ep.TLS != TLSNone {
+		// Active mode rewrites PASV into PORT on the control channel, which
+		// TLS encrypts end to end.
+		return s.bad("passive", "passive = false (active mode) works only without TLS; this endpoint has tls = %s", ep.TLS)
+	}
+	return nil
+}
+
+// parseServer reads serverKeys: where the server is, how to log in, and
+// how long and how often to connect.
+func parseServer(s *endpointSection, ep *Endpoint, defaultPort int) error {
+	host, ok := s.keys["host"]
 	if !ok || strings.TrimSpace(host.value) == "" {
-		return nil, nil, fmt.Errorf("[%s]: missing required key \"host\" for an ftp endpoint", id)
+		return s.missing("host", fmt.Sprintf("for an %s endpoint", ep.Type))
 	}
 	ep.Host = strings.TrimSpace(host.value)
-	ep.Port = 21
-	if v, ok := keys["port"]; ok {
+	ep.Port = defaultPort
+	if v, ok := s.keys["port"]; ok {
 		p, err := strconv.Atoi(strings.TrimSpace(v.value))
 		if err != nil || p < 1 || p > 65535 {
-			return nil, nil, bad("port", "must be a port number 1-65535, got %q", v.value)
+			return s.bad("port", "must be a port number 1-65535, got %q", v.value)
 		}
 		ep.Port = p
 	}
 	ep.User = "anonymous"
-	if v, ok := keys["user"]; ok {
+	if v, ok := s.keys["user"]; ok {
 		ep.User = v.value
 	}
-	pw, err := password(id, keys, dir, getenv)
+	pw, err := s.password()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	ep.Password = pw
-	if v, ok := keys["passive"]; ok {
-		b, err := parseBool(v.value)
-		if err != nil {
-			return nil, nil, bad("passive", "%v", err)
+	if v, ok := s.keys["timeout"]; ok {
+		secs, err := strconv.ParseFloat(strings.TrimSpace(v.value), 64)
+		if err != nil || secs <= 0 {
+			return s.bad("timeout", "must be a positive number of seconds, got %q", v.value)
 		}
-		ep.Active = !b
+		ep.Timeout = time.Duration(secs * float64(time.Second))
 	}
-	for key, dst := range map[string]*bool{"trust_pasv_address": &ep.TrustPASVAddress, "disable_epsv": &ep.DisableEPSV} {
-		if v, ok := keys[key]; ok {
-			b, err := parseBool(v.value)
-			if err != nil {
-				return nil, nil, bad(key, "%v", err)
-			}
-			*dst = b
+	if v, ok := s.keys["max_connections"]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v.value))
+		if err != nil || n < 1 {
+			return s.bad("max_connections", "must be a positive integer, got %q", v.value)
 		}
+		ep.MaxConnections = n
+	}
+	return nil
+}
+
+// parseFTPDataConnections reads how data connections are opened and how
+// the names sent over the control connection are encoded.
+func parseFTPDataConnections(s *endpointSection, ep *Endpoint) error {
+	passive := true
+	if err := s.boolKey("passive", &passive); err != nil {
+		return err
+	}
+	ep.Active = !passive
+	if err := s.boolKey("trust_pasv_address", &ep.TrustPASVAddress); err != nil {
+		return err
+	}
+	if err := s.boolKey("disable_epsv", &ep.DisableEPSV); err != nil {
+		return err
 	}
 	ep.Encoding = EncodingUTF8
-	if v, ok := keys["encoding"]; ok {
+	if v, ok := s.keys["encoding"]; ok {
 		switch strings.ToLower(strings.TrimSpace(v.value)) {
 		case "utf-8", "utf8":
 		case "latin-1", "latin1", "iso-8859-1", "iso8859-1":
 			ep.Encoding = EncodingLatin1
 		default:
-			return nil, nil, bad("encoding", "must be utf-8 or latin-1 (ISO-8859-1), got %q", v.value)
+			return s.bad("encoding", "must be utf-8 or latin-1 (ISO-8859-1), got %q", v.value)
 		}
 	}
-	if v, ok := keys["timeout"]; ok {
-		secs, err := strconv.ParseFloat(strings.TrimSpace(v.value), 64)
-		if err != nil || secs <= 0 {
-			return nil, nil, bad("timeout", "must be a positive number of seconds, got %q", v.value)
-		}
-		ep.Timeout = time.Duration(secs * float64(time.Second))
-	}
+	return nil
+}
+
+// parseFTPTLS reads the FTPS mode and how the server's certificate is checked.
+func parseFTPTLS(s *endpointSection, ep *Endpoint) error {
 	ep.TLS = TLSNone
-	if v, ok := keys["tls"]; ok {
+	if v, ok := s.keys["tls"]; ok {
 		switch mode := TLSMode(strings.ToLower(strings.TrimSpace(v.value))); mode {
 		case TLSNone, TLSExplicit, TLSImplicit:
 			ep.TLS = mode
 		default:
-			return nil, nil, bad("tls", "must be none, explicit or implicit, got %q", v.value)
+			return s.bad("tls", "must be none, explicit or implicit, got %q", v.value)
 		}
 	}
-	if v, ok := keys["tls_server_name"]; ok {
+	if v, ok := s.keys["tls_server_name"]; ok {
 		ep.TLSServerName = strings.TrimSpace(v.value)
 	}
-	if v, ok := keys["tls_ca_file"]; ok {
-		ep.TLSCAFile = resolveRelative(dir, strings.TrimSpace(v.value))
+	if v, ok := s.keys["tls_ca_file"]; ok {
+		ep.TLSCAFile = resolveRelative(s.dir, strings.TrimSpace(v.value))
 	}
-	if v, ok := keys["tls_insecure_skip_verify"]; ok {
-		b, err := parseBool(v.value)
-		if err != nil {
-			return nil, nil, bad("tls_insecure_skip_verify", "%v", err)
-		}
-		ep.TLSInsecureSkipVerify = b
+	if err := s.boolKey("tls_insecure_skip_verify", &ep.TLSInsecureSkipVerify); err != nil {
+		return err
 	}
 	ep.TLSMaxVersion = "1.2"
-	if v, ok := keys["tls_max_version"]; ok {
+	if v, ok := s.keys["tls_max_version"]; ok {
 		switch mv := strings.TrimSpace(v.value); mv {
 		case "1.2", "1.3":
 			ep.TLSMaxVersion = mv
 		default:
-			return nil, nil, bad("tls_max_version", "must be 1.2 or 1.3, got %q", v.value)
+			return s.bad("tls_max_version", "must be 1.2 or 1.3, got %q", v.value)
 		}
 	}
-	if v, ok := keys["max_connections"]; ok {
-		n, err := strconv.Atoi(strings.TrimSpace(v.value))
-		if err != nil || n < 1 {
-			return nil, nil, bad("max_connections", "must be a positive integer, got %q", v.value)
-		}
-		ep.MaxConnections = n
-	}
-	if ep.Active && ep.TLS != TLSNone {
-		// Active mode rewrites PASV into PORT on the control channel, which
-		// TLS encrypts end to end.
-		return nil, nil, bad("passive", "passive = false (active mode) works only without TLS; this endpoint has tls = %s", ep.TLS)
-	}
-	return ep, warnings, nil
+	return nil
 }
 
 // password reads pass, password, pass_file or pass_env; setting more than
 // one is an error because it would be ambiguous which one is used.
-func password(id string, keys map[string]iniValue, dir string, getenv func(string) string) (Secret, error) {
+func (s *endpointSection) password() (Secret, error) {
 	var set []string
 	for _, k := range []string{"pass", "password", "pass_file", "pass_env"} {
-		if _, ok := keys[k]; ok {
+		if _, ok := s.keys[k]; ok {
 			set = append(set, k)
 		}
 	}
@@ -321,22 +423,22 @@ func password(id string, keys map[string]iniValue, dir string, getenv func(strin
 		// Anonymous FTP conventionally takes any password.
 		return "anonymous", nil
 	case len(set) > 1:
-		return "", fmt.Errorf("[%s]: keys %s are alternatives; set only one", id, strings.Join(set, ", "))
+		return "", fmt.Errorf("[%s]: keys %s are alternatives; set only one", s.id, strings.Join(set, ", "))
 	}
-	v := keys[set[0]]
+	v := s.keys[set[0]]
 	switch set[0] {
 	case "pass_file":
-		p := resolveRelative(dir, strings.TrimSpace(v.value))
+		p := resolveRelative(s.dir, strings.TrimSpace(v.value))
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return "", fmt.Errorf("[%s] key \"pass_file\" (line %d): %w", id, v.line, err)
+			return "", fmt.Errorf("[%s] key \"pass_file\" (line %d): %w", s.id, v.line, err)
 		}
 		return Secret(strings.TrimRight(string(data), "\r\n")), nil
 	case "pass_env":
 		name := strings.TrimSpace(v.value)
-		val := getenv(name)
+		val := s.getenv(name)
 		if val == "" {
-			return "", fmt.Errorf("[%s] key \"pass_env\" (line %d): environment variable %s is empty or unset", id, v.line, name)
+			return "", fmt.Errorf("[%s] key \"pass_env\" (line %d): environment variable %s is empty or unset", s.id, v.line, name)
 		}
 		return Secret(val), nil
 	default:

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,35 @@ func TestParseConnections(t *testing.T) {
 			},
 		},
 		{
+			name: "DEFAULT keys of another type are not unknown",
+			ini:  "[DEFAULT]\nuser = shared\ntls = explicit\nbase_path = /srv\n[a]\ntype = local\n[b]\ntype = ftp\nhost = h\n",
+			check: func(t *testing.T, c *Connections) {
+				if len(c.Warnings) != 0 {
+					t.Errorf("warnings = %v", c.Warnings)
+				}
+				if a, b := c.Endpoints["a"], c.Endpoints["b"]; a.BasePath != "/srv" || b.User != "shared" || b.TLS != TLSExplicit {
+					t.Errorf("a = %+v, b = %+v", a, b)
+				}
+			},
+		},
+		{
+			name: "every key",
+			ini: "[a]\ntype = ftp\nhost = h\nport = 990\nuser = u\npass = p\npassive = yes\ntimeout = 3\ntls = implicit\n" +
+				"tls_server_name = ftp.example.com\ntls_ca_file = ca.pem\ntls_insecure_skip_verify = no\ntls_max_version = 1.3\n" +
+				"max_connections = 4\ntrust_pasv_address = on\ndisable_epsv = off\nencoding = latin1\nport_range = 1-2\n",
+			check: func(t *testing.T, c *Connections) {
+				want := Endpoint{ID: "a", Type: TypeFTP, Host: "h", Port: 990, User: "u", Password: "p", TrustPASVAddress: true,
+					Encoding: EncodingLatin1, Timeout: 3 * time.Second, TLS: TLSImplicit, TLSServerName: "ftp.example.com",
+					TLSCAFile: "/ca.pem", TLSMaxVersion: "1.3", MaxConnections: 4}
+				if got := *c.Endpoints["a"]; !reflect.DeepEqual(got, want) {
+					t.Errorf("endpoint\n got %+v\nwant %+v", got, want)
+				}
+				if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], `[a] line 18: unknown key "port_range" ignored`) {
+					t.Errorf("warnings = %v, want only port_range's", c.Warnings)
+				}
+			},
+		},
+		{
 			name: "quirk switches",
 			ini:  "[a]\ntype = ftp\nhost = h\ntrust_pasv_address = yes\ndisable_epsv = true\nencoding = ISO-8859-1\n[b]\ntype = ftp\nhost = h\n",
 			check: func(t *testing.T, c *Connections) {
@@ -161,7 +191,7 @@ func TestParseConnections(t *testing.T) {
 		{name: "bad disable_epsv", ini: "[a]\ntype = ftp\nhost = h\ndisable_epsv = sometimes\n", wantErr: `key "disable_epsv"`},
 		{name: "active mode with TLS", ini: "[a]\ntype = ftp\nhost = h\ntls = explicit\npassive = false\n", wantErr: `active mode) works only without TLS`},
 		{name: "missing type", ini: "[a]\nhost = h\n", wantErr: `[a]: missing required key "type"`},
-		{name: "unknown type", ini: "[a]\ntype = sftp\nhost = h\n", wantErr: `[a] key "type" (line 2): unknown endpoint type "sftp"`},
+		{name: "unknown type", ini: "[a]\ntype = scp\nhost = h\n", wantErr: `[a] key "type" (line 2): unknown endpoint type "scp"`},
 		{name: "missing host", ini: "[a]\ntype = ftp\n", wantErr: `missing required key "host"`},
 		{name: "missing base_path", ini: "[a]\ntype = local\n", wantErr: `missing required key "base_path"`},
 		{name: "relative base_path", ini: "[a]\ntype = local\nbase_path = data\n", wantErr: "absolute"},
@@ -177,7 +207,19 @@ func TestParseConnections(t *testing.T) {
 		{name: "no equals", ini: "[a]\njunk\n", wantErr: "expected"},
 		{name: "unclosed section", ini: "[a\n", wantErr: "closing"},
 		{name: "no endpoints", ini: "# empty\n", wantErr: "no endpoints"},
-		{name: "pass_env unset", ini: "[a]\ntype = ftp\nhost = h\npass_env = NOPE\n", wantErr: "NOPE"},
+		{name: "pass_env unset", ini: "[a]\ntype = ftp\nhost = h\npass_env = NOPE\n", wantErr: `[a] key "pass_env" (line 4): environment variable NOPE is empty or unset`},
+		{name: "pass_file unreadable", ini: "[a]\ntype = ftp\nhost = h\npass_file = /nonexistent/pw\n", wantErr: `[a] key "pass_file" (line 4): open /nonexistent/pw`},
+		{name: "missing type names the types", ini: "[a]\nhost = h\n", wantErr: `[a]: missing required key "type" (ftp or local)`},
+		{name: "unknown type names the types", ini: "[a]\ntype = scp\n", wantErr: `unknown endpoint type "scp" (want ftp or local)`},
+		{name: "missing host names the type", ini: "[a]\ntype = ftp\nhost =  \n", wantErr: `[a]: missing required key "host" for an ftp endpoint`},
+		{name: "empty base_path", ini: "[a]\ntype = local\nbase_path =\n", wantErr: `[a]: missing required key "base_path" for a local endpoint`},
+		{name: "bad port text", ini: "[a]\ntype = ftp\nhost = h\nport = ftp\n", wantErr: `[a] key "port" (line 4): must be a port number 1-65535, got "ftp"`},
+		{name: "zero timeout", ini: "[a]\ntype = ftp\nhost = h\ntimeout = 0\n", wantErr: `[a] key "timeout" (line 4): must be a positive number of seconds, got "0"`},
+		{name: "bad max_connections", ini: "[a]\ntype = ftp\nhost = h\nmax_connections = 0\n", wantErr: `[a] key "max_connections" (line 4): must be a positive integer, got "0"`},
+		{name: "bad trust_pasv_address", ini: "[a]\ntype = ftp\nhost = h\ntrust_pasv_address = perhaps\n", wantErr: `[a] key "trust_pasv_address" (line 4): must be a boolean`},
+		{name: "bad tls_insecure_skip_verify", ini: "[a]\ntype = ftp\nhost = h\ntls_insecure_skip_verify = 2\n", wantErr: `[a] key "tls_insecure_skip_verify" (line 4): must be a boolean`},
+		{name: "bad tls message", ini: "[a]\ntype = ftp\nhost = h\ntls = ssl\n", wantErr: `[a] key "tls" (line 4): must be none, explicit or implicit, got "ssl"`},
+		{name: "active mode with TLS names passive", ini: "[a]\ntype = ftp\nhost = h\ntls = implicit\npassive = no\n", wantErr: `[a] key "passive" (line 5): passive = false (active mode) works only without TLS; this endpoint has tls = implicit`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
