@@ -213,8 +213,8 @@ func New(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	m.SetGauges(metrics.Gauges{
 		QueueDepth:      func() float64 { q, _ := d.sched.Counts(); return float64(q) },
 		LeasesInFlight:  func() float64 { _, l := d.sched.Counts(); return float64(l) },
-		Agents:          func() float64 { return float64(d.sched.AgentCount()) },
-		OldestQueuedAge: func() float64 { return d.sched.OldestQueuedAge().Seconds() },
+		Agents:          func() float64 { return float64(d.sched.Admin().AgentCount()) },
+		OldestQueuedAge: func() float64 { return d.sched.Admin().OldestQueuedAge().Seconds() },
 		Buffered:        func() float64 { return float64(tracker.Outstanding()) },
 	})
 	if err := d.servers(conns, tracker, m); err != nil {
@@ -292,7 +292,7 @@ func (d *Dispatcher) leaseConfig(conns *config.Connections) lease.Config {
 		if limit == 0 {
 			limit = cfg.Pool.MaxSessionsPerConnection
 		}
-		endpoints[id] = lease.Endpoint{ID: id, FTP: ep.Type == config.TypeFTP, Limit: limit}
+		endpoints[id] = lease.Endpoint{ID: id, Remote: ep.Type == config.TypeFTP, Limit: limit}
 	}
 	lc := lease.Config{
 		DispatcherID:        cfg.Dispatcher.InstanceID,

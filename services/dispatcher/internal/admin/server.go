@@ -39,11 +39,15 @@ type Sources struct {
 // Server implements AdminService.
 type Server struct {
 	adminv1.UnimplementedAdminServiceServer
-	src Sources
+	src    Sources
+	sched  *lease.Admin
+	events *lease.Events
 }
 
 // NewServer returns the admin API over src.
-func NewServer(src Sources) *Server { return &Server{src: src} }
+func NewServer(src Sources) *Server {
+	return &Server{src: src, sched: src.Scheduler.Admin(), events: src.Scheduler.Events()}
+}
 
 // toStatus maps scheduler errors to gRPC codes in one place.
 func toStatus(err error, field, value string) error {
@@ -72,7 +76,7 @@ func required(field, value string) error {
 // ListAgents lists the agents connected to this dispatcher.
 func (s *Server) ListAgents(context.Context, *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
 	resp := &adminv1.ListAgentsResponse{}
-	for _, a := range s.src.Scheduler.Agents() {
+	for _, a := range s.sched.Agents() {
 		resp.Agents = append(resp.Agents, &adminv1.Agent{
 			AgentId: a.AgentID, Address: a.Address, Version: a.Version, Hostname: a.Hostname,
 			Slots: a.Slots, Window: a.Window, InFlight: a.InFlight,
@@ -85,7 +89,7 @@ func (s *Server) ListAgents(context.Context, *adminv1.ListAgentsRequest) (*admin
 // ListLeases lists the leases in flight.
 func (s *Server) ListLeases(context.Context, *adminv1.ListLeasesRequest) (*adminv1.ListLeasesResponse, error) {
 	resp := &adminv1.ListLeasesResponse{}
-	for _, l := range s.src.Scheduler.Leases() {
+	for _, l := range s.sched.Leases() {
 		resp.Leases = append(resp.Leases, &adminv1.LeaseInfo{
 			LeaseId: l.LeaseID, Token: l.Token, TaskId: l.TaskID, AgentId: l.AgentID, Attempt: l.Attempt,
 			BytesDone: l.BytesDone, BytesTotal: l.BytesTotal, BytesPerSecond: l.BytesPerSecond,
@@ -101,7 +105,7 @@ func (s *Server) GetTask(_ context.Context, req *adminv1.GetTaskRequest) (*admin
 	if err := required("task_id", req.TaskId); err != nil {
 		return nil, err
 	}
-	v, ok := s.src.Scheduler.TaskInfo(req.TaskId)
+	v, ok := s.sched.TaskInfo(req.TaskId)
 	if !ok {
 		return nil, toStatus(lease.ErrUnknownTask, "task_id", req.TaskId)
 	}
@@ -138,7 +142,7 @@ func (s *Server) CancelTask(_ context.Context, req *adminv1.CancelTaskRequest) (
 	if reason == "" {
 		reason = "no reason given"
 	}
-	prev, err := s.src.Scheduler.Cancel(req.TaskId, reason)
+	prev, err := s.sched.Cancel(req.TaskId, reason)
 	if err != nil {
 		return nil, toStatus(err, "task_id", req.TaskId)
 	}
@@ -150,7 +154,7 @@ func (s *Server) DrainAgent(_ context.Context, req *adminv1.DrainAgentRequest) (
 	if err := required("agent_id", req.AgentId); err != nil {
 		return nil, err
 	}
-	n, err := s.src.Scheduler.DrainAgent(req.AgentId)
+	n, err := s.sched.DrainAgent(req.AgentId)
 	if err != nil {
 		return nil, toStatus(err, "agent_id", req.AgentId)
 	}
@@ -176,11 +180,11 @@ func (s *Server) GetStats(context.Context, *adminv1.GetStatsRequest) (*adminv1.G
 		Queued:            uint32(queued),
 		Leased:            uint32(leased),
 		Publishing:        uint32(s.src.Publishing()),
-		OldestQueuedAge:   durationpb.New(s.src.Scheduler.OldestQueuedAge()),
+		OldestQueuedAge:   durationpb.New(s.sched.OldestQueuedAge()),
 		IntakePaused:      s.src.Intake.Paused(),
 		OutcomesByCode:    s.src.OutcomesByCode(),
 		OutcomesPerSecond: s.src.OutcomesPerSecond(),
-		Agents:            uint32(s.src.Scheduler.AgentCount()),
+		Agents:            uint32(s.sched.AgentCount()),
 	}
 	lag := s.src.Lag()
 	for _, p := range s.src.Tracker.Snapshot() {
@@ -194,7 +198,7 @@ func (s *Server) GetStats(context.Context, *adminv1.GetStatsRequest) (*adminv1.G
 // ListEndpoints shows every endpoint's connections and state.
 func (s *Server) ListEndpoints(context.Context, *adminv1.ListEndpointsRequest) (*adminv1.ListEndpointsResponse, error) {
 	resp := &adminv1.ListEndpointsResponse{}
-	for _, v := range s.src.Scheduler.Endpoints() {
+	for _, v := range s.sched.Endpoints() {
 		info := &adminv1.EndpointInfo{
 			EndpointId: v.ID, Type: "local", Limit: uint32(v.Limit), Share: uint32(v.Share), Granted: uint32(v.Granted),
 			Busy: uint32(v.Busy), Idle: uint32(v.Idle), Paused: v.Paused, Queued: uint32(v.Queued),
@@ -238,7 +242,7 @@ func (s *Server) PauseEndpoint(_ context.Context, req *adminv1.PauseEndpointRequ
 	if err := required("endpoint_id", req.EndpointId); err != nil {
 		return nil, err
 	}
-	n, err := s.src.Scheduler.PauseEndpoint(req.EndpointId)
+	n, err := s.sched.PauseEndpoint(req.EndpointId)
 	if err != nil {
 		return nil, toStatus(err, "endpoint_id", req.EndpointId)
 	}
@@ -250,7 +254,7 @@ func (s *Server) ResumeEndpoint(_ context.Context, req *adminv1.ResumeEndpointRe
 	if err := required("endpoint_id", req.EndpointId); err != nil {
 		return nil, err
 	}
-	if err := s.src.Scheduler.ResumeEndpoint(req.EndpointId); err != nil {
+	if err := s.sched.ResumeEndpoint(req.EndpointId); err != nil {
 		return nil, toStatus(err, "endpoint_id", req.EndpointId)
 	}
 	return &adminv1.ResumeEndpointResponse{}, nil
@@ -258,8 +262,8 @@ func (s *Server) ResumeEndpoint(_ context.Context, req *adminv1.ResumeEndpointRe
 
 // Watch streams task events until the caller goes away.
 func (s *Server) Watch(req *adminv1.WatchRequest, stream adminv1.AdminService_WatchServer) error {
-	sub := s.src.Scheduler.Subscribe(req.TaskId, req.SkipProgress)
-	defer s.src.Scheduler.Unsubscribe(sub)
+	sub := s.events.Subscribe(req.TaskId, req.SkipProgress)
+	defer s.events.Unsubscribe(sub)
 	for {
 		select {
 		case <-stream.Context().Done():

@@ -23,7 +23,7 @@ func benchTask(i int) *Task {
 		Spec: &leasev1.TransferSpec{TaskId: fmt.Sprint("t", i), SrcId: "ftp", SrcPath: "/f", DstId: "local", DstPath: "f"}}
 }
 
-var benchEndpoints = map[string]Endpoint{"ftp": {ID: "ftp", FTP: true, Limit: 64}, "local": {ID: "local"}}
+var benchEndpoints = map[string]Endpoint{"ftp": {ID: "ftp", Remote: true, Limit: 64}, "local": {ID: "local"}}
 
 // BenchmarkScheduler measures the scheduler alone: enqueue, lease within
 // credit and quota, result, publish hand-off.
@@ -126,7 +126,7 @@ func leaseThroughput(t testing.TB, n, agents, window int) float64 {
 			}
 		}()
 	}
-	for s.AgentCount() < agents {
+	for s.Admin().AgentCount() < agents {
 		time.Sleep(time.Millisecond)
 	}
 	start := time.Now()

@@ -11,10 +11,18 @@ import (
 // Endpoint is what the scheduler knows of an endpoint.
 type Endpoint struct {
 	ID string
-	// FTP endpoints hold connections and have a limit; local ones neither.
-	FTP bool
-	// Limit is max_connections: logged-in connections for the whole fleet.
+	// Remote (FTP and SFTP) endpoints hold connections and have a limit;
+	// local ones neither.
+	Remote bool
+	// Limit is max_connections: logged-in connections for the whole fleet
+	// (for SFTP, SSH connections).
 	Limit int
+	// Sessions, for SFTP, is how many sessions one SSH connection carries
+	// (max_sessions_per_connection): each lease takes a session of its
+	// own, so a unit of quota is a session and a connection is Sessions
+	// units. Zero for FTP, whose leases share connections
+	// (Config.LeasesPerConnection).
+	Sessions uint32
 }
 
 // Config.LeasesPerConnection is how many leases with one FTP side may share
@@ -45,7 +53,7 @@ func (c *connections) needsOf(spec *leasev1.TransferSpec) []need {
 	var out []need
 	for _, id := range []string{spec.SrcId, spec.DstId} {
 		ep, ok := c.endpoints[id]
-		if !ok || !ep.FTP {
+		if !ok || !ep.Remote {
 			continue
 		}
 		if len(out) == 1 && out[0].endpoint == id {
@@ -56,17 +64,31 @@ func (c *connections) needsOf(spec *leasev1.TransferSpec) []need {
 	}
 	shared := len(out) == 1 && out[0].n == 1
 	for i := range out {
-		out[i].units = out[i].n * c.perConn
-		if shared {
+		switch {
+		case c.endpoints[out[i].endpoint].Sessions > 0:
+			out[i].units = out[i].n // a session each, never shared
+		case shared:
 			out[i].units = 1
+		default:
+			out[i].units = out[i].n * c.perConn
 		}
 	}
 	return out
 }
 
-// connectionsFor is the quota that covers units of leases.
-func (c *connections) connectionsFor(units uint32) uint32 {
-	return (units + c.perConn - 1) / c.perConn
+// unitsPerConnection is how many units of quota one connection to the
+// endpoint is: SFTP sessions per SSH connection, or FTP leases sharing one.
+func (c *connections) unitsPerConnection(endpoint string) uint32 {
+	if n := c.endpoints[endpoint].Sessions; n > 0 {
+		return n
+	}
+	return c.perConn
+}
+
+// connectionsFor is the quota that covers units of leases on endpoint.
+func (c *connections) connectionsFor(endpoint string, units uint32) uint32 {
+	per := c.unitsPerConnection(endpoint)
+	return (units + per - 1) / per
 }
 
 // connections is every FTP endpoint's connection budget as this dispatcher
@@ -197,7 +219,7 @@ func (c *connections) spare(sess *Session, needs []need) bool {
 
 // fits reports whether the quota sess holds for nd's endpoint has room for nd.
 func (c *connections) fits(sess *Session, nd need) bool {
-	return sess.quota[nd.endpoint]*c.perConn >= sess.busy[nd.endpoint]+nd.units
+	return sess.quota[nd.endpoint]*c.unitsPerConnection(nd.endpoint) >= sess.busy[nd.endpoint]+nd.units
 }
 
 // anySpareFor reports whether a session that takes work has quota with
@@ -229,7 +251,7 @@ func idleFor(sess *Session, needs []need) bool {
 // dispatchers' quotas, can too.
 func (c *connections) grantable(sess *Session, needs []need) bool {
 	for _, nd := range needs {
-		deficit := int(c.connectionsFor(sess.busy[nd.endpoint]+nd.units)) - int(sess.quota[nd.endpoint])
+		deficit := int(c.connectionsFor(nd.endpoint, sess.busy[nd.endpoint]+nd.units)) - int(sess.quota[nd.endpoint])
 		if deficit <= 0 {
 			continue
 		}
@@ -274,7 +296,7 @@ func (c *connections) forgetPools(sess *Session) {
 func (c *connections) claim(sess *Session, needs []need) {
 	for _, nd := range needs {
 		busy := sess.busy[nd.endpoint] + nd.units
-		want := c.connectionsFor(busy)
+		want := c.connectionsFor(nd.endpoint, busy)
 		if want > sess.quota[nd.endpoint] {
 			c.setQuota(sess, nd.endpoint, want)
 		}
@@ -306,7 +328,7 @@ func (c *connections) setQuota(sess *Session, endpoint string, n uint32) {
 func (c *connections) reclaim(endpoint string, except *Session) bool {
 	var victim *Session
 	for _, sess := range *c.sessions {
-		if sess == except || sess.quota[endpoint] <= c.connectionsFor(sess.busy[endpoint]) {
+		if sess == except || sess.quota[endpoint] <= c.connectionsFor(endpoint, sess.busy[endpoint]) {
 			continue
 		}
 		// Prefer the session with the most spare: its connections are idle.
@@ -336,7 +358,7 @@ func (c *connections) shrink() {
 
 // spareConnections is quota sess holds for endpoint beyond its leases' needs.
 func (c *connections) spareConnections(sess *Session, endpoint string) uint32 {
-	return sess.quota[endpoint] - min(sess.quota[endpoint], c.connectionsFor(sess.busy[endpoint]))
+	return sess.quota[endpoint] - min(sess.quota[endpoint], c.connectionsFor(endpoint, sess.busy[endpoint]))
 }
 
 type reclaim struct {

@@ -15,7 +15,7 @@ import (
 func ftpEndpoints(limits map[string]int) map[string]Endpoint {
 	eps := map[string]Endpoint{"local": {ID: "local"}}
 	for id, l := range limits {
-		eps[id] = Endpoint{ID: id, FTP: true, Limit: l}
+		eps[id] = Endpoint{ID: id, Remote: true, Limit: l}
 	}
 	return eps
 }
@@ -397,7 +397,7 @@ func TestMaxOutageShorterThanBreakerTimeout(t *testing.T) {
 func TestDisconnectedAgentsQuotaIsHeld(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"ep": 2}))
-	h.sched.cfg.DetachHold = 20 * time.Second
+	h.sched.conns.detachHold = 20 * time.Second
 	a1 := h.agent("a1", 10)
 	h.enqueueRoute(0, "ep", "local")
 	h.enqueueRoute(1, "ep", "local")
@@ -563,5 +563,36 @@ func TestRelaysTakeWholeConnections(t *testing.T) {
 	h.sched.Result(a, result(next[0], success()))
 	if last := leases(h.drain(a)); len(last) != 1 {
 		t.Fatalf("then: %v, want the remaining task", last)
+	}
+}
+
+// An SFTP endpoint's quota counts SSH connections, each carrying Sessions
+// leases at once: max_connections 2 with 3 sessions each is 6 transfers
+// for the fleet, on at most 2 connections.
+func TestSFTPSessionsPerConnection(t *testing.T) {
+	t.Parallel()
+	eps := map[string]Endpoint{"local": {ID: "local"}, "sftp": {ID: "sftp", Remote: true, Limit: 2, Sessions: 3}}
+	h := newHarnessWith(t, 3, eps)
+	a := h.agent("a1", 10)
+	b := h.agent("a2", 10)
+	for i := range 10 {
+		h.enqueueRoute(int64(i), "sftp", "local")
+	}
+	la, lb := h.drain(a), h.drain(b)
+	if n := len(leases(la)) + len(leases(lb)); n != 6 {
+		t.Fatalf("%d leases with 2 connections of 3 sessions", n)
+	}
+	if g := h.granted("sftp"); g != 2 {
+		t.Fatalf("granted %d connections, want 2", g)
+	}
+	// No agent runs more sessions than its quota's connections carry.
+	for _, msgs := range [][]*leasev1.ConnectResponse{la, lb} {
+		var quota uint32
+		for _, q := range quotas(msgs) {
+			quota = q.Connections
+		}
+		if n := uint32(len(leases(msgs))); n > quota*3 {
+			t.Fatalf("%d leases on a quota of %d connections", n, quota)
+		}
 	}
 }

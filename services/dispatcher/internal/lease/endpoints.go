@@ -1,19 +1,24 @@
 package lease
 
 import (
+	"errors"
 	"slices"
 	"time"
 )
 
+// ErrUnknownEndpoint is returned for an endpoint id not in the connections file.
+var ErrUnknownEndpoint = errors.New("unknown endpoint")
+
 // PauseEndpoint holds back tasks that use an endpoint; they wait, queued.
-func (s *Scheduler) PauseEndpoint(id string) (queued int, err error) {
+func (a *Admin) PauseEndpoint(id string) (queued int, err error) {
+	s := a.s
 	s.update(func() {
 		if _, ok := s.cfg.Endpoints[id]; !ok {
 			err = ErrUnknownEndpoint
 			return
 		}
 		s.paused[id] = true
-		queued = s.queuedForLocked(id)
+		queued = a.queuedForLocked(id)
 	})
 	if err == nil {
 		s.logger.Info("endpoint paused", "endpoint", id, "queued", queued)
@@ -22,7 +27,8 @@ func (s *Scheduler) PauseEndpoint(id string) (queued int, err error) {
 }
 
 // ResumeEndpoint undoes PauseEndpoint.
-func (s *Scheduler) ResumeEndpoint(id string) error {
+func (a *Admin) ResumeEndpoint(id string) error {
+	s := a.s
 	var err error
 	s.update(func() {
 		if _, ok := s.cfg.Endpoints[id]; !ok {
@@ -37,9 +43,9 @@ func (s *Scheduler) ResumeEndpoint(id string) error {
 	return err
 }
 
-func (s *Scheduler) queuedForLocked(id string) int {
+func (a *Admin) queuedForLocked(id string) int {
 	n := 0
-	s.queue.each(func(t *Task) {
+	a.s.ledger.queue.each(func(t *Task) {
 		if t.route.src == id || t.route.dst == id {
 			n++
 		}
@@ -50,7 +56,7 @@ func (s *Scheduler) queuedForLocked(id string) int {
 // EndpointView is one endpoint as the admin API shows it.
 type EndpointView struct {
 	ID                    string
-	FTP                   bool
+	Remote                bool
 	Limit, Share, Granted int
 	// ConfiguredLimit is max_connections; Limit is below it while a limit
 	// learned from the server applies, for LimitReason since LimitChangedAt.
@@ -77,12 +83,13 @@ type AgentConnections struct {
 }
 
 // Endpoints describes every endpoint of the connections file, by id.
-func (s *Scheduler) Endpoints() []EndpointView {
+func (a *Admin) Endpoints() []EndpointView {
+	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]EndpointView, 0, len(s.cfg.Endpoints))
 	for id, ep := range s.cfg.Endpoints {
-		v := EndpointView{ID: id, FTP: ep.FTP, Limit: ep.Limit, Paused: s.paused[id], Queued: s.queuedForLocked(id)}
+		v := EndpointView{ID: id, Remote: ep.Remote, Limit: ep.Limit, Paused: s.paused[id], Queued: a.queuedForLocked(id)}
 		if b := s.conns.budgets[id]; b != nil {
 			v.Granted, _ = s.conns.granted(id)
 			v.Limit, v.ConfiguredLimit, v.Share = b.limit, b.configured, b.share
@@ -92,7 +99,7 @@ func (s *Scheduler) Endpoints() []EndpointView {
 			v.Breaker, v.ConsecutiveFailures, v.LastError, v.LastErrorAt = br.state, br.failures, br.lastError, br.lastAt
 		}
 		for _, sess := range s.sessions {
-			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: s.conns.connectionsFor(sess.busy[id])}
+			ac := AgentConnections{AgentID: sess.agentID, Quota: sess.quota[id], Busy: s.conns.connectionsFor(id, sess.busy[id])}
 			if p := sess.pool[id]; p != nil {
 				ac.Open, ac.Idle = p.Open, p.Idle
 				for _, q := range p.Quirks {

@@ -48,40 +48,45 @@ type Subscription struct {
 // Dropped counts events this subscriber missed.
 func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
 
-// hub fans events out to subscribers without blocking.
-type hub struct {
-	mu   sync.Mutex
-	subs map[*Subscription]struct{}
-	n    atomic.Int32 // len(subs), read without the lock on the hot path
+// Events fans task events out to Watch's subscribers without blocking. It
+// owns the subscriptions, under a small lock of its own rather than the
+// scheduler's: subscribing never waits for the scheduler, and the scheduler
+// emits while it holds its lock.
+type Events struct {
+	clock Clock
+	mu    sync.Mutex
+	subs  map[*Subscription]struct{}
+	n     atomic.Int32 // len(subs), read without the lock on the hot path
+}
+
+func newEvents(clock Clock) *Events {
+	return &Events{clock: clock, subs: map[*Subscription]struct{}{}}
 }
 
 // Subscribe streams events of one task (taskID) or of all ("").
-func (s *Scheduler) Subscribe(taskID string, skipProgress bool) *Subscription {
+func (e *Events) Subscribe(taskID string, skipProgress bool) *Subscription {
 	sub := &Subscription{C: make(chan Event, 1024), taskID: taskID, skipProgress: skipProgress}
-	s.events.mu.Lock()
-	if s.events.subs == nil {
-		s.events.subs = map[*Subscription]struct{}{}
-	}
-	s.events.subs[sub] = struct{}{}
-	s.events.n.Store(int32(len(s.events.subs)))
-	s.events.mu.Unlock()
+	e.mu.Lock()
+	e.subs[sub] = struct{}{}
+	e.n.Store(int32(len(e.subs)))
+	e.mu.Unlock()
 	return sub
 }
 
 // Unsubscribe stops a subscription.
-func (s *Scheduler) Unsubscribe(sub *Subscription) {
-	s.events.mu.Lock()
-	delete(s.events.subs, sub)
-	s.events.n.Store(int32(len(s.events.subs)))
-	s.events.mu.Unlock()
+func (e *Events) Unsubscribe(sub *Subscription) {
+	e.mu.Lock()
+	delete(e.subs, sub)
+	e.n.Store(int32(len(e.subs)))
+	e.mu.Unlock()
 }
 
 // emit builds and sends an event only when somebody watches.
-func (s *Scheduler) emit(kind EventKind, t *Task, l *lease, o *leasev1.Outcome) {
-	if s.events.n.Load() == 0 {
+func (e *Events) emit(kind EventKind, t *Task, l *lease, o *leasev1.Outcome) {
+	if e.n.Load() == 0 {
 		return
 	}
-	ev := Event{Kind: kind, Time: s.clock.Now(), TaskID: t.ID, Attempt: t.attempt, BytesTotal: -1}
+	ev := Event{Kind: kind, Time: e.clock.Now(), TaskID: t.ID, Attempt: t.attempt, BytesTotal: -1}
 	if l != nil {
 		ev.LeaseID, ev.AgentID, ev.BytesDone, ev.BytesTotal = l.id, l.sess.agentID, l.bytesDone, l.bytesTotal
 		if el := ev.Time.Sub(l.leasedAt).Seconds(); el > 0 {
@@ -97,9 +102,9 @@ func (s *Scheduler) emit(kind EventKind, t *Task, l *lease, o *leasev1.Outcome) 
 	case kind == EventRetry:
 		ev.ErrorCode, ev.ErrorMsg = failure.Name(t.lastCode), t.lastMsg
 	}
-	s.events.mu.Lock()
-	defer s.events.mu.Unlock()
-	for sub := range s.events.subs {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for sub := range e.subs {
 		if (sub.taskID != "" && sub.taskID != t.ID) || (sub.skipProgress && kind == EventProgress) {
 			continue
 		}

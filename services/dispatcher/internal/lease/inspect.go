@@ -37,7 +37,8 @@ type AgentView struct {
 }
 
 // Agents lists the sessions, oldest first.
-func (s *Scheduler) Agents() []AgentView {
+func (a *Admin) Agents() []AgentView {
+	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]AgentView, 0, len(s.sessions))
@@ -49,6 +50,13 @@ func (s *Scheduler) Agents() []AgentView {
 		})
 	}
 	return out
+}
+
+// AgentCount reports connected sessions.
+func (a *Admin) AgentCount() int {
+	a.s.mu.Lock()
+	defer a.s.mu.Unlock()
+	return len(a.s.sessions)
 }
 
 // LeaseView is a lease as the admin API shows it.
@@ -63,12 +71,13 @@ type LeaseView struct {
 }
 
 // Leases lists the leases in flight, oldest first.
-func (s *Scheduler) Leases() []LeaseView {
+func (a *Admin) Leases() []LeaseView {
+	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
-	out := make([]LeaseView, 0, len(s.leases))
-	for _, l := range s.leases {
+	out := make([]LeaseView, 0, len(s.ledger.leases))
+	for _, l := range s.ledger.leases {
 		v := LeaseView{
 			LeaseID: l.id, TaskID: l.task.ID, AgentID: l.sess.agentID, Token: l.token, Attempt: l.task.attempt,
 			BytesDone: l.bytesDone, BytesTotal: l.bytesTotal, LeasedAt: l.leasedAt, Spec: l.task.Spec,
@@ -98,10 +107,11 @@ type TaskView struct {
 }
 
 // TaskInfo finds a task by id among the live and the recently finished.
-func (s *Scheduler) TaskInfo(id string) (TaskView, bool) {
+func (a *Admin) TaskInfo(id string) (TaskView, bool) {
+	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if t := s.byID[id]; t != nil {
+	if t := s.ledger.byID[id]; t != nil {
 		v := TaskView{ID: t.ID, State: stateOf(t), Key: t.Key, Attempt: t.attempt, BytesTotal: -1,
 			ReceivedAt: t.ReceivedAt, Spec: t.Spec, LastMessage: t.lastMsg}
 		if t.lastCode != 0 {
@@ -112,15 +122,16 @@ func (s *Scheduler) TaskInfo(id string) (TaskView, bool) {
 		}
 		return v, true
 	}
-	return s.recent.get(id)
+	return s.ledger.recent.get(id)
 }
 
 // OldestQueuedAge is the age of the oldest task waiting for an agent.
-func (s *Scheduler) OldestQueuedAge() time.Duration {
+func (a *Admin) OldestQueuedAge() time.Duration {
+	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var oldest time.Time
-	s.queue.each(func(t *Task) {
+	s.ledger.queue.each(func(t *Task) {
 		if oldest.IsZero() || t.ReceivedAt.Before(oldest) {
 			oldest = t.ReceivedAt
 		}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
-	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 )
 
 // Learned connection limits.
@@ -64,7 +63,7 @@ func (c *connections) serverFull(sess *Session, o *leasev1.Outcome, now time.Tim
 		if other == sess {
 			continue
 		}
-		open := int(c.connectionsFor(other.busy[id]))
+		open := int(c.connectionsFor(id, other.busy[id]))
 		if p := other.pool[id]; p != nil {
 			open = max(open, int(p.Open))
 		}
@@ -109,22 +108,12 @@ func (c *connections) setLimit(id string, b *budget, limit int, reason string, n
 	c.applyShares()
 }
 
-// waitForRoomLocked queues a task whose login the server refused for being
-// full again, without counting the attempt or telling the breaker: the
-// server is up and the task fine. The limit just learned keeps the retry
-// within what the server accepts.
-func (s *Scheduler) waitForRoomLocked(t *Task, o *leasev1.Outcome) {
-	t.lastCode, t.lastMsg = o.ErrorCode, o.ErrorMessage
-	s.metrics.Retries.WithLabelValues(failure.Name(o.ErrorCode)).Inc()
-	s.requeueLocked(t, s.backoff(1))
-}
-
 // ownConnection makes a task that waited on its agent behind busy
 // connections (Release.connection_busy) need whole connections from now
 // on: leased again, it raises its agent's quota (or goes to another agent)
 // instead of queueing behind a transfer that may be stalled.
 func (c *connections) ownConnection(t *Task) {
 	for i := range t.needs {
-		t.needs[i].units = t.needs[i].n * c.perConn
+		t.needs[i].units = t.needs[i].n * c.unitsPerConnection(t.needs[i].endpoint)
 	}
 }

@@ -20,7 +20,7 @@ func serverFull(accepted uint32) *leasev1.Outcome {
 }
 
 func (h *harness) endpoint(id string) EndpointView {
-	for _, v := range h.sched.Endpoints() {
+	for _, v := range h.sched.Admin().Endpoints() {
 		if v.ID == id {
 			return v
 		}

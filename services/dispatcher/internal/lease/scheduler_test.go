@@ -316,7 +316,7 @@ func TestBackoffGrowsWithJitter(t *testing.T) {
 	for failures := uint32(1); failures <= 6; failures++ {
 		want := min(baseBackoff<<(failures-1), 8*time.Second)
 		for range 50 {
-			d := h.sched.backoff(failures)
+			d := h.sched.ledger.policy.backoff(failures)
 			if d < want*8/10 || d > want*12/10 {
 				t.Fatalf("backoff(%d) = %s, want %s ±20%%", failures, d, want)
 			}
@@ -369,14 +369,14 @@ func TestCancel(t *testing.T) {
 	h.enqueue(1, 2)
 	l := leases(h.drain(a))[0] // t1 leased, t2 queued
 
-	if st, err := h.sched.Cancel("t2", "operator"); err != nil || st != TaskQueued {
+	if st, err := h.sched.Admin().Cancel("t2", "operator"); err != nil || st != TaskQueued {
 		t.Fatalf("cancel queued: %v %v", st, err)
 	}
 	if f := h.done(); len(f) != 1 || f[0].Task.ID != "t2" || f[0].Outcome.ErrorCode != failure.Cancelled {
 		t.Fatalf("queued cancel outcome: %+v", f)
 	}
 
-	if st, err := h.sched.Cancel("t1", "operator"); err != nil || st != TaskLeased {
+	if st, err := h.sched.Admin().Cancel("t1", "operator"); err != nil || st != TaskLeased {
 		t.Fatalf("cancel leased: %v %v", st, err)
 	}
 	if c := h.next(a).GetCancel(); c == nil || c.LeaseId != l.LeaseId {
@@ -390,10 +390,10 @@ func TestCancel(t *testing.T) {
 	if len(f) != 2 || f[1].Outcome.ErrorCode != failure.Cancelled || !strings.Contains(f[1].Outcome.ErrorMessage, "operator") {
 		t.Fatalf("leased cancel outcome: %+v", f)
 	}
-	if _, err := h.sched.Cancel("t1", "again"); err != ErrTaskFinished {
+	if _, err := h.sched.Admin().Cancel("t1", "again"); err != ErrTaskFinished {
 		t.Fatalf("cancel finished task: %v", err)
 	}
-	if _, err := h.sched.Cancel("nope", "x"); err != ErrUnknownTask {
+	if _, err := h.sched.Admin().Cancel("nope", "x"); err != ErrUnknownTask {
 		t.Fatalf("cancel unknown task: %v", err)
 	}
 }

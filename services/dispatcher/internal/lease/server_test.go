@@ -120,7 +120,7 @@ func TestStreamSession(t *testing.T) {
 		}
 		break
 	}
-	if n := h.sched.AgentCount(); n != 0 {
+	if n := h.sched.Admin().AgentCount(); n != 0 {
 		t.Fatalf("%d sessions after the stream ended", n)
 	}
 }
