@@ -278,10 +278,10 @@ func (s *stack) startAgentWith(slots int, cfgPath string) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	stop := agent.NewStopper(cfg.Agent)
 	done := make(chan error, 1)
-	go func() { done <- agent.Run(ctx, context.Background(), cfg, conns, s.logger(fmt.Sprintf("agent-%d", n))) }()
-	s.agents = append(s.agents, agentProc{cancel: cancel, done: done})
+	go func() { done <- agent.Run(stop, cfg, conns, s.logger(fmt.Sprintf("agent-%d", n))) }()
+	s.agents = append(s.agents, agentProc{cancel: stop.Graceful, done: done})
 }
 
 func (s *stack) waitAgents(n int) {

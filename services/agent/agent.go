@@ -22,10 +22,12 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/capacity"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/metrics"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/pool"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/session"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/shutdown"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/transfer"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/buildinfo"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
@@ -115,15 +117,25 @@ func Load(o Options, getenv func(string) string) (config.Config, *config.Connect
 	return cfg, conns, nil
 }
 
-// Run builds an agent and runs it until ctx ends (then it drains, up to
-// agent.drain_timeout) or force ends (transfers still running are released
-// at once).
-func Run(ctx, force context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) error {
-	a, err := New(ctx, cfg, conns, logger)
+// Stopper ends an agent's Run in two stages: Graceful takes no new leases
+// and lets transfers in flight finish until the drain timeout, then
+// releases them; Now releases them at once. cmd/agent calls Graceful on the
+// first signal and Now on the second.
+type Stopper = shutdown.Stopper
+
+// NewStopper returns a stopper whose graceful stage lasts
+// agent.drain_timeout.
+func NewStopper(cfg config.Agent) *Stopper { return shutdown.New(cfg.DrainTimeout.D()) }
+
+// Run builds an agent and runs it until stop ends it.
+func Run(stop *Stopper, cfg config.Config, conns *config.Connections, logger *slog.Logger) error {
+	// Building waits on nothing remote (gRPC clients connect lazily), so
+	// a stop during it takes effect when Run starts.
+	a, err := New(context.Background(), cfg, conns, logger)
 	if err != nil {
 		return err
 	}
-	return a.Run(ctx, force)
+	return a.Run(stop)
 }
 
 // Agent is one agent's parts: the connection pools, the transfer engine,
@@ -136,16 +148,13 @@ type Agent struct {
 	tracing *telemetry.Tracing
 	pools   *pool.Set
 	engine  *transfer.Engine
-	slots   *session.Slots
+	slots   *capacity.Slots
 	clients []*session.Client
 	httpSrv *status.Server // nil without agent.http_listen
 	// undo closes what New built, last first: on a failed New, or once
 	// Run has stopped.
 	undo []func()
 }
-
-// tracesFlush bounds the flush of the last traces on the way out.
-const tracesFlush = 5 * time.Second
 
 // New builds every part and listens; on error it closes what it built.
 func New(ctx context.Context, cfg config.Config, conns *config.Connections, logger *slog.Logger) (_ *Agent, err error) {
@@ -158,14 +167,9 @@ func New(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 	for _, w := range conns.Warnings {
 		a.logger.Warn("connections file: " + w)
 	}
-	if a.tracing, err = telemetry.Setup(ctx, "ftp-pooler-agent", buildinfo.Version(), os.Getenv); err != nil {
+	if err := a.setupTracing(ctx, cfg.Telemetry.FlushTimeout.D()); err != nil {
 		return nil, err
 	}
-	a.onClose(func() {
-		flush, cancel := context.WithTimeout(context.Background(), tracesFlush)
-		defer cancel()
-		_ = a.tracing.Shutdown(flush)
-	})
 	tracer := a.tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/agent")
 	endpoints := a.newPools(conns, tracer)
 	if a.engine, err = transfer.NewEngine(conns, a.pools, cfg.Transfer, tracer, a.logger); err != nil {
@@ -184,6 +188,20 @@ func New(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 }
 
 func (a *Agent) onClose(f func()) { a.undo = append(a.undo, f) }
+
+// setupTracing starts the trace exporter; closing flushes the last traces
+// for up to flushTimeout.
+func (a *Agent) setupTracing(ctx context.Context, flushTimeout time.Duration) (err error) {
+	if a.tracing, err = telemetry.Setup(ctx, "ftp-pooler-agent", buildinfo.Version(), os.Getenv); err != nil {
+		return err
+	}
+	a.onClose(func() {
+		flush, cancel := context.WithTimeout(context.Background(), flushTimeout)
+		defer cancel()
+		_ = a.tracing.Shutdown(flush)
+	})
+	return nil
+}
 
 func (a *Agent) close() {
 	for i := len(a.undo) - 1; i >= 0; i-- {
@@ -233,14 +251,14 @@ func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) []*conf
 // client per dispatcher.
 func (a *Agent) newClients(conns *config.Connections, endpoints []*config.Endpoint, tracer trace.Tracer) error {
 	cfg, m := a.cfg, a.metrics
-	a.slots = session.NewSlots(cfg.Agent.Slots)
+	a.slots = capacity.NewSlots(cfg.Agent.Slots)
 	var ftpEndpoints []string
 	for _, ep := range endpoints {
 		if ep.Type == config.TypeFTP {
 			ftpEndpoints = append(ftpEndpoints, ep.ID)
 		}
 	}
-	quotas := session.NewQuotas(poolReporter{a.pools}, ftpEndpoints)
+	quotas := capacity.NewQuotas(poolReporter{a.pools}, ftpEndpoints)
 	m.Slots.Set(float64(cfg.Agent.Slots))
 	host, _ := os.Hostname()
 	scfg := session.Config{
@@ -311,20 +329,16 @@ func (a *Agent) listen() error {
 	return nil
 }
 
-// Run serves the dispatchers until ctx ends, drains (see drainOnStop), and
+// Run serves the dispatchers until stop ends it (see drainOnStop), and
 // closes what New built.
-func (a *Agent) Run(ctx, force context.Context) error {
+func (a *Agent) Run(stop *Stopper) error {
 	defer a.close()
-	// drain ends the grace period: at the drain timeout after ctx ends, or
-	// at once when force ends (a second signal).
-	drain, stopDrain := context.WithCancel(context.WithoutCancel(force))
-	defer stopDrain()
-	// Run waits for the drain goroutine: once Run returns, the caller's
-	// force ends, and a log line from there would claim a second signal.
-	drainDone := make(chan struct{})
+	// Run waits for drainOnStop: no shutdown line may follow "agent
+	// stopped".
+	sessionsDone, drainDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(drainDone)
-		a.drainOnStop(ctx, force, drain, stopDrain)
+		a.drainOnStop(stop, sessionsDone)
 	}()
 
 	poolCtx, stopPools := context.WithCancel(context.Background())
@@ -336,10 +350,10 @@ func (a *Agent) Run(ctx, force context.Context) error {
 	}
 	var sessions errgroup.Group
 	for _, c := range a.clients {
-		sessions.Go(func() error { return c.Run(ctx, drain) })
+		sessions.Go(func() error { return c.Run(stop) })
 	}
 	err := sessions.Wait()
-	stopDrain()
+	close(sessionsDone)
 	<-drainDone
 	stopPools()
 	stopHTTP()
@@ -350,28 +364,30 @@ func (a *Agent) Run(ctx, force context.Context) error {
 	return err
 }
 
-// drainOnStop waits for ctx to end, then stops taking leases and gives
-// transfers in flight agent.drain_timeout (or until force ends) before it
-// ends drain, which releases them.
-func (a *Agent) drainOnStop(ctx, force, drain context.Context, stopDrain context.CancelFunc) {
+// drainOnStop closes every credit window once stop is stopping, and says
+// when transfers in flight are released, unless the sessions ended first.
+func (a *Agent) drainOnStop(stop *Stopper, sessionsDone <-chan struct{}) {
 	select {
-	case <-ctx.Done():
-	case <-drain.Done():
+	case <-stop.Stopping():
+	case <-sessionsDone:
 		return
 	}
-	if drain.Err() != nil {
-		return // the sessions ended first
+	select {
+	case <-sessionsDone:
+		return // both were ready
+	default:
 	}
 	a.slots.Drain()
-	a.logger.Info("shutting down: no new leases; waiting for transfers in flight", "drain_timeout", a.cfg.Agent.DrainTimeout)
+	a.logger.Info("shutting down: no new leases; waiting for transfers in flight", "drain_timeout", stop.DrainTimeout())
 	select {
-	case <-time.After(a.cfg.Agent.DrainTimeout.D()):
-		a.logger.Warn("drain timeout: releasing transfers still running")
-	case <-force.Done():
-		a.logger.Warn("second signal: releasing transfers still running")
-	case <-drain.Done():
+	case <-stop.Abort():
+		if errors.Is(stop.Cause(), shutdown.ErrDrainTimeout) {
+			a.logger.Warn("drain timeout: releasing transfers still running")
+		} else {
+			a.logger.Warn("second signal: releasing transfers still running")
+		}
+	case <-sessionsDone:
 	}
-	stopDrain()
 }
 
 // poolReporter adapts the pool set to what sessions report.

@@ -8,9 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/capacity"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/shutdown"
 )
 
 func TestLoad(t *testing.T) {
@@ -60,7 +66,7 @@ func TestRunRefusesMissingBasePath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Run(t.Context(), t.Context(), c, cn, discardLogger())
+	err = Run(NewStopper(c.Agent), c, cn, discardLogger())
 	if err == nil || !strings.Contains(err.Error(), "not-mounted") || !strings.Contains(err.Error(), "[local]") {
 		t.Fatalf("Run with a missing base_path: %v", err)
 	}
@@ -102,5 +108,111 @@ func TestNewUndoesWhatItBuiltOnError(t *testing.T) {
 			t.Fatalf("%d goroutines after the failed New, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// messages records what is logged.
+type messages struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (m *messages) Enabled(context.Context, slog.Level) bool { return true }
+func (m *messages) WithAttrs([]slog.Attr) slog.Handler       { return m }
+func (m *messages) WithGroup(string) slog.Handler            { return m }
+func (m *messages) Handle(_ context.Context, r slog.Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.msgs = append(m.msgs, r.Message)
+	return nil
+}
+
+func (m *messages) all() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.msgs)
+}
+
+const (
+	logShuttingDown = "shutting down: no new leases; waiting for transfers in flight"
+	logDrainTimeout = "drain timeout: releasing transfers still running"
+	logSecondSignal = "second signal: releasing transfers still running"
+)
+
+// drainOnStop closes the credit windows on a graceful stop and says why
+// transfers still running are released; once the sessions have ended it
+// says nothing more. Timers run on the bubble's clock.
+func TestDrainOnStop(t *testing.T) {
+	const drain = 30 * time.Second
+	tests := []struct {
+		name string
+		// stop drives the stopper; it closes sessionsDone when the
+		// sessions end.
+		stop    func(s *shutdown.Stopper, sessionsDone chan struct{})
+		want    []string
+		drained bool
+	}{
+		{"graceful then drain timeout", func(s *shutdown.Stopper, done chan struct{}) {
+			s.Graceful()
+			time.Sleep(drain)
+			synctest.Wait()
+			close(done)
+		}, []string{logShuttingDown, logDrainTimeout}, true},
+		{"graceful then second signal", func(s *shutdown.Stopper, done chan struct{}) {
+			s.Graceful()
+			time.Sleep(drain / 2)
+			s.Now()
+			synctest.Wait()
+			close(done)
+		}, []string{logShuttingDown, logSecondSignal}, true},
+		{"now directly", func(s *shutdown.Stopper, done chan struct{}) {
+			s.Now()
+			synctest.Wait()
+			close(done)
+		}, []string{logShuttingDown, logSecondSignal}, true},
+		{"transfers finish within the drain timeout", func(s *shutdown.Stopper, done chan struct{}) {
+			s.Graceful()
+			time.Sleep(drain / 2)
+			close(done)
+			synctest.Wait()
+			time.Sleep(drain)
+		}, []string{logShuttingDown}, true},
+		{"sessions end before any stop", func(s *shutdown.Stopper, done chan struct{}) {
+			close(done)
+			synctest.Wait()
+			s.Now()
+		}, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				logs := &messages{}
+				a := &Agent{slots: capacity.NewSlots(4), logger: slog.New(logs)}
+				share := a.slots.Join()
+				<-share.Window() // the window the stream joined with
+				stop := shutdown.New(drain)
+				sessionsDone, returned := make(chan struct{}), make(chan struct{})
+				go func() {
+					defer close(returned)
+					a.drainOnStop(stop, sessionsDone)
+				}()
+				tc.stop(stop, sessionsDone)
+				<-returned
+				if got := logs.all(); !slices.Equal(got, tc.want) {
+					t.Errorf("logged %q, want %q", got, tc.want)
+				}
+				select {
+				case w := <-share.Window():
+					if !tc.drained || w != 0 {
+						t.Errorf("window %d sent; drained=%v expected", w, tc.drained)
+					}
+				default:
+					if tc.drained {
+						t.Error("the windows were not closed")
+					}
+				}
+			})
+		})
 	}
 }

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,19 +16,11 @@ import (
 )
 
 func main() {
-	// The first signal starts a drain; a second one cuts it short.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	force, forceNow := context.WithCancel(context.Background())
-	defer forceNow()
-	go func() {
-		<-ctx.Done()
-		stop()
-		second, stopSecond := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stopSecond()
-		<-second.Done()
-		forceNow()
-	}()
+	// Caught from the start, so a signal while the configuration loads
+	// counts: the first stops the agent gracefully, the second at once.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
 
 	opts, err := agent.ParseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -56,8 +47,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "agent:", err)
 		os.Exit(1)
 	}
-	if err := agent.Run(ctx, force, cfg, conns, logger); err != nil {
+	stop := agent.NewStopper(cfg.Agent)
+	go stopOnSignals(signals, stop)
+	if err := agent.Run(stop, cfg, conns, logger); err != nil {
 		logger.Error("agent failed", "error", err)
 		os.Exit(1)
 	}
+}
+
+// stopOnSignals maps the first signal to a graceful stop and the second to
+// a stop now; a third one gets Go's default handling and ends the process.
+func stopOnSignals(signals chan os.Signal, stop *agent.Stopper) {
+	<-signals
+	stop.Graceful()
+	<-signals
+	signal.Stop(signals)
+	stop.Now()
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -16,7 +17,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/capacity"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/metrics"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/shutdown"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/transfer"
 )
 
@@ -35,6 +38,23 @@ func (d *scriptedDispatcher) Connect(stream leasev1.LeaseService_ConnectServer) 
 	}
 	return nil
 }
+
+// hangUp ends the stream once the agent closed its side (err is io.EOF),
+// as the real dispatcher does: the agent waits for that before it cancels.
+func (d *scriptedDispatcher) hangUp(err error) {
+	if errors.Is(err, io.EOF) {
+		select {
+		case d.end <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// noPools has no connections open.
+type noPools struct{}
+
+func (noPools) SetLimit(string, int)            {}
+func (noPools) Report() []*leasev1.EndpointPool { return nil }
 
 // committingRunner asks to commit and reports success (or the refusal).
 type committingRunner struct{}
@@ -60,34 +80,38 @@ func recvKind[T any](t *testing.T, stream leasev1.LeaseService_ConnectServer, ge
 	}
 }
 
-// The agent's side of a session against a dispatcher that follows the
-// protocol: hello with the agent's identity and slots; after the welcome
-// a pool report and its credit window; a lease runs through the runner,
-// whose commit is answered, and its result comes back under the lease's
-// token. When the stream ends the client dials again.
-func TestClientSession(t *testing.T) {
+// newTestClient is a client with 3 slots of a dispatcher the test scripts.
+func newTestClient(t *testing.T, runner Runner) (*Client, *scriptedDispatcher) {
 	l := bufconn.Listen(1 << 20)
 	d := &scriptedDispatcher{streams: make(chan leasev1.LeaseService_ConnectServer, 2), end: make(chan struct{}, 1)}
 	srv := grpc.NewServer()
 	leasev1.RegisterLeaseServiceServer(srv, d)
 	go func() { _ = srv.Serve(l) }()
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufconn",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return l.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	pools := &fakePools{open: map[string]int{}, busy: map[string]int{}, limit: map[string]int{}}
-	slots := NewSlots(3)
+	t.Cleanup(func() { _ = conn.Close() })
 	c := NewClient(Config{AgentID: "agent-1", Version: "test", Hostname: "h", CommitTimeout: 5 * time.Second, MaxBackoff: 100 * time.Millisecond,
 		Tracer: noop.NewTracerProvider().Tracer(""), Propagator: propagation.TraceContext{}},
-		"bufconn", conn, committingRunner{}, slots, NewQuotas(pools, []string{"ftp"}), metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+		"bufconn", conn, runner, capacity.NewSlots(3), capacity.NewQuotas(noPools{}, []string{"ftp"}), metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return c, d
+}
+
+// The agent's side of a session against a dispatcher that follows the
+// protocol: hello with the agent's identity and slots; after the welcome
+// a pool report and its credit window; a lease runs through the runner,
+// whose commit is answered, and its result comes back under the lease's
+// token. When the stream ends the client dials again.
+func TestClientSession(t *testing.T) {
+	c, d := newTestClient(t, committingRunner{})
+	stop := shutdown.New(time.Hour)
+	defer stop.Now()
 	runDone := make(chan error, 1)
-	go func() { runDone <- c.Run(ctx, context.Background()) }()
+	go func() { runDone <- c.Run(stop) }()
 
 	stream := <-d.streams
 	hello := recvKind(t, stream, (*leasev1.ConnectRequest).GetHello)
@@ -132,16 +156,147 @@ func TestClientSession(t *testing.T) {
 			t.Fatal(err)
 		}
 		recvKind(t, again, (*leasev1.ConnectRequest).GetPoolReport)
+		go func() {
+			for {
+				if _, err := again.Recv(); err != nil {
+					d.hangUp(err)
+					return
+				}
+			}
+		}()
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client did not reconnect after the stream ended")
 	}
-	cancel()
+	stop.Graceful()
 	select {
 	case err := <-runDone:
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after its context ended")
+	case <-time.After(4 * time.Second):
+		t.Fatal("Run did not return after a graceful stop with no job running (it waits for the dispatcher to end the stream, which it did)")
+	}
+}
+
+// gatedRunner runs until the test lets it finish (then it commits) or its
+// job is stopped.
+type gatedRunner struct{ started, finish chan struct{} }
+
+func (g gatedRunner) Run(ctx context.Context, job *transfer.Job) *leasev1.Outcome {
+	close(g.started)
+	select {
+	case <-g.finish:
+		return committingRunner{}.Run(ctx, job)
+	case <-ctx.Done():
+		return &leasev1.Outcome{Status: leasev1.Status_STATUS_FAILED, ErrorMessage: context.Cause(ctx).Error()}
+	}
+}
+
+// record reads everything the agent sends, from a goroutine always
+// waiting in Recv: a message the agent sends just before it cancels the
+// stream is lost to a reader that is not (grpc-go's server stream prefers
+// the cancel to buffered messages).
+func record(d *scriptedDispatcher, stream leasev1.LeaseService_ConnectServer) <-chan *leasev1.ConnectRequest {
+	msgs := make(chan *leasev1.ConnectRequest, 64)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				d.hangUp(err)
+				return
+			}
+			msgs <- m
+		}
+	}()
+	return msgs
+}
+
+func nextKind[T any](t *testing.T, msgs <-chan *leasev1.ConnectRequest, get func(*leasev1.ConnectRequest) *T) *T {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatalf("the stream ended before a %T", new(T))
+			}
+			if v := get(m); v != nil {
+				return v
+			}
+		case <-timeout:
+			t.Fatalf("no %T", new(T))
+		}
+	}
+}
+
+// A stop with a lease in flight: a graceful one keeps the stream up while
+// the job finishes and commits; once the stopper aborts (drain timeout, or
+// Now) the job is released, not failed. Either way Run then returns.
+func TestClientStops(t *testing.T) {
+	tests := []struct {
+		name         string
+		drainTimeout time.Duration
+		stop         func(s *shutdown.Stopper, finish chan struct{})
+		committed    bool
+	}{
+		{"graceful: the job finishes", time.Hour, func(s *shutdown.Stopper, finish chan struct{}) {
+			s.Graceful()
+			close(finish)
+		}, true},
+		{"graceful until the drain timeout", 50 * time.Millisecond, func(s *shutdown.Stopper, _ chan struct{}) { s.Graceful() }, false},
+		{"graceful then now", time.Hour, func(s *shutdown.Stopper, _ chan struct{}) { s.Graceful(); s.Now() }, false},
+		{"now", time.Hour, func(s *shutdown.Stopper, _ chan struct{}) { s.Now() }, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			runner := gatedRunner{started: make(chan struct{}), finish: make(chan struct{})}
+			c, d := newTestClient(t, runner)
+			stop := shutdown.New(tc.drainTimeout)
+			defer stop.Now()
+			runDone := make(chan error, 1)
+			go func() { runDone <- c.Run(stop) }()
+			stream := <-d.streams
+			msgs := record(d, stream)
+			nextKind(t, msgs, (*leasev1.ConnectRequest).GetHello)
+			if err := stream.Send(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Welcome{Welcome: &leasev1.Welcome{
+				DispatcherId: "d1", HeartbeatInterval: durationpb.New(time.Hour)}}}); err != nil {
+				t.Fatal(err)
+			}
+			// Once the stream is quiet the recorder waits in Recv for
+			// what the stop makes the agent send.
+			nextKind(t, msgs, (*leasev1.ConnectRequest).GetPoolReport)
+			nextKind(t, msgs, (*leasev1.ConnectRequest).GetCredit)
+			lease := &leasev1.Lease{LeaseId: "d1/0/1", Token: 3, Transfer: &leasev1.TransferSpec{TaskId: "t1", SrcId: "ftp", DstId: "local"}}
+			if err := stream.Send(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_Lease{Lease: lease}}); err != nil {
+				t.Fatal(err)
+			}
+			<-runner.started
+			tc.stop(stop, runner.finish)
+			if tc.committed {
+				commit := nextKind(t, msgs, (*leasev1.ConnectRequest).GetCommit)
+				if err := stream.Send(&leasev1.ConnectResponse{Message: &leasev1.ConnectResponse_CommitDecision{CommitDecision: &leasev1.CommitDecision{
+					LeaseId: commit.LeaseId, Token: commit.Token, Approved: true}}}); err != nil {
+					t.Fatal(err)
+				}
+				if res := nextKind(t, msgs, (*leasev1.ConnectRequest).GetResult); res.Outcome.GetStatus() != leasev1.Status_STATUS_SUCCEEDED {
+					t.Fatalf("result after a graceful stop = %v", res)
+				}
+			} else {
+				rel := nextKind(t, msgs, (*leasev1.ConnectRequest).GetRelease)
+				if rel.LeaseId != lease.LeaseId || rel.Token != lease.Token || rel.Reason != errDraining.Error() {
+					t.Fatalf("release = %v", rel)
+				}
+			}
+			select {
+			case err := <-runDone:
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return after the stop")
+			}
+		})
 	}
 }

@@ -1,4 +1,7 @@
-package session
+// Package capacity shares what one agent can take on between its
+// dispatcher streams: its transfer slots, and the FTP connections the
+// dispatchers' quotas allow.
+package capacity
 
 import (
 	"context"
@@ -15,7 +18,7 @@ type Slots struct {
 	sem   chan struct{}
 
 	mu       sync.Mutex
-	sessions []*Session
+	shares   []*Share
 	draining bool
 }
 
@@ -43,23 +46,14 @@ func (s *Slots) Acquire(ctx context.Context) error {
 // Release gives a slot back.
 func (s *Slots) Release() { <-s.sem }
 
-func (s *Slots) join(sess *Session) {
+// Join gives a newly connected stream its share, moving the others'.
+func (s *Slots) Join() *Share {
+	sh := &Share{slots: s, window: make(chan uint32, 1)}
 	s.mu.Lock()
-	s.sessions = append(s.sessions, sess)
+	s.shares = append(s.shares, sh)
 	s.rebalanceLocked()
 	s.mu.Unlock()
-}
-
-func (s *Slots) leave(sess *Session) {
-	s.mu.Lock()
-	for i, x := range s.sessions {
-		if x == sess {
-			s.sessions = append(s.sessions[:i], s.sessions[i+1:]...)
-			break
-		}
-	}
-	s.rebalanceLocked()
-	s.mu.Unlock()
+	return sh
 }
 
 // Drain sets every window to zero: no new leases from anyone.
@@ -74,12 +68,24 @@ func (s *Slots) Drain() {
 func (s *Slots) Connected() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.sessions)
+	return len(s.shares)
+}
+
+func (s *Slots) leave(sh *Share) {
+	s.mu.Lock()
+	for i, x := range s.shares {
+		if x == sh {
+			s.shares = append(s.shares[:i], s.shares[i+1:]...)
+			break
+		}
+	}
+	s.rebalanceLocked()
+	s.mu.Unlock()
 }
 
 func (s *Slots) rebalanceLocked() {
-	k := len(s.sessions)
-	for i, sess := range s.sessions {
+	k := len(s.shares)
+	for i, sh := range s.shares {
 		w := 0
 		if !s.draining {
 			w = s.total / k
@@ -87,6 +93,30 @@ func (s *Slots) rebalanceLocked() {
 				w++
 			}
 		}
-		sess.setWindow(uint32(w))
+		sh.set(uint32(w))
 	}
+}
+
+// Share is one stream's part of the slots: the credit window it offers
+// its dispatcher.
+type Share struct {
+	slots  *Slots
+	window chan uint32 // the newest window not yet taken
+}
+
+// Window delivers the stream's window whenever it changes; a window not
+// taken before the next change is replaced by it.
+func (sh *Share) Window() <-chan uint32 { return sh.window }
+
+// Leave gives the share back when its stream ends.
+func (sh *Share) Leave() { sh.slots.leave(sh) }
+
+// set runs under Slots.mu, so it is the only writer: once the stale
+// window is taken out, the send cannot block.
+func (sh *Share) set(w uint32) {
+	select {
+	case <-sh.window:
+	default:
+	}
+	sh.window <- w
 }

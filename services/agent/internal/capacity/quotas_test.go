@@ -1,4 +1,4 @@
-package session
+package capacity
 
 import (
 	"testing"
@@ -9,6 +9,10 @@ import (
 // fakePools holds connections as a pool does: a lowered limit closes
 // idle ones only; busy ones stay open until they are given back.
 type fakePools struct{ open, busy, limit map[string]int }
+
+func newFakePools() *fakePools {
+	return &fakePools{open: map[string]int{}, busy: map[string]int{}, limit: map[string]int{}}
+}
 
 func (f *fakePools) SetLimit(ep string, n int) {
 	f.limit[ep] = n
@@ -27,22 +31,42 @@ func (f *fakePools) Report() []*leasev1.EndpointPool {
 // acknowledging it then would let the dispatcher grant the connection to
 // another agent, one over the endpoint's limit.
 func TestLoweredQuotaSettlesWhenBusyConnectionsClose(t *testing.T) {
-	pools := &fakePools{open: map[string]int{}, busy: map[string]int{}, limit: map[string]int{}}
+	pools := newFakePools()
 	q := NewQuotas(pools, []string{"ftp"})
-	s := &Session{}
-	q.set(s, "ftp", 3)
+	g := q.Grant()
+	g.Set("ftp", 3)
 	pools.open["ftp"], pools.busy["ftp"] = 3, 3
 	if !q.Settled() {
 		t.Fatal("3 open within a quota of 3 is settled")
 	}
-	q.set(s, "ftp", 2) // taken back while all three are busy
-	if q.Settled() {
+	g.Set("ftp", 2) // taken back while all three are busy
+	if g.Settled() {
 		t.Fatal("3 connections open above a quota of 2 must not be acknowledged")
 	}
 	pools.busy["ftp"] = 2
 	pools.SetLimit("ftp", 2) // the transfer ended: the pool closes it on Put
-	if !q.Settled() {
+	if !g.Settled() {
 		t.Fatal("back within the quota: settled")
+	}
+}
+
+// The pool's limit is the sum of every stream's quota, and a stream that
+// ends takes its quota with it.
+func TestPoolLimitSumsTheGrants(t *testing.T) {
+	pools := newFakePools()
+	q := NewQuotas(pools, []string{"ftp", "other"})
+	if pools.limit["ftp"] != 0 || pools.limit["other"] != 0 {
+		t.Fatalf("limits before any grant: %v", pools.limit)
+	}
+	d1, d2 := q.Grant(), q.Grant()
+	d1.Set("ftp", 3)
+	d2.Set("ftp", 2)
+	if pools.limit["ftp"] != 5 {
+		t.Fatalf("limit %d, want 3+2", pools.limit["ftp"])
+	}
+	d1.Drop()
+	if pools.limit["ftp"] != 2 {
+		t.Fatalf("limit %d after d1 left, want 2", pools.limit["ftp"])
 	}
 }
 
@@ -50,14 +74,14 @@ func TestLoweredQuotaSettlesWhenBusyConnectionsClose(t *testing.T) {
 // also a departed dispatcher's while its transfers finish, and connections
 // still closing above every quota.
 func TestReportTellsEachDispatcherWhatOthersGranted(t *testing.T) {
-	pools := &fakePools{open: map[string]int{}, busy: map[string]int{}, limit: map[string]int{}}
+	pools := newFakePools()
 	q := NewQuotas(pools, []string{"ftp"})
-	d1, d2 := &Session{}, &Session{}
-	q.set(d1, "ftp", 3)
-	q.set(d2, "ftp", 2)
+	d1, d2 := q.Grant(), q.Grant()
+	d1.Set("ftp", 3)
+	d2.Set("ftp", 2)
 	pools.open["ftp"], pools.busy["ftp"] = 5, 5
-	elsewhere := func(s *Session) uint32 {
-		for _, p := range q.reportFor(s) {
+	elsewhere := func(g *Grant) uint32 {
+		for _, p := range g.Report() {
 			if p.EndpointId == "ftp" {
 				return p.Elsewhere
 			}
@@ -70,13 +94,12 @@ func TestReportTellsEachDispatcherWhatOthersGranted(t *testing.T) {
 	}
 	// d2 takes one back while all five are busy: one connection is above
 	// every quota until it closes, and both must count it.
-	q.set(d2, "ftp", 1)
+	d2.Set("ftp", 1)
 	if e1, e2 := elsewhere(d1), elsewhere(d2); e1 != 2 || e2 != 4 {
 		t.Fatalf("with one closing: elsewhere d1=%d d2=%d, want 2 and 4", e1, e2)
 	}
 	// A third dispatcher, just connected, learns of all of them.
-	d3 := &Session{}
-	if e3 := elsewhere(d3); e3 != 5 {
+	if e3 := elsewhere(q.Grant()); e3 != 5 {
 		t.Fatalf("new dispatcher hears of %d, want 5", e3)
 	}
 }
