@@ -2,10 +2,12 @@ package devstack
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 )
 
 // The clients here use franz-go, not the dispatcher's confluent-kafka-go:
@@ -37,18 +39,6 @@ func (p *Producer) Produce(ctx context.Context, topic string, key, value []byte,
 // Close disconnects.
 func (p *Producer) Close() { p.cl.Close() }
 
-// Message is an outcome read back from Kafka.
-type Message struct {
-	Topic     string
-	Partition int32
-	Offset    int64
-	Key       string
-	Value     []byte
-	Headers   map[string]string
-	// Fields is Value decoded as a JSON object (nil if it is not one).
-	Fields map[string]any
-}
-
 // Consumer reads outcome topics from the beginning, seeing only committed
 // transactions, as FTP Pooler's users are told to.
 type Consumer struct{ cl *kgo.Client }
@@ -71,7 +61,7 @@ func NewConsumer(brokers []string, topics ...string) (*Consumer, error) {
 
 // Next returns the messages available now, waiting for at least one until
 // ctx ends.
-func (c *Consumer) Next(ctx context.Context) ([]Message, error) {
+func (c *Consumer) Next(ctx context.Context) ([]kafka.Message, error) {
 	fetches := c.cl.PollFetches(ctx)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -85,15 +75,9 @@ func (c *Consumer) Next(ctx context.Context) ([]Message, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	var out []Message
-	fetches.EachRecord(func(r *kgo.Record) {
-		m := Message{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: r.Value, Headers: map[string]string{}}
-		for _, h := range r.Headers {
-			m.Headers[h.Key] = string(h.Value)
-		}
-		_ = json.Unmarshal(r.Value, &m.Fields)
-		out = append(out, m)
-	})
+	var out []kafka.Message
+	now := time.Now()
+	fetches.EachRecord(func(r *kgo.Record) { out = append(out, kafka.FromRecord(r, now)) })
 	return out, nil
 }
 

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,7 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -48,8 +48,8 @@ func TestNonTasksGoToTheDLQ(t *testing.T) {
 	}
 	s.submit(map[string]any{"task_id": "after-junk", "src_id": "remote-ftp", "src_path": "/after.txt", "dst_id": "local", "dst_path": "after.txt"})
 
-	dlq := s.await(len(cases), 30*time.Second, func(m devstack.Message) bool { return m.Topic == "ftp-tasks-dlq" })
-	byKey := map[string]devstack.Message{}
+	dlq := s.await(len(cases), 30*time.Second, func(m kafka.Message) bool { return m.Topic == "ftp-tasks-dlq" })
+	byKey := map[string]kafka.Message{}
 	for _, m := range dlq {
 		if _, dup := byKey[m.Key]; dup {
 			t.Errorf("two DLQ messages for %s", m.Key)
@@ -103,9 +103,11 @@ func TestFailureCodes(t *testing.T) {
 	}
 	downPort := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	s := newStackWith(t, stackOptions{}, func(s *stack) string {
-		return fmt.Sprintf("\n[wrong-password]\ntype = ftp\nhost = 127.0.0.1\nport = %d\nuser = alice\npass = not-the-password\n\n[down-ftp]\ntype = ftp\nhost = 127.0.0.1\nport = %d\n",
-			s.ftpA.Port, downPort)
+	s := newStackWith(t, stackOptions{}, func(s *stack) []config.Endpoint {
+		return []config.Endpoint{
+			config.FTP("wrong-password", "127.0.0.1", s.ftpA.Port, "alice", "not-the-password"),
+			{ID: "down-ftp", Type: "ftp", Host: "127.0.0.1", Port: downPort}, // anonymous
+		}
 	})
 	outside := t.TempDir()
 	if err := os.Symlink(outside, filepath.Join(s.base, "escape")); err != nil {

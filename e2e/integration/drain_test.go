@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -15,7 +16,7 @@ import (
 // period, then releases it; the other agent finishes it, and the release
 // does not count as a failed attempt.
 func TestAgentDrainReleasesWhatItCannotFinish(t *testing.T) {
-	s := newStack(t, stackOptions{agents: 1, agentYML: "  drain_timeout: 500ms\n"})
+	s := newStack(t, stackOptions{agents: 1, config: func(c *config.Config) { c.Agent.DrainTimeout = 500 * time.Millisecond }})
 	// 8 MiB take two seconds: the drain timeout leaves more than the
 	// 1 MiB below which a partial file is not worth keeping.
 	s.ftpA.Throttle.Store(4 << 20)

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -88,19 +89,11 @@ func TestMutualTLSAndAdminToken(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := newStack(t, stackOptions{agents: 1, dispatcherYML: fmt.Sprintf(`
-  tls:
-    cert_file: %s
-    key_file: %s
-    client_ca_file: %s
-  admin:
-    token_file: %s
-`, p.serverCert, p.serverKey, p.ca, tokenFile), agentYML: fmt.Sprintf(`
-  tls:
-    ca_file: %s
-    cert_file: %s
-    key_file: %s
-`, p.ca, p.clientCert, p.clientKey), adminToken: "s3cret-token"})
+	s := newStack(t, stackOptions{agents: 1, adminToken: "s3cret-token", config: func(c *config.Config) {
+		c.Dispatcher.TLS = config.TLSFiles{CertFile: p.serverCert, KeyFile: p.serverKey, ClientCAFile: p.ca}
+		c.Dispatcher.Admin.TokenFile = tokenFile
+		c.Agent.TLS = config.TLSFiles{CAFile: p.ca, CertFile: p.clientCert, KeyFile: p.clientKey}
+	}})
 	writeFile(t, filepath.Join(s.ftpA.Root, "a.txt"), "over mTLS")
 	s.submit(map[string]any{"task_id": "mtls-1", "src_id": "remote-ftp", "src_path": "/a.txt", "dst_id": "local", "dst_path": "a.txt"})
 	if m := s.outcome("mtls-1"); m.Fields["status"] != "success" {
@@ -108,9 +101,9 @@ func TestMutualTLSAndAdminToken(t *testing.T) {
 	}
 
 	// An agent that trusts the dispatcher but has no certificate of its own.
-	noCert := filepath.Join(s.dir, "no-cert.yaml")
-	writeFile(t, noCert, strings.Replace(readFile(t, s.agentCfgPath), "    cert_file: "+p.clientCert+"\n    key_file: "+p.clientKey+"\n", "", 1))
-	s.startAgentWith(2, noCert)
+	noCert := s.cfg
+	noCert.Agent.TLS.CertFile, noCert.Agent.TLS.KeyFile = "", ""
+	s.startAgentWith(2, s.writeConfig("no-cert", noCert))
 	time.Sleep(time.Second)
 	agents, err := s.admin.ListAgents(context.Background(), &adminv1.ListAgentsRequest{})
 	if err != nil {
@@ -239,7 +232,7 @@ func TestEndpointsPauseAndWatch(t *testing.T) {
 // counters a dashboard would show move with a transfer.
 func TestMetricsMove(t *testing.T) {
 	port := freePort(t)
-	s := newStack(t, stackOptions{agents: 1, agentYML: fmt.Sprintf("  http_listen: 127.0.0.1:%d\n", port)})
+	s := newStack(t, stackOptions{agents: 1, config: func(c *config.Config) { c.Agent.HTTPListen = fmt.Sprintf("127.0.0.1:%d", port) }})
 	dispURL := "http://" + s.addrs.HTTP.String() + "/metrics"
 	agentURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	before := scrape(t, dispURL)

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 )
 
-const seedTask = `{"task_id":"test-001","src_id":"remote-ftp","src_path":"/test1.txt","dst_id":"local","dst_path":"/data/storage/test1.txt"}`
+const seedTask = kafka.SeedTask
 
 // timestampRE is the original service's format: Python isoformat in UTC.
 var timestampRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$`)
@@ -20,7 +20,7 @@ func TestSeedDownload(t *testing.T) {
 	for _, delivery := range []string{"exactly_once", "at_least_once"} {
 		t.Run(delivery, func(t *testing.T) {
 			s := newStack(t, stackOptions{delivery: delivery})
-			writeFile(t, filepath.Join(s.ftpA.Root, "test1.txt"), "Test file content 1\n")
+			writeFile(t, filepath.Join(s.ftpA.Root, "test1.txt"), kafka.SeedContent)
 			const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 			s.produce("test-001", []byte(seedTask), map[string]string{"traceparent": traceparent})
 
@@ -49,7 +49,7 @@ func TestSeedDownload(t *testing.T) {
 			// The base is not /data/storage here, so the absolute path is
 			// taken relative to the base, as the original did.
 			got := readFile(t, filepath.Join(s.base, "data/storage/test1.txt"))
-			if got != "Test file content 1\n" {
+			if got != kafka.SeedContent {
 				t.Errorf("destination holds %q", got)
 			}
 			assertNoTempFiles(t, s.base)
@@ -68,11 +68,11 @@ func TestOneOutcomeEach(t *testing.T) {
 		s.submit(map[string]any{"task_id": "many-" + name(i), "src_id": "remote-ftp", "src_path": "/many/" + name(i),
 			"dst_id": "local", "dst_path": "many/" + name(i)})
 	}
-	got := s.await(n, 60*time.Second, func(m devstack.Message) bool { return len(m.Key) > 5 && m.Key[:5] == "many-" })
+	got := s.await(n, 60*time.Second, func(m kafka.Message) bool { return len(m.Key) > 5 && m.Key[:5] == "many-" })
 	t.Logf("%d tasks in %s", n, time.Since(start))
 	// Give duplicates, if any, time to show up.
 	time.Sleep(300 * time.Millisecond)
-	got = s.await(n, time.Second, func(m devstack.Message) bool { return len(m.Key) > 5 && m.Key[:5] == "many-" })
+	got = s.await(n, time.Second, func(m kafka.Message) bool { return len(m.Key) > 5 && m.Key[:5] == "many-" })
 	seen := map[string]int{}
 	for _, m := range got {
 		seen[m.Key]++

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 )
 
 // TestRebalanceKeepsOneOutcomePerTask runs two dispatchers in one consumer
@@ -33,7 +33,7 @@ func TestRebalanceKeepsOneOutcomePerTask(t *testing.T) {
 		}
 	}
 	submit(0, 100)
-	isRB := func(m devstack.Message) bool { return len(m.Key) > 3 && m.Key[:3] == "rb-" }
+	isRB := func(m kafka.Message) bool { return len(m.Key) > 3 && m.Key[:3] == "rb-" }
 	s.await(50, 30*time.Second, isRB)
 	s.stopDispatcher(d1) // graceful: drains, publishes, commits, leaves the group
 	submit(100, 200)

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 	"github.com/ftp-pooler/ftp-pooler/services/agent"
 	"github.com/ftp-pooler/ftp-pooler/services/dispatcher"
@@ -27,25 +29,25 @@ import (
 
 // stack is one dispatcher, its agents, a broker and two FTP servers.
 type stack struct {
-	t       *testing.T
-	dir     string
-	broker  *devstack.Broker
-	ftpA    *devstack.FTPServer // endpoint remote-ftp
-	ftpB    *devstack.FTPServer // endpoint archive-ftp
-	base    string              // local endpoint's base_path
-	other   string              // second local endpoint's base_path
+	t      *testing.T
+	dir    string
+	broker *devstack.Broker
+	ftpA   *devstack.FTPServer // endpoint remote-ftp
+	ftpB   *devstack.FTPServer // endpoint archive-ftp
+	base   string              // local endpoint's base_path
+	other  string              // second local endpoint's base_path
+	// cfg is what cfgPath holds; agents read it too unless told otherwise.
+	cfg     config.Config
 	cfgPath string
-	// agentCfgPath is the config agents read (the same file by default).
-	agentCfgPath string
-	conns        string
-	admin        adminv1.AdminServiceClient
-	addrs        dispatcher.Addrs // the first dispatcher's
+	conns   string
+	admin   adminv1.AdminServiceClient
+	addrs   dispatcher.Addrs // the first dispatcher's
 
 	prod *devstack.Producer
 	cons *devstack.Consumer
 
 	mu   sync.Mutex
-	seen []devstack.Message
+	seen []kafka.Message
 
 	dispatchers []*dispatcherProc
 	agents      []agentProc
@@ -68,11 +70,9 @@ type stackOptions struct {
 	agents   int
 	slots    int
 	delivery string
-	extraINI string // appended to connections.ini
-	extraYML string // appended to config.yaml (top level)
-	// dispatcherYML and agentYML are appended to their sections, indented.
-	dispatcherYML string
-	agentYML      string
+	// config changes the suite's config.yaml (suiteConfig) before it is
+	// written.
+	config func(*config.Config)
 	// adminToken is sent with every admin call.
 	adminToken string
 }
@@ -82,8 +82,9 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	return newStackWith(t, o, nil)
 }
 
-// newStackWith lets extraINI see the started FTP servers (their ports).
-func newStackWith(t *testing.T, o stackOptions, extraINI func(*stack) string) *stack {
+// newStackWith adds endpoints to connections.ini that may name the
+// started FTP servers (their ports).
+func newStackWith(t *testing.T, o stackOptions, endpoints func(*stack) []config.Endpoint) *stack {
 	t.Helper()
 	if o.agents == 0 {
 		o.agents = 2
@@ -93,9 +94,6 @@ func newStackWith(t *testing.T, o stackOptions, extraINI func(*stack) string) *s
 	}
 	if o.delivery == "" {
 		o.delivery = "exactly_once"
-	}
-	if !strings.Contains(o.agentYML, "drain_timeout") {
-		o.agentYML += "  drain_timeout: 5s\n"
 	}
 	dir := t.TempDir()
 	s := &stack{t: t, dir: dir, base: filepath.Join(dir, "storage"), other: filepath.Join(dir, "other"), logs: &syncBuffer{}}
@@ -117,70 +115,24 @@ func newStackWith(t *testing.T, o stackOptions, extraINI func(*stack) string) *s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.ftpB.Close() })
-	if extraINI != nil {
-		o.extraINI += extraINI(s)
+	s.cfg = suiteConfig(s.broker.Addr, o.delivery)
+	if o.config != nil {
+		o.config(&s.cfg)
 	}
-
-	s.cfgPath = filepath.Join(dir, "config.yaml")
-	writeFile(t, s.cfgPath, fmt.Sprintf(`kafka:
-  bootstrap_servers:
-    - %s
-  consumer_group: ftp-pooler
-  input_topic: ftp-tasks
-  result_topic: ftp-results
-  fail_topic: ftp-failures
-  dlq_topic: ftp-tasks-dlq
-  delivery: %s
-  commit_interval: 5ms
-retry:
-  max_attempts: 3
-  base_backoff: 50ms
-  max_backoff: 200ms
-  max_outage: 4s
-lease:
-  ttl: 3s
-  heartbeat_interval: 300ms
-transfer:
-  connect_timeout_seconds: 3
-  fsync: false
-logging:
-  level: DEBUG
-  format: text
-dispatcher:
-  listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  http_listen: 127.0.0.1:0
-  drain_timeout: 5s
-%s
-agent:
-  reconnect_max_backoff: 500ms
-%s
-%s`, s.broker.Addr, o.delivery, o.dispatcherYML, o.agentYML, o.extraYML))
-	s.agentCfgPath = s.cfgPath
+	s.cfgPath = s.writeConfig("config", s.cfg)
+	conns := config.Connections{
+		config.FTP("remote-ftp", s.ftpA.Host, s.ftpA.Port, "alice", "secret;with%chars"),
+		config.FTP("archive-ftp", s.ftpB.Host, s.ftpB.Port, "bob", "hunter2"),
+		config.Local("local", s.base),
+		config.Local("other-local", s.other),
+	}
+	if endpoints != nil {
+		conns = append(conns, endpoints(s)...)
+	}
 	s.conns = filepath.Join(dir, "connections.ini")
-	writeFile(t, s.conns, fmt.Sprintf(`[remote-ftp]
-type = ftp
-host = %s
-port = %d
-user = alice
-pass = secret;with%%chars
-passive = true
-
-[archive-ftp]
-type = ftp
-host = %s
-port = %d
-user = bob
-pass = hunter2
-
-[local]
-type = local
-base_path = %s
-
-[other-local]
-type = local
-base_path = %s
-%s`, s.ftpA.Host, s.ftpA.Port, s.ftpB.Host, s.ftpB.Port, s.base, s.other, o.extraINI))
+	if err := conns.Write(s.conns, "Written by e2e/integration for "+t.Name()+"."); err != nil {
+		t.Fatal(err)
+	}
 
 	s.addrs = s.startDispatcher("d0").addrs
 	for range o.agents {
@@ -210,6 +162,31 @@ base_path = %s
 		}
 	})
 	return s
+}
+
+// suiteConfig is the suite's config.yaml: quick commits, retries and
+// leases, every address on loopback with a port of its own.
+func suiteConfig(broker, delivery string) config.Config {
+	c := config.Default()
+	c.Kafka.BootstrapServers, c.Kafka.Delivery, c.Kafka.CommitInterval = []string{broker}, delivery, 5*time.Millisecond
+	c.Retry = config.Retry{MaxAttempts: 3, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, MaxOutage: 4 * time.Second}
+	c.Lease.TTL, c.Lease.HeartbeatInterval = 3*time.Second, 300*time.Millisecond
+	c.Transfer.ConnectTimeoutSeconds, c.Transfer.Fsync = 3, false
+	c.Logging.Level, c.Logging.Format = "DEBUG", "text"
+	c.Dispatcher.Listen, c.Dispatcher.AdminListen, c.Dispatcher.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	c.Dispatcher.DrainTimeout = 5 * time.Second
+	c.Agent.ReconnectMaxBackoff, c.Agent.DrainTimeout = 500*time.Millisecond, 5*time.Second
+	return c
+}
+
+// writeConfig writes c as <dir>/<name>.yaml and returns the path.
+func (s *stack) writeConfig(name string, c config.Config) string {
+	s.t.Helper()
+	path := filepath.Join(s.dir, name+".yaml")
+	if err := c.Write(path, "Written by e2e/integration for "+s.t.Name()+"."); err != nil {
+		s.t.Fatal(err)
+	}
+	return path
 }
 
 func (s *stack) logger(name string) *slog.Logger {
@@ -260,7 +237,7 @@ func (s *stack) stopDispatcher(d *dispatcherProc) {
 
 func (s *stack) startAgent(slots int) {
 	s.t.Helper()
-	s.startAgentWith(slots, s.agentCfgPath)
+	s.startAgentWith(slots, s.cfgPath)
 }
 
 // startAgentWith starts an agent reading its own config file.
@@ -351,13 +328,13 @@ func (s *stack) submit(fields map[string]any) {
 
 // await reads outcomes until match has accepted want of them, and returns
 // those; it fails the test after timeout.
-func (s *stack) await(want int, timeout time.Duration, match func(devstack.Message) bool) []devstack.Message {
+func (s *stack) await(want int, timeout time.Duration, match func(kafka.Message) bool) []kafka.Message {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
 		s.mu.Lock()
-		var got []devstack.Message
+		var got []kafka.Message
 		for _, m := range s.seen {
 			if match(m) {
 				got = append(got, m)
@@ -404,9 +381,9 @@ func (s *stack) settle(d time.Duration) map[string]int {
 }
 
 // outcome waits for the one outcome of a task id.
-func (s *stack) outcome(taskID string) devstack.Message {
+func (s *stack) outcome(taskID string) kafka.Message {
 	s.t.Helper()
-	return s.await(1, 20*time.Second, func(m devstack.Message) bool { return m.Key == taskID && m.Topic != "ftp-tasks-dlq" })[0]
+	return s.await(1, 20*time.Second, func(m kafka.Message) bool { return m.Key == taskID && m.Topic != "ftp-tasks-dlq" })[0]
 }
 
 func noEnv(string) string { return "" }

@@ -10,9 +10,7 @@ package realstack
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,27 +19,14 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
-// chaosDispatcher is one dispatcher process and its admin client.
-type chaosDispatcher struct {
-	Proc  *Proc
-	ID    string // --instance-id
-	Lease string // fixed addresses
-	Admin string
-	HTTP  string
-	conn  *grpc.ClientConn
-	API   adminv1.AdminServiceClient
-}
-
 // chaosAgent is one agent process.
 type chaosAgent struct {
-	Proc *Proc
-	ID   string
+	*stack.Agent
 	// Proxies stand between this agent and each dispatcher (the zombie);
 	// nil when it dials them directly.
 	Proxies []*chaosProxy
@@ -49,16 +34,15 @@ type chaosAgent struct {
 
 // chaosCluster is the fleet under test.
 type chaosCluster struct {
-	t      *testing.T
-	Dir    string
-	Base   string // the local endpoint's base_path
-	Group  string
-	Config string
-	Conns  string
-	Slots  int
+	t     *testing.T
+	Dir   string
+	Base  string // the local endpoint's base_path
+	Group string
+	Files stack.Files
+	Slots int
 	// Limits is each FTP endpoint's max_connections.
 	Limits      map[string]int
-	Dispatchers []*chaosDispatcher
+	Dispatchers []*stack.Dispatcher
 	Agents      []*chaosAgent
 
 	// The supervisor restarts processes that exit outside a fault (as
@@ -73,26 +57,19 @@ type chaosCluster struct {
 // chaosConfig is config.yaml for every process of the fleet: short leases
 // and breakers so faults heal within the run, a consumer session timeout
 // that hands a crashed dispatcher's partitions over in seconds.
-func chaosConfig(group string) map[string]map[string]any {
-	return map[string]map[string]any{
-		"kafka": {
-			"bootstrap_servers": strings.Split(env.KafkaBrokers, ","),
-			"consumer_group":    group,
-			"commit_interval":   "20ms",
-			"client": map[string]string{
-				"session.timeout.ms":    "10000",
-				"heartbeat.interval.ms": "1000",
-			},
-		},
-		"pool":            {"max_sessions_per_connection": 10, "session_timeout_seconds": 60},
-		"transfer":        {"connect_timeout_seconds": 5, "idle_timeout": "20s"},
-		"retry":           {"max_attempts": 4, "base_backoff": "300ms", "max_backoff": "3s"},
-		"lease":           {"ttl": "8s", "heartbeat_interval": "1s", "commit_timeout": "20s"},
-		"circuit_breaker": {"failure_threshold": 5, "success_threshold": 2, "timeout_seconds": 3, "half_open_max_calls": 1},
-		"logging":         {"level": "INFO", "format": "text"},
-		"dispatcher":      {"drain_timeout": "20s"},
-		"agent":           {"drain_timeout": "15s", "reconnect_max_backoff": "1s"},
-	}
+func chaosConfig(group string) config.Config {
+	c := config.Default()
+	c.Kafka.BootstrapServers, c.Kafka.ConsumerGroup, c.Kafka.CommitInterval = env.Brokers(), group, 20*time.Millisecond
+	c.Kafka.Client = map[string]string{"session.timeout.ms": "10000", "heartbeat.interval.ms": "1000"}
+	c.Pool.MaxSessionsPerConnection, c.Pool.SessionTimeoutSeconds = 10, 60
+	c.Transfer.ConnectTimeoutSeconds, c.Transfer.IdleTimeout = 5, 20*time.Second
+	c.Retry.MaxAttempts, c.Retry.BaseBackoff, c.Retry.MaxBackoff = 4, 300*time.Millisecond, 3*time.Second
+	c.Lease.TTL, c.Lease.HeartbeatInterval, c.Lease.CommitTimeout = 8*time.Second, time.Second, 20*time.Second
+	c.CircuitBreaker = config.CircuitBreaker{FailureThreshold: 5, SuccessThreshold: 2, TimeoutSeconds: 3, HalfOpenMaxCalls: 1}
+	c.Logging.Level, c.Logging.Format = "INFO", "text"
+	c.Dispatcher.DrainTimeout = 20 * time.Second
+	c.Agent.DrainTimeout, c.Agent.ReconnectMaxBackoff = 15*time.Second, time.Second
+	return c
 }
 
 // newChaosCluster writes the files; start starts the processes.
@@ -106,50 +83,38 @@ func newChaosCluster(t *testing.T, dispatchers, agents, slots int, limits map[st
 	must(t, os.MkdirAll(c.Dir, 0o755))
 	c.Base = filepath.Join(c.Dir, "base")
 	must(t, os.MkdirAll(c.Base, 0o755))
-	c.Config = filepath.Join(c.Dir, "config.yaml")
-	c.Conns = filepath.Join(c.Dir, "connections.ini")
-	b, err := json.MarshalIndent(chaosConfig(c.Group), "", "  ")
-	must(t, err)
-	must(t, os.WriteFile(c.Config, append([]byte("# Written by e2e/realstack for "+t.Name()+".\n"), append(b, '\n')...), 0o644))
-	var ini strings.Builder
-	fmt.Fprintf(&ini, "; Written by e2e/realstack for %s.\n", t.Name())
+	c.Files = stack.Files{Config: filepath.Join(c.Dir, "config.yaml"), Connections: filepath.Join(c.Dir, "connections.ini")}
+	comment := "Written by e2e/realstack for " + t.Name() + "."
+	must(t, chaosConfig(c.Group).Write(c.Files.Config, comment))
+	var conns config.Connections
 	for _, srv := range []FTPServer{env.VSFTPD, env.PureFTPD} {
-		fmt.Fprintf(&ini, "\n[%s]\n", srv.Name)
-		for _, kv := range ftpKeys(srv) {
-			fmt.Fprintf(&ini, "%s = %s\n", kv[0], kv[1])
-		}
-		fmt.Fprintf(&ini, "max_connections = %d\n", limits[srv.Name])
+		e := srv.Endpoint(srv.Name)
+		e.MaxConnections = limits[srv.Name]
+		conns = append(conns, e)
 	}
-	fmt.Fprintf(&ini, "\n[local]\ntype = local\nbase_path = %s\n", c.Base)
-	must(t, os.WriteFile(c.Conns, []byte(ini.String()), 0o600))
+	must(t, append(conns, config.Local("local", c.Base)).Write(c.Files.Connections, comment))
 
 	for i := 0; i < dispatchers; i++ {
 		id := fmt.Sprintf("chaos-d%d", i+1)
-		d := &chaosDispatcher{ID: id, Lease: freeAddr(t), Admin: freeAddr(t), HTTP: freeAddr(t)}
-		d.Proc = NewProc(id, filepath.Join(env.BinDir, "dispatcher"), filepath.Join(c.Dir, id+".log"),
-			"--config", c.Config, "--connections", c.Conns, "--listen", d.Lease, "--admin-listen", d.Admin,
-			"--http-listen", d.HTTP, "--instance-id", c.Group+"-"+id)
-		conn, err := grpc.NewClient(d.Admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		at, err := stack.FreeAddrs()
 		must(t, err)
-		d.conn, d.API = conn, adminv1.NewAdminServiceClient(conn)
-		c.Dispatchers = append(c.Dispatchers, d)
+		c.Dispatchers = append(c.Dispatchers, stack.NewDispatcher(id, filepath.Join(env.BinDir, "dispatcher"), filepath.Join(c.Dir, id+".log"),
+			c.Group+"-"+id, c.Files, at))
 	}
 	for i := 0; i < agents; i++ {
 		id := fmt.Sprintf("chaos-a%d", i+1)
-		a := &chaosAgent{ID: c.Group + "-a" + fmt.Sprint(i+1)}
-		var addrs []string
+		a := &chaosAgent{Agent: stack.NewAgent(id, filepath.Join(env.BinDir, "agent"), filepath.Join(c.Dir, id+".log"),
+			c.Group+"-a"+fmt.Sprint(i+1), c.Files)}
 		for _, d := range c.Dispatchers {
 			if i == zombie {
 				p := newChaosProxy(t, d.Lease)
 				a.Proxies = append(a.Proxies, p)
-				addrs = append(addrs, p.Addr())
+				a.Dispatchers = append(a.Dispatchers, p.Addr())
 			} else {
-				addrs = append(addrs, d.Lease)
+				a.Dispatchers = append(a.Dispatchers, d.Lease)
 			}
 		}
-		a.Proc = NewProc(id, filepath.Join(env.BinDir, "agent"), filepath.Join(c.Dir, id+".log"),
-			"--config", c.Config, "--connections", c.Conns, "--dispatcher", strings.Join(addrs, ","),
-			"--slots", fmt.Sprint(slots), "--agent-id", a.ID, "--http-listen", "127.0.0.1:0")
+		a.Slots, a.HTTPListen = slots, "127.0.0.1:0"
 		c.Agents = append(c.Agents, a)
 	}
 	SeekGroupToEnd(t, c.Group, TasksTopic)
@@ -266,32 +231,15 @@ func (c *chaosCluster) Procs() []*Proc {
 // consumer group (/readyz).
 func (c *chaosCluster) StartDispatcher(i int, timeout time.Duration) error {
 	d := c.Dispatchers[i]
-	if err := d.Proc.Start(); err != nil {
+	if err := d.Start(timeout); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		if !d.Proc.Running() {
-			return fmt.Errorf("%s exited (%v) while starting\n%s", d.ID, d.Proc.Wait(0), d.Proc.Tail(40))
-		}
-		if code, err := httpStatus("http://" + d.HTTP + "/readyz"); err == nil && code == http.StatusOK {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within %s\n%s", d.ID, timeout, d.Proc.Tail(40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return d.WaitReadyz(timeout)
 }
 
 // StartAgent starts agent i and waits until it serves HTTP.
 func (c *chaosCluster) StartAgent(i int) error {
-	a := c.Agents[i]
-	if err := a.Proc.Start(); err != nil {
-		return err
-	}
-	_, err := a.Proc.WaitLogValue("http_address", 30*time.Second)
-	return err
+	return c.Agents[i].Start(30 * time.Second)
 }
 
 // Connected lists, per dispatcher, the agents it holds a stream from with
@@ -299,14 +247,12 @@ func (c *chaosCluster) StartAgent(i int) error {
 func (c *chaosCluster) Connected() ([][]string, error) {
 	var out [][]string
 	for _, d := range c.Dispatchers {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		r, err := d.API.ListAgents(ctx, &adminv1.ListAgentsRequest{})
-		cancel()
+		agents, err := d.ListAgents()
 		if err != nil {
 			return nil, fmt.Errorf("%s ListAgents: %w", d.ID, err)
 		}
 		var ids []string
-		for _, a := range r.Agents {
+		for _, a := range agents {
 			if a.Window > 0 && !a.Draining {
 				ids = append(ids, a.AgentId)
 			}
@@ -354,7 +300,7 @@ func (c *chaosCluster) Leases() []*adminv1.LeaseInfo {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		r, err := d.API.ListLeases(ctx, &adminv1.ListLeasesRequest{})
+		r, err := d.API().ListLeases(ctx, &adminv1.ListLeasesRequest{})
 		cancel()
 		if err == nil {
 			out = append(out, r.Leases...)
@@ -392,7 +338,7 @@ func (c *chaosCluster) cleanup() {
 		}
 	}
 	for _, d := range c.Dispatchers {
-		d.conn.Close()
+		d.Close()
 	}
 	for _, a := range c.Agents {
 		for _, p := range a.Proxies {

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -189,7 +190,7 @@ func describeLeases(c *chaosCluster, leases []*adminv1.LeaseInfo, i int) string 
 	if big.BytesTotal < 0 {
 		return fmt.Sprintf("%d leases in flight (sizes not reported yet)", n)
 	}
-	return fmt.Sprintf("%d leases in flight, largest %s at %s of %s", n, big.TaskId, MiB(big.BytesDone), MiB(big.BytesTotal))
+	return fmt.Sprintf("%d leases in flight, largest %s at %s of %s", n, big.TaskId, proc.MiB(big.BytesDone), proc.MiB(big.BytesTotal))
 }
 
 // killAgent: SIGKILL an agent in the middle of a transfer, restart it
@@ -243,7 +244,7 @@ func (f *chaosFaults) killDispatcher(rec *faultRecord) error {
 	rec.Target = d.Proc.Name
 	leases := 0
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	if r, err := d.API.ListLeases(ctx, &adminv1.ListLeasesRequest{}); err == nil {
+	if r, err := d.API().ListLeases(ctx, &adminv1.ListLeasesRequest{}); err == nil {
 		leases = len(r.Leases)
 	}
 	cancel()

@@ -23,7 +23,6 @@ package realstack
 // which tasks are produced.
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -34,6 +33,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 )
 
 // chaosRoute is where a task goes from and to.
@@ -216,7 +217,7 @@ func TestChaos(t *testing.T) {
 		}
 		return fmt.Sprintf("pid %d", pid)
 	})
-	mem := SampleMemory(500*time.Millisecond, c.Procs()...)
+	mem := proc.SampleMemory(500*time.Millisecond, c.Procs()...)
 	runStart := time.Now()
 	logf := func(format string, args ...any) {
 		fmt.Printf("chaos: %6.1fs "+format+"\n", append([]any{time.Since(runStart).Seconds()}, args...)...)
@@ -243,7 +244,7 @@ func TestChaos(t *testing.T) {
 				if started == total {
 					allowed = len(tasks)
 				}
-				got, _ := collector.count(ids[:from], since)
+				got, _ := collector.Count(ids[:from], since)
 				if from < allowed && from-got < 1500 && !time.Now().Before(next) {
 					break
 				}
@@ -277,7 +278,7 @@ func TestChaos(t *testing.T) {
 	lastLog := time.Now()
 	for {
 		time.Sleep(500 * time.Millisecond)
-		got, total := collector.count(ids, since)
+		got, total := collector.Count(ids, since)
 		if closed(producerDone) && got == len(ids) && closed(faultsDone) {
 			break
 		}
@@ -408,7 +409,7 @@ func TestChaos(t *testing.T) {
 	}
 	for _, p := range c.Procs() {
 		m := peak[p.Name]
-		fmt.Fprintf(&b, "process %-12s started %d times, peak RSS %s\n", p.Name, p.Starts(), MiB(max(m.RSS, m.HWM)))
+		fmt.Fprintf(&b, "process %-12s started %d times, peak RSS %s\n", p.Name, p.Starts(), proc.MiB(max(m.RSS, m.HWM)))
 	}
 	fmt.Fprintf(&b, "\nruntime: %s for the tasks and faults, %s in all\n", workDone.Round(100*time.Millisecond), time.Since(begin).Round(100*time.Millisecond))
 	fmt.Print(b.String())
@@ -480,14 +481,11 @@ func fencing(c *chaosCluster, zombie int) string {
 
 // produceTasks writes tasks to ftp-tasks with one kcat, keyed by task id.
 func produceTasks(tasks []chaosTask) error {
-	var buf bytes.Buffer
-	for _, tk := range tasks {
-		buf.WriteString(tk.TaskID)
-		buf.WriteByte('\t')
-		buf.Write(tk.JSON())
-		buf.WriteByte('\n')
+	recs := make([]Record, len(tasks))
+	for i, tk := range tasks {
+		recs[i] = Record{Key: tk.TaskID, Value: tk.JSON()}
 	}
-	return runKcat(append(kcatProducerArgs(TasksTopic, -1, nil), "-K", "\t"), buf.Bytes())
+	return kcat.ProduceLines(TasksTopic, recs)
 }
 
 func closed(ch chan struct{}) bool {
@@ -497,18 +495,4 @@ func closed(ch chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// count reports how many of keys have an outcome since the given time, and
-// how many outcomes they have in all.
-func (c *Collector) count(keys []string, since time.Time) (withOutcome, total int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, k := range keys {
-		if n := len(c.filter(k, "", since)); n > 0 {
-			withOutcome++
-			total += n
-		}
-	}
-	return withOutcome, total
 }

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 )
 
 // fileWant is what a destination must hold once it is visible.
@@ -207,7 +207,7 @@ type connSampler struct {
 func sampleConnections(ports map[int]string, limits map[string]int, interval time.Duration, owners func(int) string) *connSampler {
 	s := &connSampler{ports: ports, limits: limits, ownerOf: owners, stop: make(chan struct{}),
 		max: map[string]int{}, maxWithTorn: map[string]int{}, maxAt: map[string]time.Time{}, over: map[string]int{}}
-	s.done = stackenv.Poll(interval, s.stop, false, s.sample)
+	s.done = proc.Poll(interval, s.stop, false, s.sample)
 	return s
 }
 

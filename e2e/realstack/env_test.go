@@ -11,11 +11,12 @@
 //
 //	go test -tags e2e -count=1 -v ./e2e/realstack/...
 //
-// Layout: env_test.go (the servers' addresses, TestMain), procs_test.go
-// (starting, signalling and restarting the binaries), stack_test.go (a
-// dispatcher and its agents with their config files), kafka_test.go (kcat
-// producer and outcome collector), files_test.go (files on the FTP servers
-// and local disk), then one file per group of scenarios.
+// The harness is e2e/internal/stack, shared with the benchmark and the
+// demo. Here: env_test.go (the servers' addresses, TestMain),
+// harness_test.go (the harness with a testing.T), stack_test.go (a
+// dispatcher and its agents over the standard endpoints, and the checks
+// of their outcomes), files_test.go (files on the FTP servers and local
+// disk), then one file per group of scenarios.
 //
 // Tests share the Kafka topics and run one after another: each test's
 // dispatcher uses a consumer group of its own whose offsets are set to the
@@ -25,7 +26,6 @@ package realstack
 import (
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,35 +34,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 )
-
-// FTPServer is one of the FTP servers scripts/e2e/ftp.sh runs.
-type FTPServer struct {
-	Name string // vsftpd, pureftpd, vsftps
-	Addr string // host:port
-	Host string
-	Port int
-	User string
-	Pass string
-	// Home is the user's "/" on disk (the user is chrooted there).
-	Home string
-}
 
 // Env is what the scripts wrote to <state>/env, plus where things are.
 type Env struct {
-	RepoRoot string
-	StateDir string
-	BinDir   string
+	*stack.Env
+	BinDir string
 	// WorkDir holds each test's config files, logs and local storage:
 	// <state>/realstack/<test name>.
-	WorkDir      string
-	KafkaBrokers string
-	VSFTPD       FTPServer
-	PureFTPD     FTPServer
-	VSFTPS       FTPServer
-	// VSFTPSCA is the FTPS server's self-signed certificate, for tls_ca_file.
-	VSFTPSCA string
+	WorkDir string
 	// VSFTPSTLSMax is the newest TLS version the FTPS server offers ("1.3"
 	// unless ftp.sh ran with VSFTPS_TLS_MAX=1.2).
 	VSFTPSTLSMax string
@@ -83,84 +65,46 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	env = e
-	if err := startCollector(); err != nil {
+	kcat = kafka.Kcat{Brokers: e.Kafka}
+	if collector, err = kcat.Collect(kafka.OutcomeTopics...); err != nil {
 		fmt.Fprintln(os.Stderr, "realstack:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	collector.close()
+	collector.Close()
 	os.Exit(code)
 }
 
 // loadEnv reads <state>/env (E2E_STATE_DIR, else <repo>/.e2e) and checks
 // that the servers answer and the binaries and kcat are there.
 func loadEnv() (*Env, error) {
-	root, err := stackenv.RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	state := os.Getenv("E2E_STATE_DIR")
-	if state == "" {
-		state = filepath.Join(root, ".e2e")
-	}
-	path := filepath.Join(state, "env")
-	kv, err := stackenv.ReadEnvFile(path)
+	se, err := stack.LoadEnv()
 	if err != nil {
 		return nil, fmt.Errorf("%w\n  the end-to-end servers are not set up: run `make e2e`, or scripts/e2e/install.sh,"+
 			" scripts/e2e/kafka.sh start and scripts/e2e/ftp.sh start (as root) first", err)
 	}
-	var missing []string
-	get := func(k string) string {
-		v := kv[k]
-		if v == "" {
-			missing = append(missing, k)
-		}
-		return v
+	if len(se.Missing) > 0 {
+		return nil, fmt.Errorf("%s lacks %s: restart the servers with scripts/e2e/kafka.sh start and scripts/e2e/ftp.sh start",
+			se.Path(), strings.Join(se.Missing, ", "))
 	}
-	server := func(name, prefix string) FTPServer {
-		s := FTPServer{Name: name, Addr: get(prefix + "_ADDR"), User: get(prefix + "_USER"), Pass: get(prefix + "_PASS"), Home: get(prefix + "_HOME")}
-		if h, p, err := net.SplitHostPort(s.Addr); err == nil {
-			s.Host = h
-			s.Port, _ = strconv.Atoi(p)
-		}
-		return s
-	}
-	e := &Env{
-		RepoRoot:     root,
-		StateDir:     state,
-		BinDir:       filepath.Join(root, "bin"),
-		WorkDir:      filepath.Join(state, "realstack"),
-		KafkaBrokers: get("KAFKA_BROKERS"),
-		VSFTPD:       server("vsftpd", "FTP_VSFTPD"),
-		PureFTPD:     server("pureftpd", "FTP_PUREFTPD"),
-		VSFTPS:       server("vsftps", "FTP_VSFTPS"),
-		VSFTPSCA:     get("FTP_VSFTPS_CA"),
-		VSFTPSTLSMax: kv["FTP_VSFTPS_TLS_MAX"],
-	}
+	e := &Env{Env: se, BinDir: filepath.Join(se.RepoRoot, "bin"), WorkDir: filepath.Join(se.StateDir, "realstack"),
+		VSFTPSTLSMax: se.Values["FTP_VSFTPS_TLS_MAX"]}
 	if e.VSFTPSTLSMax == "" {
 		e.VSFTPSTLSMax = "1.2" // scripts from before VSFTPS_TLS_MAX capped it
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("%s lacks %s: restart the servers with scripts/e2e/kafka.sh start and scripts/e2e/ftp.sh start",
-			path, strings.Join(missing, ", "))
 	}
 	if b := os.Getenv("E2E_BIN_DIR"); b != "" {
 		e.BinDir = b
 	}
-	for _, b := range []string{"dispatcher", "agent"} {
-		if _, err := os.Stat(filepath.Join(e.BinDir, b)); err != nil {
-			return nil, fmt.Errorf("%s not found: run `make build` first", filepath.Join(e.BinDir, b))
-		}
+	if err := stack.CheckBinaries(e.BinDir); err != nil {
+		return nil, err
 	}
 	if _, err := exec.LookPath("kcat"); err != nil {
 		return nil, fmt.Errorf("kcat not found: run scripts/e2e/install.sh")
 	}
-	for name, addr := range map[string]string{"kafka": e.KafkaBrokers, "vsftpd": e.VSFTPD.Addr, "pure-ftpd": e.PureFTPD.Addr, "vsftps": e.VSFTPS.Addr} {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-		if err != nil {
+	for name, addr := range map[string]string{"kafka": e.Kafka, "vsftpd": e.VSFTPD.Addr, "pure-ftpd": e.PureFTPD.Addr, "vsftps": e.VSFTPS.Addr} {
+		if err := stack.Reachable(addr, 3*time.Second); err != nil {
 			return nil, fmt.Errorf("%s does not answer on %s (%v): start it with scripts/e2e/kafka.sh start / ftp.sh start", name, addr, err)
 		}
-		c.Close()
 	}
 	if err := os.MkdirAll(e.WorkDir, 0o755); err != nil {
 		return nil, err

@@ -3,7 +3,6 @@
 package realstack
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 )
 
 // TestFailures checks the failure outcomes on ftp-failures, each with its
@@ -25,21 +26,10 @@ func TestFailures(t *testing.T) {
 	downPort := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	const wrongPass = "not-the-password;%x"
-	extra := fmt.Sprintf(`
-[wrong-password]
-type = ftp
-host = %s
-port = %d
-user = %s
-pass = %s
-
-[down-ftp]
-type = ftp
-host = 127.0.0.1
-port = %d
-user = nobody
-pass = nothing
-`, env.VSFTPD.Host, env.VSFTPD.Port, env.VSFTPD.User, wrongPass, downPort)
+	extra := []config.Endpoint{
+		config.FTP("wrong-password", env.VSFTPD.Host, env.VSFTPD.Port, env.VSFTPD.User, wrongPass),
+		config.FTP("down-ftp", "127.0.0.1", downPort, "nobody", "nothing"),
+	}
 
 	// The base sits two levels below a directory we watch: ../../x from the
 	// base lands in it.
@@ -51,10 +41,10 @@ pass = nothing
 	secret := []byte("outside the base\n")
 	must(t, os.WriteFile(filepath.Join(root, "secret.txt"), secret, 0o644))
 	must(t, os.Symlink(root, filepath.Join(base, "escape")))
-	s := NewStack(t, StackOptions{ExtraConnections: extra, LocalBase: base,
-		Config: map[string]map[string]any{
-			"retry":           {"max_attempts": 3, "base_backoff": "200ms", "max_backoff": "1s", "max_outage": "3s"},
-			"circuit_breaker": {"failure_threshold": 3, "timeout_seconds": 1},
+	s := NewStack(t, StackOptions{Endpoints: extra, LocalBase: base,
+		Config: func(c *config.Config) {
+			c.Retry.MaxAttempts, c.Retry.BaseBackoff, c.Retry.MaxBackoff, c.Retry.MaxOutage = 3, 200*time.Millisecond, time.Second, 3*time.Second
+			c.CircuitBreaker.FailureThreshold, c.CircuitBreaker.TimeoutSeconds = 3, 1
 		}})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPD.Path(dir))

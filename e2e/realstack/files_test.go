@@ -16,44 +16,24 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-)
 
-// Path is where an FTP path of the server lies on disk.
-func (srv FTPServer) Path(p string) string {
-	return filepath.Join(srv.Home, filepath.FromSlash(strings.TrimPrefix(p, "/")))
-}
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+)
 
 // owner is the uid and gid owning dir.
 func owner(t testing.TB, dir string) (int, int) {
 	t.Helper()
-	st, err := os.Stat(dir)
+	uid, gid, err := stack.Owner(dir)
 	must(t, err)
-	sys := st.Sys().(*syscall.Stat_t)
-	return int(sys.Uid), int(sys.Gid)
+	return uid, gid
 }
 
 // mkdirAllOwned makes dir and its missing parents, owned like the nearest
 // existing ancestor.
 func mkdirAllOwned(t testing.TB, dir string) {
 	t.Helper()
-	var missing []string
-	d := dir
-	for {
-		if _, err := os.Stat(d); err == nil {
-			break
-		}
-		missing = append(missing, d)
-		d = filepath.Dir(d)
-	}
-	uid, gid := owner(t, d)
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], 0o755); err != nil && !os.IsExist(err) {
-			t.Fatal(err)
-		}
-		must(t, os.Chown(missing[i], uid, gid))
-	}
+	must(t, stack.MkdirOwned(dir))
 }
 
 // PutFile writes data at path (creating directories), owned like its

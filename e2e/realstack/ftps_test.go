@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -20,7 +21,7 @@ import (
 // (the agent caps FTPS at TLS 1.2), and checks every file.
 func TestFTPS(t *testing.T) {
 	const n, size, limit = 20, 256 << 10, 4
-	s := NewStack(t, StackOptions{Endpoint: map[string]map[string]string{"vsftps": {"max_connections": fmt.Sprint(limit)}}})
+	s := NewStack(t, StackOptions{Connections: func(c config.Connections) { c.Endpoint("vsftps").MaxConnections = limit }})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPS.Path(dir))
 	var tasks []Task
@@ -55,6 +56,13 @@ func TestFTPS(t *testing.T) {
 	}
 }
 
+// vsftpsTLS13 is the FTPS server again, allowed TLS 1.3.
+func vsftpsTLS13() config.Endpoint {
+	e := env.VSFTPS.Endpoint("vsftps-tls13")
+	e.TLS, e.TLSCAFile, e.TLSMaxVersion = "explicit", env.VSFTPSCA, "1.3"
+	return e
+}
+
 // TestFTPSTLS13 uploads and downloads over TLS 1.3 with vsftpd 3.0.3, one
 // attempt per task. vsftpd sends TLS 1.3 session tickets on each data
 // connection; an upload closed with them unread made the agent's kernel
@@ -69,13 +77,11 @@ func TestFTPSTLS13(t *testing.T) {
 		t.Skipf("the FTPS server is capped at TLS %s (VSFTPS_TLS_MAX): nothing to show", env.VSFTPSTLSMax)
 	}
 	const n, size = 10, 1 << 20
-	extra := fmt.Sprintf("\n[vsftps-tls13]\ntype = ftp\nhost = %s\nport = %d\nuser = %s\npass = %s\ntls = explicit\ntls_ca_file = %s\ntls_max_version = 1.3\n",
-		env.VSFTPS.Host, env.VSFTPS.Port, env.VSFTPS.User, env.VSFTPS.Pass, env.VSFTPSCA)
 	// One attempt per task, and a breaker that does not open: each upload
 	// is one try, and a failure is final.
-	s := NewStack(t, StackOptions{ExtraConnections: extra, Config: map[string]map[string]any{
-		"retry":           {"max_attempts": 1},
-		"circuit_breaker": {"failure_threshold": 1000},
+	s := NewStack(t, StackOptions{Endpoints: []config.Endpoint{vsftpsTLS13()}, Config: func(c *config.Config) {
+		c.Retry.MaxAttempts = 1
+		c.CircuitBreaker.FailureThreshold = 1000
 	}})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPS.Path(dir))
@@ -117,7 +123,7 @@ func watchEndpoint(s *Stack, id string) func() uint32 {
 		defer close(done)
 		for ctx.Err() == nil {
 			c, cc := context.WithTimeout(ctx, 2*time.Second)
-			r, err := s.Admin.ListEndpoints(c, &adminv1.ListEndpointsRequest{})
+			r, err := s.Dispatcher.API().ListEndpoints(c, &adminv1.ListEndpointsRequest{})
 			cc()
 			if err == nil {
 				for _, e := range r.Endpoints {
@@ -163,10 +169,8 @@ func TestFailuresAfterLoginUseUpAttempts(t *testing.T) {
 		t.Skip("needs the FTPS server to offer TLS 1.3")
 	}
 	const threshold, attempts = 5, 3
-	extra := fmt.Sprintf("\n[vsftps-tls13]\ntype = ftp\nhost = %s\nport = %d\nuser = %s\npass = %s\ntls = explicit\ntls_ca_file = %s\ntls_max_version = 1.3\n",
-		env.VSFTPS.Host, env.VSFTPS.Port, env.VSFTPS.User, env.VSFTPS.Pass, env.VSFTPSCA)
-	s := NewStack(t, StackOptions{ExtraConnections: extra, Config: map[string]map[string]any{
-		"circuit_breaker": {"failure_threshold": threshold, "timeout_seconds": 2},
+	s := NewStack(t, StackOptions{Endpoints: []config.Endpoint{vsftpsTLS13()}, Config: func(c *config.Config) {
+		c.CircuitBreaker.FailureThreshold, c.CircuitBreaker.TimeoutSeconds = threshold, 2
 	}})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPS.Path(dir))
@@ -183,7 +187,7 @@ func TestFailuresAfterLoginUseUpAttempts(t *testing.T) {
 	got, missing := collector.Await(ids, "", s.Since, 30*time.Second)
 	for _, id := range missing {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		r, err := s.Admin.GetTask(ctx, &adminv1.GetTaskRequest{TaskId: id})
+		r, err := s.Dispatcher.API().GetTask(ctx, &adminv1.GetTaskRequest{TaskId: id})
 		cancel()
 		if err != nil {
 			t.Errorf("%s: no outcome after 30 s; GetTask: %v", id, err)

@@ -27,7 +27,7 @@ func TestKilledDispatcherRedoesNoPublishedTask(t *testing.T) {
 	PutFile(t, env.PureFTPD.Path(dir+"/held.txt"), []byte("held\n"))
 	PutFile(t, env.VSFTPD.Path(dir+"/runs.txt"), []byte("runs\n"))
 	ctx := context.Background()
-	_, err := s.Admin.PauseEndpoint(ctx, &adminv1.PauseEndpointRequest{EndpointId: "pureftpd"})
+	_, err := s.Dispatcher.API().PauseEndpoint(ctx, &adminv1.PauseEndpointRequest{EndpointId: "pureftpd"})
 	must(t, err)
 
 	held := Task{TaskID: s.ID("held"), SrcID: "pureftpd", SrcPath: dir + "/held.txt", DstID: "local", DstPath: "held.txt"}

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/prototext"
 
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -22,16 +23,20 @@ import (
 // they waited for the stalled one's idle timeout, 60 s).
 func TestStalledTransferDoesNotHoldUpOthers(t *testing.T) {
 	// E2E_CONNECTION_WAIT=1h shows the test fails without the bound.
-	connectionWait := "1s"
+	connectionWait := time.Second
 	if v := os.Getenv("E2E_CONNECTION_WAIT"); v != "" {
-		connectionWait = v
+		var err error
+		connectionWait, err = time.ParseDuration(v)
+		must(t, err)
 	}
 	proxy := NewThrottledFTP(t, env.VSFTPD.Addr, 512)
 	s := NewStack(t, StackOptions{
 		// One agent: the stalled upload's, where the others would queue.
-		Agents:           1,
-		ExtraConnections: ftpSection("stally", proxy.Host(), proxy.Port(), env.VSFTPD, "max_connections = 10"),
-		Config:           map[string]map[string]any{"lease": {"heartbeat_interval": "500ms", "connection_wait": connectionWait}},
+		Agents:    1,
+		Endpoints: []config.Endpoint{ftpSection("stally", proxy.Host(), proxy.Port(), env.VSFTPD, 10)},
+		Config: func(c *config.Config) {
+			c.Lease.HeartbeatInterval, c.Lease.ConnectionWait = 500*time.Millisecond, connectionWait
+		},
 	})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPD.Path(dir))
@@ -70,7 +75,7 @@ func TestStalledTransferDoesNotHoldUpOthers(t *testing.T) {
 	}
 	t.Logf("stally: %s", stallyConnections(t, s))
 	// The stalled upload would hold shutdown for its drain timeout.
-	_, err := s.Admin.CancelTask(context.Background(), &adminv1.CancelTaskRequest{TaskId: stalled.TaskID, Reason: "test over"})
+	_, err := s.Dispatcher.API().CancelTask(context.Background(), &adminv1.CancelTaskRequest{TaskId: stalled.TaskID, Reason: "test over"})
 	must(t, err)
 	s.CheckFailure(t, s.Outcome(t, stalled.TaskID, 30*time.Second), stalled, "CANCELLED")
 }
@@ -89,7 +94,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 func stallyConnections(t testing.TB, s *Stack) string {
-	r, err := s.Admin.ListEndpoints(context.Background(), &adminv1.ListEndpointsRequest{})
+	r, err := s.Dispatcher.API().ListEndpoints(context.Background(), &adminv1.ListEndpointsRequest{})
 	must(t, err)
 	for _, e := range r.Endpoints {
 		if e.EndpointId == "stally" {

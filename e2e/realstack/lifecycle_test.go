@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -31,15 +33,19 @@ func TestLifecycle(t *testing.T) {
 		s.CheckSuccess(t, s.Run(t, 60*time.Second, tk)[tk.TaskID], tk, int64(len(content)))
 	}
 
-	for i, addr := range append([]string{s.HTTPAddr}, s.AgentHTTP...) {
+	addrs := []string{s.Dispatcher.HTTP}
+	for _, a := range s.Agents {
+		addrs = append(addrs, a.HTTP)
+	}
+	for i, addr := range addrs {
 		for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
-			if code, err := httpStatus("http://" + addr + p); err != nil || code != http.StatusOK {
+			if code, err := stack.HTTPStatus("http://" + addr + p); err != nil || code != http.StatusOK {
 				t.Errorf("process %d: GET %s%s = %d %v", i, addr, p, code, err)
 			}
 		}
 	}
 	ctx := context.Background()
-	agents, err := s.Admin.ListAgents(ctx, &adminv1.ListAgentsRequest{})
+	agents, err := s.Dispatcher.API().ListAgents(ctx, &adminv1.ListAgentsRequest{})
 	must(t, err)
 	var ids []string
 	for _, a := range agents.Agents {
@@ -100,7 +106,7 @@ func TestAgentShutdownLogsNoSecondSignal(t *testing.T) {
 		if strings.Contains(log, "second signal") || strings.Index(log, "shutting down") > strings.Index(log, "agent stopped") {
 			bad++
 			if bad == 1 {
-				t.Logf("round %d, one SIGTERM:\n%s", i, tailLines([]byte(log), 5))
+				t.Logf("round %d, one SIGTERM:\n%s", i, proc.LastLines([]byte(log), 5))
 			}
 		}
 	}

@@ -88,7 +88,7 @@ func TestManyTasks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stats, err := s.Admin.GetStats(ctx, &adminv1.GetStatsRequest{})
+	stats, err := s.Dispatcher.API().GetStats(ctx, &adminv1.GetStatsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

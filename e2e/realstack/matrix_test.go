@@ -50,6 +50,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -109,9 +110,9 @@ func testMatrixServer(t *testing.T, m MatrixServer, tab *matrixTable, big bigSou
 
 // matrixConfig is the stacks' config: a short max_outage for the server
 // down, and a breaker that probes every second.
-var matrixConfig = map[string]map[string]any{
-	"retry":           {"max_attempts": 3, "base_backoff": "200ms", "max_backoff": "1s", "max_outage": "3s"},
-	"circuit_breaker": {"failure_threshold": 3, "timeout_seconds": 1},
+func matrixConfig(c *config.Config) {
+	c.Retry.MaxAttempts, c.Retry.BaseBackoff, c.Retry.MaxBackoff, c.Retry.MaxOutage = 3, 200*time.Millisecond, time.Second, 3*time.Second
+	c.CircuitBreaker.FailureThreshold, c.CircuitBreaker.TimeoutSeconds = 3, 1
 }
 
 // mcase is one column's tasks and checks.
@@ -127,10 +128,10 @@ func matrixMainStack(t *testing.T, m MatrixServer, tab *matrixTable, big bigSour
 	downPort, _ := strconv.Atoi(port)
 	bad := m.FTPServer
 	bad.Pass = "wrong;" + m.Pass + "%x"
-	extra := m.Section(m.Name, m.Host, m.Port, m.FTPServer, fmt.Sprintf("max_connections = %d", m.Cap)) +
-		m.Section(m.Name+"-badpass", m.Host, m.Port, bad, "max_connections = 1") +
-		m.Section(m.Name+"-down", "127.0.0.1", downPort, m.FTPServer)
-	s := NewStack(t, StackOptions{Agents: 2, ExtraConnections: extra, Config: matrixConfig})
+	capped, badpass := m.Section(m.Name, m.Host, m.Port, m.FTPServer), m.Section(m.Name+"-badpass", m.Host, m.Port, bad)
+	capped.MaxConnections, badpass.MaxConnections = m.Cap, 1
+	extra := []config.Endpoint{capped, badpass, m.Section(m.Name+"-down", "127.0.0.1", downPort, m.FTPServer)}
+	s := NewStack(t, StackOptions{Agents: 2, Endpoints: extra, Config: matrixConfig})
 
 	dir := s.FTPDir()
 	// dir is /rs-<stack>/<test>: the stack's own top directory goes too.
@@ -468,7 +469,7 @@ func matrixSmallCase(t testing.TB, s *Stack, m MatrixServer, id, root, caseID st
 // limit (10) is over the server's cap. The 60 downloads must all succeed
 // and the limit be learned from the refusals.
 func matrixCapLearned(t *caseT, m MatrixServer) {
-	s := NewStack(t.T, StackOptions{Agents: 2, ExtraConnections: m.Section(m.Name, m.Host, m.Port, m.FTPServer), Config: matrixConfig})
+	s := NewStack(t.T, StackOptions{Agents: 2, Endpoints: []config.Endpoint{m.Section(m.Name, m.Host, m.Port, m.FTPServer)}, Config: matrixConfig})
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, m.Path(path.Dir(dir)))
 	local := func(p string) string { return filepath.Join(s.Base, filepath.FromSlash(p)) }
@@ -536,7 +537,7 @@ func endpointInfo(t testing.TB, s *Stack, id string) *adminv1.EndpointInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := s.Admin.ListEndpoints(ctx, &adminv1.ListEndpointsRequest{})
+	r, err := s.Dispatcher.API().ListEndpoints(ctx, &adminv1.ListEndpointsRequest{})
 	if err != nil {
 		t.Fatalf("ListEndpoints: %v", err)
 	}

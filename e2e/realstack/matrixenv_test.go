@@ -13,11 +13,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 )
 
 // MatrixServer is one server of the matrix. Its FTPServer's Name is the
@@ -51,8 +51,8 @@ func loadMatrix(e *Env) ([]MatrixServer, error) {
 	if os.Getenv("E2E_MATRIX") == "0" {
 		return nil, nil
 	}
-	path := filepath.Join(e.StateDir, "env")
-	kv, err := stackenv.ReadEnvFile(path)
+	path := e.Path()
+	kv, err := stack.ReadEnvFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func loadMatrix(e *Env) ([]MatrixServer, error) {
 	var problems []string
 	for _, name := range splitComma(list) {
 		k := matrixKey(name)
-		var missing []string
+		srv, missing := stack.FTPServerFrom(kv, name, "FTP_"+k)
 		get := func(suffix string) string {
 			v := kv["FTP_"+k+"_"+suffix]
 			if v == "" {
@@ -73,7 +73,7 @@ func loadMatrix(e *Env) ([]MatrixServer, error) {
 			return v
 		}
 		m := MatrixServer{
-			FTPServer: FTPServer{Name: name, Addr: get("ADDR"), User: get("USER"), Pass: get("PASS"), Home: get("HOME")},
+			FTPServer: srv,
 			Key:       k,
 			TLS:       get("TLS"),
 			Version:   get("VERSION"),
@@ -101,10 +101,7 @@ func loadMatrix(e *Env) ([]MatrixServer, error) {
 				problems = append(problems, fmt.Sprintf("FTP_%s_CAP=%q is not a positive number", k, capStr))
 			}
 		}
-		if h, p, err := net.SplitHostPort(m.Addr); err == nil {
-			m.Host = h
-			m.Port, _ = strconv.Atoi(p)
-		} else if m.Addr != "" {
+		if _, _, err := net.SplitHostPort(m.Addr); err != nil && m.Addr != "" {
 			problems = append(problems, fmt.Sprintf("FTP_%s_ADDR=%q is not host:port", k, m.Addr))
 		}
 		if len(missing) > 0 {
@@ -120,22 +117,20 @@ func loadMatrix(e *Env) ([]MatrixServer, error) {
 }
 
 // Section is a connections.ini section for the server named id, with its
-// TLS settings and passive = false for an active-only server, then extra
-// lines; srv gives the login (the server's own, or a wrong one), host and
-// port the address (the server's, or a closed port).
-func (m MatrixServer) Section(id, host string, port int, srv FTPServer, extra ...string) string {
-	var keys []string
+// TLS settings and passive = false for an active-only server; srv gives
+// the login (the server's own, or a wrong one), host and port the address
+// (the server's, or a closed port).
+func (m MatrixServer) Section(id, host string, port int, srv FTPServer) config.Endpoint {
+	e := config.FTP(id, host, port, srv.User, srv.Pass)
 	if m.TLS == "explicit" || m.TLS == "implicit" {
 		// TLS 1.3, which every TLS server of the matrix offers: its session
 		// tickets on data connections are what cut uploads short (Apache
 		// FtpServer 426 on 20 of 20, pyftpdlib 16 of 20) until the agent
 		// closed uploads gracefully.
-		keys = append(keys, "tls = "+m.TLS, "tls_ca_file = "+m.CA, "tls_max_version = 1.3")
+		e.TLS, e.TLSCAFile, e.TLSMaxVersion = m.TLS, m.CA, "1.3"
 	}
-	if m.Mode == "active" {
-		keys = append(keys, "passive = false")
-	}
-	return ftpSection(id, host, port, srv, append(keys, extra...)...)
+	e.Active = m.Mode == "active"
+	return e
 }
 
 // Label is how the matrix table names the server's TLS and mode.

@@ -15,10 +15,11 @@ import (
 	"net"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 )
 
 // ThrottledFTP relays FTP sessions to Upstream, data at Rate bytes/s.
@@ -207,12 +208,9 @@ func (p *ThrottledFTP) throttledCopy(dst io.Writer, src io.Reader) {
 }
 
 // ftpSection is a connections.ini section for an FTP endpoint at host:port
-// with srv's credentials.
-func ftpSection(id, host string, port int, srv FTPServer, extra ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "\n[%s]\ntype = ftp\nhost = %s\nport = %d\nuser = %s\npass = %s\n", id, host, port, srv.User, srv.Pass)
-	for _, kv := range extra {
-		b.WriteString(kv + "\n")
-	}
-	return b.String()
+// with srv's credentials and max_connections (0: the default).
+func ftpSection(id, host string, port int, srv FTPServer, maxConnections int) config.Endpoint {
+	e := config.FTP(id, host, port, srv.User, srv.Pass)
+	e.MaxConnections = maxConnections
+	return e
 }

@@ -30,6 +30,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 )
 
 const adminService = "ftppooler.admin.v1.AdminService"
@@ -333,7 +337,7 @@ func getStats(t testing.TB, addr string) (jStats, map[string]json.RawMessage) {
 // as they are printed.
 type Watcher struct {
 	cmd    *exec.Cmd
-	stderr lockedBuffer
+	stderr proc.Capture
 	mu     sync.Mutex
 	events []jEvent
 	raw    []string
@@ -473,10 +477,10 @@ func TestOpsGrpcurl(t *testing.T) {
 	const rate, bigSize = 1 << 20, 12 << 20
 	proxy := NewThrottledFTP(t, env.VSFTPD.Addr, rate)
 	s := NewStack(t, StackOptions{
-		ExtraConnections: ftpSection("slowftp", proxy.Host(), proxy.Port(), env.VSFTPD),
-		Config:           map[string]map[string]any{"lease": {"heartbeat_interval": "500ms"}},
+		Endpoints: []config.Endpoint{ftpSection("slowftp", proxy.Host(), proxy.Port(), env.VSFTPD, 0)},
+		Config:    func(c *config.Config) { c.Lease.HeartbeatInterval = 500 * time.Millisecond },
 	})
-	addr := s.AdminAddr
+	addr := s.Dispatcher.Admin
 	dir := s.FTPDir()
 	RemoveOnSuccess(t, env.VSFTPD.Path(dir))
 	small := []byte("ops via grpcurl\n")
@@ -811,20 +815,18 @@ func TestOpsGrpcurlToken(t *testing.T) {
 	const token = "s3cr3t-ops-token"
 	dir := filepath.Join(env.WorkDir, unsafeName.ReplaceAllString(t.Name(), "_")) // the stack's
 	tokenFile := filepath.Join(dir, "admin-token")
-	s := PrepareStack(t, StackOptions{Agents: -1, Config: map[string]map[string]any{
-		"dispatcher": {"admin": map[string]any{"token_file": tokenFile}},
-	}})
+	s := PrepareStack(t, StackOptions{Agents: -1, Config: func(c *config.Config) { c.Dispatcher.Admin.TokenFile = tokenFile }})
 	must(t, os.WriteFile(tokenFile, []byte(token+"\n"), 0o600))
 	s.StartDispatcher()
 	deadline := time.Now().Add(60 * time.Second)
 	for code := 0; code != 200; {
-		code, _ = httpStatus("http://" + s.HTTPAddr + "/readyz")
+		code, _ = stack.HTTPStatus("http://" + s.Dispatcher.HTTP + "/readyz")
 		if time.Now().After(deadline) {
 			t.Fatalf("dispatcher not ready (/readyz %d)\n%s", code, s.Dispatcher.Tail(40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	addr := s.AdminAddr
+	addr := s.Dispatcher.Admin
 	auth := []string{"-H", "authorization: Bearer " + token}
 	needs := `^this admin API needs "authorization: Bearer <token>"$`
 

@@ -13,7 +13,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -28,7 +27,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 )
 
 // testCA is a certificate authority made for one test.
@@ -98,25 +98,14 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 	must(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
 }
 
-// configWith is the stack's config.yaml with agent.tls replaced (nil: no
-// TLS at all), written to <dir>/<name>.yaml.
-func (s *Stack) configWith(name string, agentTLS map[string]any) string {
-	t := s.T
-	t.Helper()
-	b, err := os.ReadFile(s.Config)
-	must(t, err)
-	// The stack writes a comment line, then JSON.
-	_, body, _ := strings.Cut(string(b), "\n")
-	var cfg map[string]map[string]any
-	must(t, json.Unmarshal([]byte(body), &cfg))
-	delete(cfg["agent"], "tls")
-	if agentTLS != nil {
-		cfg["agent"]["tls"] = agentTLS
-	}
-	out, err := json.MarshalIndent(cfg, "", "  ")
-	must(t, err)
-	path := filepath.Join(s.Dir, name+".yaml")
-	must(t, os.WriteFile(path, append([]byte("# "+name+"\n"), out...), 0o644))
+// configWith is the stack's config.yaml with agent.tls replaced, written
+// to <dir>/<name>.yaml.
+func (s *Stack) configWith(name string, agentTLS config.TLSFiles) string {
+	s.T.Helper()
+	c := s.Config
+	c.Agent.TLS = agentTLS
+	path, err := s.WriteConfig(name, c)
+	must(s.T, err)
 	return path
 }
 
@@ -134,9 +123,9 @@ func TestOpsMutualTLS(t *testing.T) {
 	goodCert, goodKey := ca.issue(t, certs, "agent-good", false)
 	foreignCert, foreignKey := other.issue(t, certs, "agent-foreign", false)
 
-	s := PrepareStack(t, StackOptions{Agents: 1, Config: map[string]map[string]any{
-		"dispatcher": {"tls": map[string]any{"cert_file": srvCert, "key_file": srvKey, "client_ca_file": ca.File}},
-		"agent":      {"tls": map[string]any{"ca_file": ca.File, "cert_file": goodCert, "key_file": goodKey}},
+	s := PrepareStack(t, StackOptions{Agents: 1, Config: func(c *config.Config) {
+		c.Dispatcher.TLS = config.TLSFiles{CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca.File}
+		c.Agent.TLS = config.TLSFiles{CAFile: ca.File, CertFile: goodCert, KeyFile: goodKey}
 	}})
 	s.StartDispatcher()
 	s.StartAgent(0)
@@ -145,22 +134,23 @@ func TestOpsMutualTLS(t *testing.T) {
 	// The refused: each its own config, otherwise like the good agent.
 	bad := []struct {
 		name, why string
-		tls       map[string]any
-		serverLog *regexp.Regexp // the dispatcher's reason
+		tls       config.TLSFiles // none: no TLS at all
+		serverLog *regexp.Regexp  // the dispatcher's reason
 	}{
-		{"nocert", "no client certificate", map[string]any{"ca_file": ca.File},
+		{"nocert", "no client certificate", config.TLSFiles{CAFile: ca.File},
 			regexp.MustCompile(`TLS handshake refused.*client didn't provide a certificate`)},
-		{"foreign", "a certificate of another CA", map[string]any{"ca_file": ca.File, "cert_file": foreignCert, "key_file": foreignKey},
+		{"foreign", "a certificate of another CA", config.TLSFiles{CAFile: ca.File, CertFile: foreignCert, KeyFile: foreignKey},
 			regexp.MustCompile(`TLS handshake refused.*certificate signed by unknown authority`)},
-		{"plaintext", "no TLS", nil,
+		{"plaintext", "no TLS", config.TLSFiles{},
 			regexp.MustCompile(`TLS handshake refused.*(first record does not look like a TLS handshake|EOF)`)},
 	}
 	var procs []*Proc
 	for _, b := range bad {
-		p := NewProc("agent-"+b.name, filepath.Join(env.BinDir, "agent"), filepath.Join(s.Dir, "agent-"+b.name+".log"))
-		p.Args = []string{"--config", s.configWith("agent-"+b.name, b.tls), "--connections", s.Conns,
-			"--dispatcher", s.LeaseAddr, "--slots", "8", "--agent-id", s.Name + "-" + b.name, "--http-listen", "127.0.0.1:0"}
-		must(t, p.Start())
+		files := stack.Files{Config: s.configWith("agent-"+b.name, b.tls), Connections: s.Files.Connections}
+		a := stack.NewAgent("agent-"+b.name, filepath.Join(env.BinDir, "agent"), filepath.Join(s.Dir, "agent-"+b.name+".log"), s.Name+"-"+b.name, files)
+		a.Dispatchers, a.Slots, a.HTTPListen = []string{s.Dispatcher.Lease}, 8, "127.0.0.1:0"
+		must(t, a.Start(30*time.Second))
+		p := a.Proc
 		procs = append(procs, p)
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -191,7 +181,7 @@ func TestOpsMutualTLS(t *testing.T) {
 		} else {
 			t.Logf("agent with %s, agent: %s", b.why, line)
 		}
-		if code, _ := httpStatus("http://" + httpAddr + "/readyz"); code == http.StatusOK {
+		if code, _ := stack.HTTPStatus("http://" + httpAddr + "/readyz"); code == http.StatusOK {
 			t.Errorf("agent with %s is ready", b.why)
 		}
 	}
@@ -228,7 +218,7 @@ func TestOpsMutualTLS(t *testing.T) {
 // skip when the broker was started by an older kafka.sh without it.
 func kafkaSASL(t testing.TB) (brokers, mechanism, user, pass string) {
 	t.Helper()
-	kv, err := stackenv.ReadEnvFile(filepath.Join(env.StateDir, "env"))
+	kv, err := stack.ReadEnvFile(env.Path())
 	must(t, err)
 	brokers, mechanism, user, pass = kv["KAFKA_SASL_BROKERS"], kv["KAFKA_SASL_MECHANISM"], kv["KAFKA_SASL_USER"], kv["KAFKA_SASL_PASS"]
 	if brokers == "" {
@@ -269,21 +259,21 @@ func kafkaPeers(t testing.TB, pid int, ports ...string) map[string]int {
 // becomes ready and still stops cleanly.
 func TestOpsKafkaSASL(t *testing.T) {
 	brokers, mech, user, pass := kafkaSASL(t)
-	_, plainPort, _ := net.SplitHostPort(env.KafkaBrokers)
+	_, plainPort, _ := net.SplitHostPort(env.Kafka)
 	_, saslPort, _ := net.SplitHostPort(brokers)
-	kafka := func(password string) map[string]any {
-		return map[string]any{
-			"bootstrap_servers": []string{brokers},
-			"client": map[string]string{
+	sasl := func(password string) func(*config.Config) {
+		return func(c *config.Config) {
+			c.Kafka.BootstrapServers = []string{brokers}
+			c.Kafka.Client = map[string]string{
 				"security.protocol": "SASL_PLAINTEXT",
 				"sasl.mechanism":    mech,
 				"sasl.username":     user,
 				"sasl.password":     password,
-			},
+			}
 		}
 	}
 	t.Run("good", func(t *testing.T) {
-		s := NewStack(t, StackOptions{Agents: 1, Config: map[string]map[string]any{"kafka": kafka(pass)}})
+		s := NewStack(t, StackOptions{Agents: 1, Config: sasl(pass)})
 		dir := s.FTPDir()
 		RemoveOnSuccess(t, env.VSFTPD.Path(dir))
 		content := []byte("tasks through SASL\n")
@@ -304,7 +294,7 @@ func TestOpsKafkaSASL(t *testing.T) {
 		}
 	})
 	t.Run("wrong-password", func(t *testing.T) {
-		s := PrepareStack(t, StackOptions{Agents: -1, Config: map[string]map[string]any{"kafka": kafka("not-" + pass)}})
+		s := PrepareStack(t, StackOptions{Agents: -1, Config: sasl("not-" + pass)})
 		s.StartDispatcher()
 		line, err := s.Dispatcher.WaitLog(regexp.MustCompile(`SASL authentication error: Authentication failed: Invalid username or password`), 60*time.Second)
 		if err != nil {
@@ -315,7 +305,7 @@ func TestOpsKafkaSASL(t *testing.T) {
 			t.Errorf("the authentication failure is not logged as an error or warning: %s", line)
 		}
 		time.Sleep(3 * time.Second)
-		if code, err := httpStatus("http://" + s.HTTPAddr + "/readyz"); code == http.StatusOK {
+		if code, err := stack.HTTPStatus("http://" + s.Dispatcher.HTTP + "/readyz"); code == http.StatusOK {
 			t.Errorf("a dispatcher that cannot log in to Kafka is ready (%d %v)", code, err)
 		}
 		if !s.Dispatcher.Running() {
@@ -343,19 +333,19 @@ func TestOpsAdminTLS(t *testing.T) {
 	ca := newTestCA(t, certs, "admin-ca")
 	srvCert, srvKey := ca.issue(t, certs, "dispatcher-admin", true)
 	opCert, opKey := ca.issue(t, certs, "operator", false)
-	s := PrepareStack(t, StackOptions{Agents: -1, Config: map[string]map[string]any{
-		"dispatcher": {"admin": map[string]any{"tls": map[string]any{"cert_file": srvCert, "key_file": srvKey, "client_ca_file": ca.File}}},
+	s := PrepareStack(t, StackOptions{Agents: -1, Config: func(c *config.Config) {
+		c.Dispatcher.Admin.TLS = config.TLSFiles{CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca.File}
 	}})
 	s.StartDispatcher()
 	deadline := time.Now().Add(60 * time.Second)
 	for code := 0; code != http.StatusOK; {
-		code, _ = httpStatus("http://" + s.HTTPAddr + "/readyz")
+		code, _ = stack.HTTPStatus("http://" + s.Dispatcher.HTTP + "/readyz")
 		if time.Now().After(deadline) {
 			t.Fatalf("dispatcher not ready (/readyz %d)\n%s", code, s.Dispatcher.Tail(40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	addr := s.AdminAddr
+	addr := s.Dispatcher.Admin
 	// Plaintext and TLS without a client certificate: refused.
 	for _, c := range []struct {
 		why  string

@@ -12,19 +12,18 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
 )
 
 // jaegerAddrs are Jaeger's OTLP/gRPC address and query URL from <state>/env.
 func jaegerAddrs(t testing.TB) (otlp, query string) {
 	t.Helper()
-	kv, err := stackenv.ReadEnvFile(filepath.Join(env.StateDir, "env"))
+	kv, err := stack.ReadEnvFile(env.Path())
 	must(t, err)
 	otlp, query = kv["JAEGER_OTLP_GRPC_ADDR"], kv["JAEGER_QUERY_URL"]
 	if otlp == "" || query == "" {

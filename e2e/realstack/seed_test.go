@@ -5,15 +5,20 @@ package realstack
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 )
 
-// The original service's seed task, byte for byte.
+// The original service's seed task, byte for byte, from the original's
+// test setup, which put the local endpoint at seedBase.
 const (
-	seedTask    = `{"task_id":"test-001","src_id":"remote-ftp","src_path":"/test1.txt","dst_id":"local","dst_path":"/data/storage/test1.txt"}`
-	seedContent = "Test file content 1\n"
+	seedTask    = kafka.SeedTask
+	seedContent = kafka.SeedContent
 	seedBase    = "/data/storage"
 )
 
@@ -22,7 +27,7 @@ const (
 // addresses changed: bootstrap_servers stays a YAML list.
 func originalConfig() string {
 	var brokers strings.Builder
-	for _, b := range strings.Split(env.KafkaBrokers, ",") {
+	for _, b := range env.Brokers() {
 		fmt.Fprintf(&brokers, "    - %q\n", b)
 	}
 	return `kafka:
@@ -96,9 +101,12 @@ func TestSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The listen addresses go on the command line (api.port 8080 would be
-	// the dispatcher's HTTP address); the files stay the original's.
-	s := NewStack(t, StackOptions{ConfigYAML: originalConfig(), ConnectionsINI: originalConnections(),
-		Group: "ftp-pooler-test", LocalBase: seedBase})
+	// the dispatcher's HTTP address); the files stay the original's, byte
+	// for byte: they are what this test runs, not a template of the harness.
+	files := &stack.Files{Config: filepath.Join(t.TempDir(), "config.yaml"), Connections: filepath.Join(t.TempDir(), "connections.ini")}
+	must(t, os.WriteFile(files.Config, []byte(originalConfig()), 0o644))
+	must(t, os.WriteFile(files.Connections, []byte(originalConnections()), 0o600))
+	s := NewStack(t, StackOptions{Original: files, Group: "ftp-pooler-test", LocalBase: seedBase})
 
 	ProduceLines(t, TasksTopic, []Record{{Key: "test-001", Value: []byte(seedTask)}})
 	m := s.Outcome(t, "test-001", 60*time.Second)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 )
 
 // agentRSSLimit bounds an agent's resident memory while it moves files of
@@ -72,7 +74,7 @@ func TestSizes(t *testing.T) {
 			func(f file) string { return env.VSFTPD.Path(dir + "/back/" + f.name + ".bin") }},
 	}
 
-	mem := SampleMemory(50*time.Millisecond, s.Procs()...)
+	mem := proc.SampleMemory(50*time.Millisecond, s.Procs()...)
 	for _, step := range steps {
 		var tasks []Task
 		for _, f := range files {
@@ -88,7 +90,7 @@ func TestSizes(t *testing.T) {
 			d, _ := m.Num("duration_ms")
 			t.Logf("%-8s %-6s by %s: %6d ms on the agent (%.0f MiB/s)", step.name, f.name, m.Str("agent"), int64(d), float64(f.size)/(1<<20)/(d/1000+1e-3))
 		}
-		t.Logf("%s step: %d files, %s in %s", step.name, len(files), MiB(total), took.Round(time.Millisecond))
+		t.Logf("%s step: %d files, %s in %s", step.name, len(files), proc.MiB(total), took.Round(time.Millisecond))
 		if t.Failed() {
 			break
 		}
@@ -96,9 +98,9 @@ func TestSizes(t *testing.T) {
 	peak := mem.Stop()
 	for _, p := range s.Procs() {
 		m := peak[p.Name]
-		t.Logf("%s memory: peak VmRSS sampled %s, VmHWM %s", p.Name, MiB(m.RSS), MiB(m.HWM))
-		if p != s.Dispatcher && (m.HWM > agentRSSLimit || m.RSS > agentRSSLimit) {
-			t.Errorf("%s: peak RSS %s (VmHWM %s) over %s", p.Name, MiB(m.RSS), MiB(m.HWM), MiB(agentRSSLimit))
+		t.Logf("%s memory: peak VmRSS sampled %s, VmHWM %s", p.Name, proc.MiB(m.RSS), proc.MiB(m.HWM))
+		if p != s.Dispatcher.Proc && (m.HWM > agentRSSLimit || m.RSS > agentRSSLimit) {
+			t.Errorf("%s: peak RSS %s (VmHWM %s) over %s", p.Name, proc.MiB(m.RSS), proc.MiB(m.HWM), proc.MiB(agentRSSLimit))
 		}
 	}
 	if tmp := append(TempFiles(s.Base), append(TempFiles(env.VSFTPD.Path(dir)), TempFiles(env.PureFTPD.Path(dir))...)...); len(tmp) > 0 {

@@ -9,23 +9,18 @@ package realstack
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
 	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
 )
 
@@ -36,20 +31,18 @@ type StackOptions struct {
 	Agents int
 	// Slots per agent (default 8).
 	Slots int
-	// ConfigYAML, when set, is config.yaml verbatim (the original service's
-	// file): kafka and listen addresses then come only from the command
-	// line. Otherwise the file is written from Config.
-	ConfigYAML string
-	// Config overrides keys of the default config, by section:
-	// {"retry": {"max_attempts": 3}}.
-	Config map[string]map[string]any
-	// ConnectionsINI, when set, is connections.ini verbatim.
-	ConnectionsINI string
-	// ExtraConnections are sections appended to the default connections.ini.
-	ExtraConnections string
-	// Endpoint overrides keys of the standard endpoints, by id:
-	// {"vsftps": {"max_connections": "4"}}.
-	Endpoint map[string]map[string]string
+	// Config changes the suite's config.yaml (suiteConfig) before it is
+	// written.
+	Config func(*config.Config)
+	// Endpoints are added to the standard endpoints of connections.ini.
+	Endpoints []config.Endpoint
+	// Connections changes connections.ini (the standard endpoints and
+	// Endpoints) before it is written.
+	Connections func(config.Connections)
+	// Original, when set, are the original service's config.yaml and
+	// connections.ini, used as they are: kafka and listen addresses then
+	// come only from the command line.
+	Original *stack.Files
 	// LocalBase is the local endpoint's base_path (default <dir>/base).
 	LocalBase string
 	// StablePorts picks the dispatcher's ports before it starts, so a
@@ -61,13 +54,12 @@ type StackOptions struct {
 
 // Stack is a running dispatcher with its agents.
 type Stack struct {
-	T      *testing.T
-	Name   string // the test's name as a file name
-	Dir    string
-	Base   string // the local endpoint's base_path
-	Group  string
-	Config string // config.yaml path
-	Conns  string // connections.ini path
+	*stack.Stack
+	T    *testing.T
+	Name string // the test's name as a file name
+	Base string // the local endpoint's base_path
+	// Group is the dispatcher's consumer group.
+	Group string
 	// Suffix makes task ids and directories unique: the run id and this
 	// stack's number in the run (go test -count=N repeats tests).
 	Suffix string
@@ -75,18 +67,7 @@ type Stack struct {
 	// this test's (the seed's fixed task id may have run before).
 	Since time.Time
 
-	Dispatcher *Proc
-	Agents     []*Proc
-
-	LeaseAddr, AdminAddr, HTTPAddr string
-	// AgentHTTP is each agent's --http-listen address, as it logged it.
-	AgentHTTP []string
-	Admin     adminv1.AdminServiceClient
-
-	opts      StackOptions
-	adminConn *grpc.ClientConn
-	fixed     struct{ lease, admin, http string }
-	stopOnce  sync.Once
+	stopOnce sync.Once
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
@@ -121,173 +102,81 @@ func PrepareStack(t *testing.T, opts StackOptions) *Stack {
 		opts.Slots = 8
 	}
 	name := unsafeName.ReplaceAllString(t.Name(), "_")
-	s := &Stack{T: t, Name: name, Dir: filepath.Join(env.WorkDir, name), opts: opts, Since: time.Now().Add(-time.Second),
-		Suffix: fmt.Sprintf("%s%d", runID, stacks.Add(1))}
-	must(t, os.RemoveAll(s.Dir))
-	must(t, os.MkdirAll(s.Dir, 0o755))
+	s := &Stack{T: t, Name: name, Since: time.Now().Add(-time.Second), Suffix: fmt.Sprintf("%s%d", runID, stacks.Add(1))}
+	dir := filepath.Join(env.WorkDir, name)
+	must(t, os.RemoveAll(dir))
+	must(t, os.MkdirAll(dir, 0o755))
 	s.Base = opts.LocalBase
 	if s.Base == "" {
-		s.Base = filepath.Join(s.Dir, "base")
+		s.Base = filepath.Join(dir, "base")
 	}
 	must(t, os.MkdirAll(s.Base, 0o755))
 	s.Group = opts.Group
 	if s.Group == "" {
 		s.Group = "realstack-" + s.Suffix + "-" + name
 	}
+	var addrs stack.Addrs
 	if opts.StablePorts {
-		s.fixed.lease, s.fixed.admin, s.fixed.http = freeAddr(t), freeAddr(t), freeAddr(t)
+		var err error
+		addrs, err = stack.FreeAddrs()
+		must(t, err)
 	}
-	s.Config = filepath.Join(s.Dir, "config.yaml")
-	s.Conns = filepath.Join(s.Dir, "connections.ini")
-	cfg := opts.ConfigYAML
-	if cfg == "" {
-		cfg = s.defaultConfig()
+	cfg := suiteConfig(s.Group)
+	if opts.Config != nil {
+		opts.Config(&cfg)
 	}
-	must(t, os.WriteFile(s.Config, []byte(cfg), 0o644))
-	conns := opts.ConnectionsINI
-	if conns == "" {
-		conns = s.defaultConnections() + opts.ExtraConnections
+	conns := append(standardEndpoints(s.Base), opts.Endpoints...)
+	if opts.Connections != nil {
+		opts.Connections(conns)
 	}
-	must(t, os.WriteFile(s.Conns, []byte(conns), 0o600))
-
-	s.Dispatcher = NewProc("dispatcher", filepath.Join(env.BinDir, "dispatcher"), filepath.Join(s.Dir, "dispatcher.log"))
-	for i := 0; i < opts.Agents; i++ {
-		n := fmt.Sprintf("agent-%d", i+1)
-		s.Agents = append(s.Agents, NewProc(n, filepath.Join(env.BinDir, "agent"), filepath.Join(s.Dir, n+".log")))
-		s.AgentHTTP = append(s.AgentHTTP, "")
-	}
+	var err error
+	s.Stack, err = stack.New(stack.Options{
+		Dir: dir, Bin: env.BinDir, Config: cfg, Connections: conns, Files: opts.Original,
+		Comment: "Written by e2e/realstack for " + t.Name() + ".", InstanceID: name + "-d", Addrs: addrs,
+		Agents: opts.Agents, Slots: opts.Slots, AgentID: s.AgentID, AgentHTTP: "127.0.0.1:0",
+	})
+	must(t, err)
 	SeekGroupToEnd(t, s.Group, TasksTopic)
 	t.Cleanup(s.cleanup)
 	return s
 }
 
-func (s *Stack) defaultConfig() string {
-	cfg := map[string]map[string]any{
-		"kafka": {
-			"bootstrap_servers": strings.Split(env.KafkaBrokers, ","),
-			"consumer_group":    s.Group,
-			"commit_interval":   "20ms",
-		},
-		"pool":     {"max_sessions_per_connection": 10},
-		"transfer": {"connect_timeout_seconds": 10, "idle_timeout": "30s"},
-		"retry":    {"max_attempts": 3, "base_backoff": "200ms", "max_backoff": "1s"},
-		"lease":    {"ttl": "15s", "heartbeat_interval": "2s"},
-		"logging":  {"level": "INFO", "format": "text"},
-		"dispatcher": {
-			"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "http_listen": "127.0.0.1:0",
-			"drain_timeout": "20s",
-		},
-		"agent": {"drain_timeout": "20s", "reconnect_max_backoff": "1s"},
-	}
-	for sec, kv := range s.opts.Config {
-		if cfg[sec] == nil {
-			cfg[sec] = map[string]any{}
-		}
-		for k, v := range kv {
-			cfg[sec][k] = v
-		}
-	}
-	// JSON is YAML.
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	must(s.T, err)
-	return "# Written by e2e/realstack for " + s.T.Name() + ".\n" + string(b) + "\n"
+// suiteConfig is the suite's config.yaml: quick retries and leases, text
+// logs, every address on loopback.
+func suiteConfig(group string) config.Config {
+	c := config.Default()
+	c.Kafka.BootstrapServers = env.Brokers()
+	c.Kafka.ConsumerGroup = group
+	c.Kafka.CommitInterval = 20 * time.Millisecond
+	c.Pool.MaxSessionsPerConnection = 10
+	c.Transfer.ConnectTimeoutSeconds = 10
+	c.Transfer.IdleTimeout = 30 * time.Second
+	c.Retry.MaxAttempts, c.Retry.BaseBackoff, c.Retry.MaxBackoff = 3, 200*time.Millisecond, time.Second
+	c.Lease.TTL, c.Lease.HeartbeatInterval = 15*time.Second, 2*time.Second
+	c.Logging.Level, c.Logging.Format = "INFO", "text"
+	c.Dispatcher.Listen, c.Dispatcher.AdminListen, c.Dispatcher.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	c.Dispatcher.DrainTimeout = 20 * time.Second
+	c.Agent.DrainTimeout, c.Agent.ReconnectMaxBackoff = 20*time.Second, time.Second
+	return c
 }
 
-func (s *Stack) defaultConnections() string {
-	sections := []struct {
-		id   string
-		keys [][2]string
-	}{
-		{"vsftpd", ftpKeys(env.VSFTPD)},
-		{"pureftpd", ftpKeys(env.PureFTPD)},
-		{"vsftps", append(ftpKeys(env.VSFTPS), [2]string{"tls", "explicit"}, [2]string{"tls_ca_file", env.VSFTPSCA})},
-		{"local", [][2]string{{"type", "local"}, {"base_path", s.Base}}},
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "; Written by e2e/realstack for %s.\n", s.T.Name())
-	for _, sec := range sections {
-		fmt.Fprintf(&b, "\n[%s]\n", sec.id)
-		over := s.opts.Endpoint[sec.id]
-		seen := map[string]bool{}
-		for _, kv := range sec.keys {
-			v := kv[1]
-			if o, ok := over[kv[0]]; ok {
-				v = o
-			}
-			seen[kv[0]] = true
-			fmt.Fprintf(&b, "%s = %s\n", kv[0], v)
-		}
-		var extra []string
-		for k := range over {
-			if !seen[k] {
-				extra = append(extra, k)
-			}
-		}
-		sort.Strings(extra)
-		for _, k := range extra {
-			fmt.Fprintf(&b, "%s = %s\n", k, over[k])
-		}
-	}
-	return b.String()
+// standardEndpoints are vsftpd, pureftpd, vsftps (explicit FTPS) and local.
+func standardEndpoints(base string) config.Connections {
+	vsftps := env.VSFTPS.Endpoint("vsftps")
+	vsftps.TLS, vsftps.TLSCAFile = "explicit", env.VSFTPSCA
+	return config.Connections{env.VSFTPD.Endpoint("vsftpd"), env.PureFTPD.Endpoint("pureftpd"), vsftps, config.Local("local", base)}
 }
 
-func ftpKeys(srv FTPServer) [][2]string {
-	return [][2]string{{"type", "ftp"}, {"host", srv.Host}, {"port", fmt.Sprint(srv.Port)}, {"user", srv.User}, {"pass", srv.Pass}}
-}
-
-// freeAddr is a loopback address nothing listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// StartDispatcher starts (or restarts, after it exited) the dispatcher and
-// reads its addresses from its start-up log line.
+// StartDispatcher starts (or restarts, after it exited) the dispatcher.
 func (s *Stack) StartDispatcher() {
-	t := s.T
-	t.Helper()
-	d := s.Dispatcher
-	if d.Starts() == 0 {
-		lease, admin, httpAddr := "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-		if s.opts.StablePorts {
-			lease, admin, httpAddr = s.fixed.lease, s.fixed.admin, s.fixed.http
-		}
-		d.Args = []string{"--config", s.Config, "--connections", s.Conns,
-			"--listen", lease, "--admin-listen", admin, "--http-listen", httpAddr,
-			"--instance-id", s.Name + "-d"}
-	}
-	must(t, d.Start())
-	var err error
-	if s.LeaseAddr, err = d.WaitLogValue("lease_address", 60*time.Second); err != nil {
-		t.Fatalf("dispatcher did not start: %v\n%s", err, d.Tail(40))
-	}
-	s.AdminAddr, _ = d.WaitLogValue("admin_address", time.Second)
-	s.HTTPAddr, _ = d.WaitLogValue("http_address", time.Second)
-	if s.adminConn != nil {
-		s.adminConn.Close()
-	}
-	s.adminConn, err = grpc.NewClient(s.AdminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	must(t, err)
-	s.Admin = adminv1.NewAdminServiceClient(s.adminConn)
+	s.T.Helper()
+	must(s.T, s.Stack.StartDispatcher(60*time.Second))
 }
 
 // StartAgent starts (or restarts) agent i, connected to the dispatcher.
 func (s *Stack) StartAgent(i int) {
-	t := s.T
-	t.Helper()
-	a := s.Agents[i]
-	a.Args = []string{"--config", s.Config, "--connections", s.Conns,
-		"--dispatcher", s.LeaseAddr, "--slots", fmt.Sprint(s.opts.Slots),
-		"--agent-id", s.AgentID(i), "--http-listen", "127.0.0.1:0"}
-	must(t, a.Start())
-	addr, err := a.WaitLogValue("http_address", 30*time.Second)
-	if err != nil {
-		t.Fatalf("%s did not start: %v\n%s", a.Name, err, a.Tail(40))
-	}
-	s.AgentHTTP[i] = addr
+	s.T.Helper()
+	must(s.T, s.Stack.StartAgent(i, 30*time.Second))
 }
 
 // AgentID is agent i's --agent-id.
@@ -296,54 +185,9 @@ func (s *Stack) AgentID(i int) string { return fmt.Sprintf("%s-a%d", s.Name, i+1
 // WaitReady waits until the dispatcher's /readyz answers 200 and
 // ListAgents shows n agents, each with a credit window.
 func (s *Stack) WaitReady(n int, timeout time.Duration) {
-	t := s.T
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		if !s.Dispatcher.Running() {
-			t.Fatalf("dispatcher exited (%v) before it was ready\n%s", s.Dispatcher.Wait(0), s.Dispatcher.Tail(60))
-		}
-		code, err := httpStatus("http://" + s.HTTPAddr + "/readyz")
-		if err != nil || code != http.StatusOK {
-			last = fmt.Sprintf("/readyz: %d %v", code, err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		resp, err := s.Admin.ListAgents(ctx, &adminv1.ListAgentsRequest{})
-		cancel()
-		if err != nil {
-			last = fmt.Sprintf("ListAgents: %v", err)
-		} else {
-			ready := 0
-			for _, a := range resp.Agents {
-				if a.Window > 0 && !a.Draining {
-					ready++
-				}
-			}
-			if ready == n && len(resp.Agents) == n {
-				return
-			}
-			last = fmt.Sprintf("ListAgents: %d agents, %d with a window: %v", len(resp.Agents), ready, resp.Agents)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("not ready within %s: %s", timeout, last)
+	s.T.Helper()
+	must(s.T, s.Stack.WaitReady(n, timeout))
 }
-
-func httpStatus(url string) (int, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-// Procs are the dispatcher and the agents.
-func (s *Stack) Procs() []*Proc { return append([]*Proc{s.Dispatcher}, s.Agents...) }
 
 // Stop sends SIGTERM to the dispatcher, then to the agents, and fails the
 // test unless each exits 0 in time. Idempotent.
@@ -357,9 +201,7 @@ func (s *Stack) Stop() {
 				s.T.Errorf("SIGTERM: %v\n%s", err, p.Tail(30))
 			}
 		}
-		if s.adminConn != nil {
-			s.adminConn.Close()
-		}
+		s.Close()
 	})
 }
 
@@ -421,13 +263,14 @@ func (s *Stack) AwaitDLQ(t testing.TB, keys []string, timeout time.Duration) map
 }
 
 func (s *Stack) taskStates(ids []string) string {
-	if s.Admin == nil {
+	api := s.Dispatcher.API()
+	if api == nil {
 		return ""
 	}
 	var b strings.Builder
 	for _, id := range ids {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		r, err := s.Admin.GetTask(ctx, &adminv1.GetTaskRequest{TaskId: id})
+		r, err := api.GetTask(ctx, &adminv1.GetTaskRequest{TaskId: id})
 		cancel()
 		if err != nil {
 			fmt.Fprintf(&b, "\n  %s: GetTask: %v", id, err)
@@ -443,13 +286,6 @@ func first(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // timestampRE is the original's outcome timestamp: Python's isoformat() of

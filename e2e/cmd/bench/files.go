@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
 )
 
 // workload is a set of equal files.
@@ -64,19 +66,19 @@ func localSrc(w workload, i int) string { return "src/" + w.name + "/" + fileNam
 // Files of 1 GiB or more are hard links to one file.
 func (b *bench) ensureFiles(w workload) error {
 	home := b.env.VSFTPD.Home
-	dir := b.env.VSFTPD.path("/bench/" + w.name)
+	dir := b.env.VSFTPD.Path("/bench/" + w.name)
 	ldir := filepath.Join(b.localBase, "src", w.name)
 	if st, err := os.Stat(filepath.Join(ldir, fileName(w.count-1))); err == nil && st.Size() == w.size {
 		return nil
 	}
 	b.logf("creating %s in %s", w.title(), dir)
-	if err := mkdirOwned(home, dir); err != nil {
+	if err := stack.MkdirOwned(dir); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(ldir, 0o755); err != nil {
 		return err
 	}
-	uid, gid := ownerOf(home)
+	uid, gid, _ := stack.Owner(home) // -1, -1 leave the owner as it is
 	rng := rand.New(rand.NewPCG(uint64(w.size), uint64(w.count)))
 	buf := make([]byte, min(w.size, 1<<20))
 	for i := range buf {
@@ -141,6 +143,6 @@ func linkOrCopy(src, dst string) error {
 
 // removeFiles deletes w's files.
 func (b *bench) removeFiles(w workload) {
-	_ = os.RemoveAll(b.env.VSFTPD.path("/bench/" + w.name))
+	_ = os.RemoveAll(b.env.VSFTPD.Path("/bench/" + w.name))
 	_ = os.RemoveAll(filepath.Join(b.localBase, "src", w.name))
 }

@@ -31,6 +31,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 )
 
 type options struct {
@@ -99,7 +102,7 @@ func main() {
 	fsync := flag.Bool("fsync", true, "FTP Pooler's transfer.fsync in the workload and large-file stacks (false: what durability costs, beside baselines that never fsync)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "`directory` for CPU profiles of the dispatcher and agents, taken over the first -pprof-seconds of each measured run")
 	flag.IntVar(&o.pprofSeconds, "pprof-seconds", 5, "length of each -pprof profile")
-	flag.Var(&o.set, "set", "`section.key=value` for every stack's config.yaml (repeatable; numbers, booleans and JSON keep their type), e.g. -set lease.leases_per_connection=4")
+	flag.Var(&o.set, "set", "`section.key=value` for every stack's config.yaml (repeatable; the value is read as the key's type), e.g. -set lease.leases_per_connection=4")
 	flag.IntVar(&o.divide, "divide", 1, "divide every file count by this, for a quick trial of the whole benchmark")
 	flag.Parse()
 	o.noFsync = !*fsync
@@ -132,7 +135,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer env.close()
 	b.env = env
-	b.version = cmdOutput("git", "-C", env.Root, "describe", "--tags", "--always", "--dirty")
+	b.version = cmdOutput("git", "-C", env.RepoRoot, "describe", "--tags", "--always", "--dirty")
 	b.localBase = filepath.Join(env.Work, "local")
 	if err := os.MkdirAll(b.localBase, 0o755); err != nil {
 		return err
@@ -148,7 +151,7 @@ func run(ctx context.Context, o options) error {
 	b.logf("Kafka: %s at %s; vsftpd at %s; pure-ftpd at %s", env.KafkaKind, env.Kafka, env.VSFTPD.Addr, orNone(env.PureFTPD.Addr))
 	b.ftpfetch = filepath.Join(env.Work, "ftpfetch")
 	build := exec.Command("go", "build", "-o", b.ftpfetch, "./e2e/cmd/ftpfetch")
-	build.Dir = env.Root
+	build.Dir = env.RepoRoot
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build ftpfetch: %v: %s", err, out)
 	}
@@ -161,9 +164,9 @@ func run(ctx context.Context, o options) error {
 			b.removeRun(t[0], t[1])
 		}
 		_ = os.RemoveAll(filepath.Join(b.localBase, "dl"))
-		_ = os.RemoveAll(b.env.VSFTPD.path("/bench-up"))
+		_ = os.RemoveAll(b.env.VSFTPD.Path("/bench-up"))
 		if b.env.PureFTPD.Addr != "" {
-			_ = os.RemoveAll(b.env.PureFTPD.path("/bench-up"))
+			_ = os.RemoveAll(b.env.PureFTPD.Path("/bench-up"))
 		}
 	}()
 	go func() {
@@ -173,7 +176,7 @@ func run(ctx context.Context, o options) error {
 		}
 		b.logf("interrupted: stopping the dispatcher and agents")
 		activeMu.Lock()
-		var running []*stack
+		var running []*pooler
 		for s := range active {
 			running = append(running, s)
 		}
@@ -238,7 +241,7 @@ func (b *bench) smoke(ctx context.Context) error {
 			continue
 		}
 		s, err := b.startStack(stackOpts{name: d.key, delivery: d.config, agents: b.opts.agents, conns: b.opts.conns,
-			extra: map[string]map[string]any{"transfer": {"fsync": false}}})
+			extra: noFsync})
 		if err != nil {
 			return err
 		}
@@ -289,7 +292,7 @@ func (b *bench) baselines(ctx context.Context, w workload, d direction, rep int)
 }
 
 // oursReps runs each workload and direction reps times on s.
-func (b *bench) oursReps(ctx context.Context, s *stack, key string, ws []workload, ds []direction) error {
+func (b *bench) oursReps(ctx context.Context, s *pooler, key string, ws []workload, ds []direction) error {
 	// Warm up: the pools log in, the page cache and the JIT of the broker settle.
 	if ws[0].size < 1<<30 {
 		if _, err := b.runOurs(s, ws[0], ds[0], min(ws[0].count, 200)); err != nil {
@@ -328,7 +331,7 @@ func (b *bench) oursReps(ctx context.Context, s *stack, key string, ws []workloa
 	return nil
 }
 
-func (b *bench) idle(s *stack, key string, n int) error {
+func (b *bench) idle(s *pooler, key string, n int) error {
 	lat, agent, err := b.idleLatency(s, workload{name: "w20B", count: 1, size: 20}, n)
 	if err != nil {
 		return fmt.Errorf("idle latency (%s): %w", key, err)
@@ -407,7 +410,7 @@ func (b *bench) full(ctx context.Context) error {
 		}
 		opts := stackOpts{name: d.key, delivery: d.config, agents: b.opts.agents, conns: b.opts.conns, agentConns: b.opts.agentConns}
 		if b.opts.noFsync {
-			opts.extra = map[string]map[string]any{"transfer": {"fsync": false}}
+			opts.extra = noFsync
 		}
 		s, err := b.startStack(opts)
 		if err != nil {
@@ -452,7 +455,7 @@ func (b *bench) full(ctx context.Context) error {
 		}
 		if len(small) > 0 {
 			s, err := b.startStack(stackOpts{name: "nofsync", delivery: "at_least_once", agents: b.opts.agents, conns: b.opts.conns,
-				extra: map[string]map[string]any{"transfer": {"fsync": false}}})
+				extra: noFsync})
 			if err != nil {
 				return err
 			}
@@ -505,11 +508,11 @@ func (b *bench) writeReport(complete bool) (string, error) {
 	}
 	out := b.opts.out
 	if out == "" {
-		out = filepath.Join(b.env.Root, "BENCHMARKS.md")
+		out = filepath.Join(b.env.RepoRoot, "BENCHMARKS.md")
 	}
 	chart := b.opts.chart
 	if chart == "" {
-		chart = filepath.Join(b.env.Root, "docs", "bench-throughput.png")
+		chart = filepath.Join(b.env.RepoRoot, "docs", "bench-throughput.png")
 	}
 	if len(b.res.scale) > 0 {
 		if err := os.MkdirAll(filepath.Dir(chart), 0o755); err != nil {
@@ -614,14 +617,14 @@ func (b *bench) memory(ctx context.Context) error {
 	}
 	defer s.stop()
 	n := 100_000 / b.opts.divide
-	tasks := make([]task, n)
+	tasks := make([]kafka.Task, n)
 	for i := range tasks {
-		tasks[i] = task{ID: fmt.Sprintf("q%s-%d", b.runID, i), SrcID: "vsftpd", SrcPath: remoteSrc(big, 0), DstID: "local", DstPath: fmt.Sprintf("q/%d", i)}
+		tasks[i] = kafka.Task{TaskID: fmt.Sprintf("q%s-%d", b.runID, i), SrcID: "vsftpd", SrcPath: remoteSrc(big, 0), DstID: "local", DstPath: fmt.Sprintf("q/%d", i)}
 	}
-	rss := sampleRSS(100*time.Millisecond, s.disp.pid())
+	mem := proc.SampleMemory(100*time.Millisecond, s.Dispatcher.Proc)
 	b.kafka.expect(nil)
 	if _, err := b.kafka.produce(ctx, tasks); err != nil {
-		rss.end()
+		mem.Stop()
 		return err
 	}
 	// Wait until the dispatcher stops taking records in (its buffer is full
@@ -641,7 +644,7 @@ func (b *bench) memory(ctx context.Context) error {
 		}
 		queued = st.Queued
 	}
-	peak := rss.end()[s.disp.pid()]
+	peak := mem.Stop()[s.Dispatcher.Name].RSS
 	b.res.memQueue = float64(peak) / (1 << 20)
 	b.res.memQueued = int(queued)
 	b.logf("dispatcher with %d tasks produced, %d queued in it: peak RSS %.0f MiB", n, queued, b.res.memQueue)

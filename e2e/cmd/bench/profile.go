@@ -22,14 +22,14 @@ type profiler struct {
 
 // startProfiles asks every process of s for a CPU profile of the next
 // -pprof-seconds, written under -pprof as <run>-<process>.cpu.pprof.
-func (b *bench) startProfiles(s *stack, run string) *profiler {
+func (b *bench) startProfiles(s *pooler, run string) *profiler {
 	if b.opts.pprofDir == "" {
 		return nil
 	}
-	p := &profiler{errs: make(chan error, 1+len(s.agents))}
-	targets := map[string]string{"dispatcher": s.httpAddr}
-	for i, a := range s.agentHTTP {
-		targets[fmt.Sprintf("agent-%d", i+1)] = a
+	p := &profiler{errs: make(chan error, 1+len(s.Agents))}
+	targets := map[string]string{"dispatcher": s.Dispatcher.HTTP}
+	for i, a := range s.Agents {
+		targets[fmt.Sprintf("agent-%d", i+1)] = a.HTTP
 	}
 	for name, addr := range targets {
 		p.wg.Add(1)

@@ -361,7 +361,7 @@ func (r *results) document(b *bench, tables, chart string) string {
 		b.version, runtime.Version(), firstLine(cmdOutput("go", "version")),
 		b.env.KafkaKind, cmdOutput("dpkg-query", "-W", "-f", "${Version}", "vsftpd"), pureVersion(), firstLine(cmdOutput("curl", "--version")))
 	fmt.Fprintf(&d, "- **Command:** `%s`\n\n", strings.Join(append([]string{"go run ./e2e/cmd/bench"}, os.Args[1:]...), " "))
-	if rel, err := filepath.Rel(b.env.Root, chart); err == nil && len(r.scale) > 0 {
+	if rel, err := filepath.Rel(b.env.RepoRoot, chart); err == nil && len(r.scale) > 0 {
 		fmt.Fprintf(&d, "![small-file throughput against connections](%s)\n\n", rel)
 	}
 	d.WriteString(tables)

@@ -15,6 +15,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 )
 
 // direction of a run.
@@ -46,9 +50,15 @@ type serverCPU struct{ ftp, kafka float64 }
 
 func (b *bench) serverCPU() serverCPU {
 	return serverCPU{
-		ftp:   treeCPU(pidFile(b.env.State, "vsftpd")) + treeCPU(pidFile(b.env.State, "pureftpd")),
-		kafka: treeCPU(pidFile(b.env.State, "kafka")),
+		ftp:   b.serverTreeCPU("vsftpd") + b.serverTreeCPU("pureftpd"),
+		kafka: b.serverTreeCPU("kafka"),
 	}
+}
+
+// serverTreeCPU is the CPU seconds of a server the scripts started and
+// its processes (<state>/<name>.pid).
+func (b *bench) serverTreeCPU(name string) float64 {
+	return proc.TreeCPU(proc.PIDFile(filepath.Join(b.env.StateDir, name+".pid")))
 }
 
 // perThousand sets the server CPU figures of s for n files since c0.
@@ -68,11 +78,11 @@ func (b *bench) runDirs(tag string) (local, remote string, err error) {
 	if err := os.MkdirAll(filepath.Join(b.localBase, local), 0o755); err != nil {
 		return "", "", err
 	}
-	if err := mkdirOwned(b.env.VSFTPD.Home, b.env.VSFTPD.path(remote)); err != nil {
+	if err := stack.MkdirOwned(b.env.VSFTPD.Path(remote)); err != nil {
 		return "", "", err
 	}
 	if b.env.PureFTPD.Addr != "" {
-		if err := mkdirOwned(b.env.PureFTPD.Home, b.env.PureFTPD.path(remote)); err != nil {
+		if err := stack.MkdirOwned(b.env.PureFTPD.Path(remote)); err != nil {
 			return "", "", err
 		}
 	}
@@ -93,9 +103,9 @@ func (b *bench) cleanRun(local, remote string, bytes int64) {
 
 func (b *bench) removeRun(local, remote string) {
 	_ = os.RemoveAll(filepath.Join(b.localBase, local))
-	_ = os.RemoveAll(b.env.VSFTPD.path(remote))
+	_ = os.RemoveAll(b.env.VSFTPD.Path(remote))
 	if b.env.PureFTPD.Addr != "" {
-		_ = os.RemoveAll(b.env.PureFTPD.path(remote))
+		_ = os.RemoveAll(b.env.PureFTPD.Path(remote))
 	}
 }
 
@@ -120,9 +130,9 @@ func (b *bench) runCurl(w workload, d direction, conns int) (sample, error) {
 	var cfg strings.Builder
 	for i := 0; i < w.count; i++ {
 		if d == download {
-			fmt.Fprintf(&cfg, "url = \"%s\"\noutput = \"%s\"\n", b.env.VSFTPD.url(remoteSrc(w, i)), filepath.Join(b.localBase, local, fileName(i)))
+			fmt.Fprintf(&cfg, "url = \"%s\"\noutput = \"%s\"\n", ftpURL(b.env.VSFTPD, remoteSrc(w, i)), filepath.Join(b.localBase, local, fileName(i)))
 		} else {
-			fmt.Fprintf(&cfg, "upload-file = \"%s\"\nurl = \"%s\"\n", filepath.Join(b.localBase, localSrc(w, i)), b.env.VSFTPD.url(remote+"/"+fileName(i)))
+			fmt.Fprintf(&cfg, "upload-file = \"%s\"\nurl = \"%s\"\n", filepath.Join(b.localBase, localSrc(w, i)), ftpURL(b.env.VSFTPD, remote+"/"+fileName(i)))
 		}
 	}
 	cfgPath := filepath.Join(b.env.Work, "curl.cfg")
@@ -149,7 +159,7 @@ func (b *bench) runCurl(w workload, d direction, conns int) (sample, error) {
 }
 
 // runCurlTo uploads one file with curl to srv (the relay's second leg).
-func (b *bench) runCurlTo(srv ftpServer, w workload) (sample, error) {
+func (b *bench) runCurlTo(srv stack.FTPServer, w workload) (sample, error) {
 	local, remote, err := b.runDirs("curlput")
 	if err != nil {
 		return sample{}, err
@@ -157,7 +167,7 @@ func (b *bench) runCurlTo(srv ftpServer, w workload) (sample, error) {
 	defer b.cleanRun(local, remote, w.size)
 	settle(1, w.size)
 	start := time.Now()
-	out, err := exec.Command("curl", "-s", "-S", "-T", filepath.Join(b.localBase, localSrc(w, 0)), srv.url(remote+"/"+fileName(0))).CombinedOutput()
+	out, err := exec.Command("curl", "-s", "-S", "-T", filepath.Join(b.localBase, localSrc(w, 0)), ftpURL(srv, remote+"/"+fileName(0))).CombinedOutput()
 	took := time.Since(start).Seconds()
 	if err != nil {
 		return sample{}, fmt.Errorf("curl: %v: %.500s", err, out)
@@ -216,7 +226,7 @@ func (b *bench) runPooled(w workload, d direction, conns int) (sample, error) {
 }
 
 // runOurs produces w as tasks to s and waits for every outcome.
-func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, error) {
+func (b *bench) runOurs(s *pooler, w workload, d direction, count int) (sample, error) {
 	local, remote, err := b.runDirs("ours")
 	if err != nil {
 		return sample{}, err
@@ -224,10 +234,10 @@ func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, e
 	defer b.cleanRun(local, remote, int64(count)*w.size)
 	b.runSeq++
 	prefix := fmt.Sprintf("b%s-%d-", b.runID, b.runSeq)
-	tasks := make([]task, count)
+	tasks := make([]kafka.Task, count)
 	ids := make([]string, count)
 	for i := range tasks {
-		t := task{ID: prefix + fmt.Sprint(i)}
+		t := kafka.Task{TaskID: prefix + fmt.Sprint(i)}
 		switch d {
 		case download:
 			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "vsftpd", remoteSrc(w, i%w.count), "local", local+"/"+fileName(i)
@@ -236,33 +246,29 @@ func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, e
 		case relay:
 			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "vsftpd", remoteSrc(w, i%w.count), "pureftpd", remote+"/"+fileName(i)
 		}
-		tasks[i], ids[i] = t, t.ID
+		tasks[i], ids[i] = t, t.TaskID
 	}
 	settle(count, w.size)
-	pids := s.pids()
-	cpu0 := make([]float64, len(pids))
-	for i, p := range pids {
-		cpu0[i] = cpuSeconds(p)
+	procs := s.Procs()
+	cpu0 := make([]float64, len(procs))
+	for i, p := range procs {
+		cpu0[i] = proc.CPUSeconds(p.Pid())
 	}
 	c0 := b.serverCPU()
-	rss := sampleRSS(50*time.Millisecond, pids...)
-	all := b.kafka.expect(ids)
+	mem := proc.SampleMemory(50*time.Millisecond, procs...)
+	b.kafka.expect(ids)
 	prof := b.startProfiles(s, fmt.Sprintf("%s-%s-%s-%d", s.opts.name, w.name, d, b.runSeq))
 	defer prof.wait(b)
 	produced, err := b.kafka.produce(context.Background(), tasks)
 	if err != nil {
-		rss.end()
+		mem.Stop()
 		return sample{}, fmt.Errorf("produce: %w", err)
 	}
 	timeout := 2*time.Minute + time.Duration(float64(count)*float64(w.size)/100e6*float64(time.Second))
-	select {
-	case <-all:
-	case <-time.After(timeout):
-	}
-	peak := rss.end()
-	got := b.kafka.outcomes()
+	got := b.kafka.await(ids, timeout)
+	peak := mem.Stop()
 	if len(got) < count {
-		return sample{}, fmt.Errorf("%d of %d outcomes after %s (dispatcher log %s)", len(got), count, timeout, s.disp.logPath)
+		return sample{}, fmt.Errorf("%d of %d outcomes after %s (dispatcher log %s)", len(got), count, timeout, s.Dispatcher.LogPath)
 	}
 	first := time.Time{}
 	for _, t := range produced {
@@ -274,15 +280,15 @@ func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, e
 	lat := make([]float64, 0, count)
 	failed := 0
 	var failure string
-	for id, a := range got {
-		if !a.ok {
+	for id, m := range got {
+		if ok, why := succeeded(m); !ok {
 			failed++
-			failure = a.code + ": " + a.detail
+			failure = why
 		}
-		if a.at.After(last) {
-			last = a.at
+		if m.Seen.After(last) {
+			last = m.Seen
 		}
-		lat = append(lat, float64(a.at.Sub(produced[id]))/1e6)
+		lat = append(lat, float64(m.Seen.Sub(produced[id]))/1e6)
 	}
 	if failed > 0 {
 		return sample{}, fmt.Errorf("%d of %d tasks failed, e.g. %s", failed, count, failure)
@@ -291,16 +297,16 @@ func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, e
 	slices.Sort(lat)
 	smp := sample{rate: float64(count) / took, mbps: float64(count) * float64(w.size) / took / 1e6,
 		p50: quantile(lat, 0.5), p99: quantile(lat, 0.99)}
-	smp.rssD = float64(peak[pids[0]]) / (1 << 20)
 	var cpuA float64
-	for i, p := range pids {
-		c := cpuSeconds(p) - cpu0[i]
+	for i, p := range procs { // the dispatcher, then the agents
+		c := proc.CPUSeconds(p.Pid()) - cpu0[i]
+		rss := float64(peak[p.Name].RSS) / (1 << 20)
 		if i == 0 {
-			smp.cpuD = c / float64(count) * 1000
+			smp.cpuD, smp.rssD = c/float64(count)*1000, rss
 			continue
 		}
 		cpuA += c
-		smp.rssA = max(smp.rssA, float64(peak[p])/(1<<20))
+		smp.rssA = max(smp.rssA, rss)
 	}
 	smp.cpuA = cpuA / float64(count) * 1000
 	smp.cpuClient = smp.cpuD + smp.cpuA
@@ -310,7 +316,7 @@ func (b *bench) runOurs(s *stack, w workload, d direction, count int) (sample, e
 
 // idleLatency runs n single 20 B tasks one at a time and returns their
 // latencies in ms, and the part of each spent in the agent's transfer.
-func (b *bench) idleLatency(s *stack, w workload, n int) ([]float64, []float64, error) {
+func (b *bench) idleLatency(s *pooler, w workload, n int) ([]float64, []float64, error) {
 	var lat, agent, toOutcome []float64
 	for i := -3; i < n; i++ { // three warm-ups
 		local, remote, err := b.runDirs("idle")
@@ -318,25 +324,24 @@ func (b *bench) idleLatency(s *stack, w workload, n int) ([]float64, []float64, 
 			return nil, nil, err
 		}
 		b.runSeq++
-		t := task{ID: fmt.Sprintf("i%s-%d", b.runID, b.runSeq), SrcID: "vsftpd", SrcPath: remoteSrc(w, 0), DstID: "local", DstPath: local + "/" + fileName(0)}
-		all := b.kafka.expect([]string{t.ID})
-		at, err := b.kafka.produce(context.Background(), []task{t})
+		t := kafka.Task{TaskID: fmt.Sprintf("i%s-%d", b.runID, b.runSeq), SrcID: "vsftpd", SrcPath: remoteSrc(w, 0), DstID: "local", DstPath: local + "/" + fileName(0)}
+		b.kafka.expect([]string{t.TaskID})
+		at, err := b.kafka.produce(context.Background(), []kafka.Task{t})
 		if err != nil {
 			return nil, nil, err
 		}
-		select {
-		case <-all:
-		case <-time.After(30 * time.Second):
-			return nil, nil, fmt.Errorf("no outcome for %s within 30 s", t.ID)
+		m, ok := b.kafka.await([]string{t.TaskID}, 30*time.Second)[t.TaskID]
+		if !ok {
+			return nil, nil, fmt.Errorf("no outcome for %s within 30 s", t.TaskID)
 		}
-		a := b.kafka.outcomes()[t.ID]
-		if !a.ok {
-			return nil, nil, fmt.Errorf("%s failed: %s %s", t.ID, a.code, a.detail)
+		if ok, why := succeeded(m); !ok {
+			return nil, nil, fmt.Errorf("%s failed: %s", t.TaskID, why)
 		}
 		if i >= 0 {
-			lat = append(lat, float64(a.at.Sub(at[t.ID]))/1e6)
-			agent = append(agent, a.agentMS)
-			toOutcome = append(toOutcome, float64(a.produced.Sub(at[t.ID]))/1e6)
+			agentMS, _ := m.Num("duration_ms") // the transfer's time on the agent
+			lat = append(lat, float64(m.Seen.Sub(at[t.TaskID]))/1e6)
+			agent = append(agent, agentMS)
+			toOutcome = append(toOutcome, float64(m.Time.Sub(at[t.TaskID]))/1e6)
 		}
 		b.cleanRun(local, remote, 0)
 		time.Sleep(50 * time.Millisecond)
@@ -362,7 +367,7 @@ func quantile(xs []float64, q float64) float64 {
 func (b *bench) leaseThroughput() (float64, error) {
 	cmd := exec.Command("go", "test", "-count=1", "-run", "^$", "-bench", "^BenchmarkLeaseThroughputOverGRPC$", "-benchtime", "5x",
 		"./services/dispatcher/internal/lease/")
-	cmd.Dir = b.env.Root
+	cmd.Dir = b.env.RepoRoot
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("go test -bench: %v: %s", err, out)

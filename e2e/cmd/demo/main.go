@@ -9,31 +9,27 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/ftp-pooler/ftp-pooler/e2e/devstack"
-	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/kafka"
 )
 
 const (
-	seedTask    = `{"task_id":"test-001","src_id":"remote-ftp","src_path":"/test1.txt","dst_id":"local","dst_path":"/data/storage/test1.txt"}`
-	seedContent = "Test file content 1\n"
+	seedTask    = kafka.SeedTask
+	seedContent = kafka.SeedContent
 )
 
 func main() {
@@ -50,17 +46,10 @@ func main() {
 }
 
 type demo struct {
-	dir, base          string
-	broker             *devstack.Broker
-	remote, archive    *devstack.FTPServer
-	procs              []*proc
-	adminAddr, httpURL string
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
+	dir, base       string
+	broker          *devstack.Broker
+	remote, archive *devstack.FTPServer
+	stack           *stack.Stack
 }
 
 func run(ctx context.Context, binDir, base string, keep bool) error {
@@ -89,11 +78,8 @@ func run(ctx context.Context, binDir, base string, keep bool) error {
 }
 
 func (d *demo) start(binDir, base string) error {
-	var err error
-	for _, b := range []string{"dispatcher", "agent"} {
-		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
-			return fmt.Errorf("%s binary not found in %s: run `make build` first", b, binDir)
-		}
+	if err := stack.CheckBinaries(binDir); err != nil {
+		return err
 	}
 	d.base = base
 	if err := os.MkdirAll(base, 0o755); err != nil {
@@ -104,6 +90,7 @@ func (d *demo) start(binDir, base string) error {
 			return err
 		}
 	}
+	var err error
 	if d.broker, err = devstack.StartBroker(0); err != nil {
 		return err
 	}
@@ -124,53 +111,24 @@ func (d *demo) start(binDir, base string) error {
 	}
 
 	// The original service's config.yaml shape: bootstrap_servers as a list.
-	cfg := filepath.Join(d.dir, "config.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
-  bootstrap_servers:
-    - %s
-  consumer_group: ftp-pooler
-  input_topic: ftp-tasks
-  result_topic: ftp-results
-  fail_topic: ftp-failures
-  dlq_topic: ftp-tasks-dlq
-
-pool:
-  max_sessions_per_pod: 100
-  max_sessions_per_connection: 10
-  session_timeout_seconds: 300
-
-logging:
-  level: INFO
-  format: text
-
-dispatcher:
-  listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  http_listen: 127.0.0.1:0
-`, d.broker.Addr)), 0o644); err != nil {
+	cfg := config.Default()
+	cfg.Kafka.BootstrapServers = []string{d.broker.Addr}
+	cfg.Logging.Format = "text"
+	cfg.Dispatcher.Listen, cfg.Dispatcher.AdminListen, cfg.Dispatcher.HTTPListen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	conns := config.Connections{
+		config.FTP("remote-ftp", d.remote.Host, d.remote.Port, "ftpuser", "ftppass"),
+		config.FTP("archive-ftp", d.archive.Host, d.archive.Port, "archive", "s3cret;%pass"),
+		config.Local("local", d.base),
+	}
+	d.stack, err = stack.New(stack.Options{Dir: d.dir, Bin: binDir, Config: cfg, Connections: conns, Comment: "Written by e2e/cmd/demo.",
+		InstanceID: "demo-dispatcher", Agents: 2, Slots: 4, AgentID: func(i int) string { return fmt.Sprintf("demo-agent-%d", i+1) }})
+	if err != nil {
 		return err
 	}
-	conns := filepath.Join(d.dir, "connections.ini")
-	if err := os.WriteFile(conns, []byte(fmt.Sprintf(`[remote-ftp]
-type = ftp
-host = %s
-port = %d
-user = ftpuser
-pass = ftppass
-passive = true
-
-[archive-ftp]
-type = ftp
-host = %s
-port = %d
-user = archive
-pass = s3cret;%%pass
-
-[local]
-type = local
-base_path = %s
-`, d.remote.Host, d.remote.Port, d.archive.Host, d.archive.Port, d.base)), 0o644); err != nil {
-		return err
+	// The user's environment reaches the binaries (OTEL_* for traces, say),
+	// all but what would point them at other files.
+	for _, p := range d.stack.Procs() {
+		p.Inherit, p.Env = true, []string{"FTP_POOLER_CONFIG=", "FTP_POOLER_CONNECTIONS="}
 	}
 
 	fmt.Println("FTP Pooler demo")
@@ -178,98 +136,37 @@ base_path = %s
 	fmt.Printf("  remote-ftp           %s  serving %s\n", d.remote.Addr, d.remote.Root)
 	fmt.Printf("  archive-ftp          %s  serving %s\n", d.archive.Addr, d.archive.Root)
 	fmt.Printf("  local                %s\n", d.base)
-	fmt.Printf("  config               %s, %s\n", cfg, conns)
+	fmt.Printf("  config               %s, %s\n", d.stack.Files.Config, d.stack.Files.Connections)
 
 	// The dispatcher picks free ports and logs them; read them from its log.
-	disp, err := d.spawn("dispatcher", filepath.Join(binDir, "dispatcher"), "--config", cfg, "--connections", conns, "--instance-id", "demo-dispatcher")
-	if err != nil {
+	if err := d.stack.StartDispatcher(15 * time.Second); err != nil {
 		return err
 	}
-	leaseAddr, err := waitLogValue(disp.log, "lease_address=", 15*time.Second)
-	if err != nil {
-		return fmt.Errorf("dispatcher did not start (log %s): %w", disp.log, err)
-	}
-	if d.adminAddr, err = waitLogValue(disp.log, "admin_address=", time.Second); err != nil {
-		return err
-	}
-	httpAddr, err := waitLogValue(disp.log, "http_address=", time.Second)
-	if err != nil {
-		return err
-	}
-	d.httpURL = "http://" + httpAddr
-	fmt.Printf("  dispatcher           pid %d, agents connect to %s, admin %s, http %s\n", disp.cmd.Process.Pid, leaseAddr, d.adminAddr, httpAddr)
-	for i := 1; i <= 2; i++ {
-		name := fmt.Sprintf("agent-%d", i)
-		a, err := d.spawn(name, filepath.Join(binDir, "agent"), "--config", cfg, "--connections", conns,
-			"--dispatcher", leaseAddr, "--slots", "4", "--agent-id", "demo-"+name)
-		if err != nil {
+	disp := d.stack.Dispatcher
+	fmt.Printf("  dispatcher           pid %d, agents connect to %s, admin %s, http %s\n", disp.Pid(), disp.Lease, disp.Admin, disp.HTTP)
+	for i, a := range d.stack.Agents {
+		if err := d.stack.StartAgent(i, 0); err != nil {
 			return err
 		}
-		fmt.Printf("  %-20s pid %d\n", name, a.cmd.Process.Pid)
+		fmt.Printf("  %-20s pid %d\n", a.Name, a.Pid())
 	}
 	fmt.Printf("  logs                 %s/*.log\n", d.dir)
 	return nil
 }
 
-func (d *demo) spawn(name, bin string, args ...string) (*proc, error) {
-	logPath := filepath.Join(d.dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "FTP_POOLER_CONFIG=", "FTP_POOLER_CONNECTIONS=")
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	f.Close()
-	p := &proc{name: name, cmd: cmd, log: logPath}
-	d.procs = append(d.procs, p)
-	return p, nil
-}
-
-// waitLogValue finds key=value in a text log.
-func waitLogValue(path, key string, timeout time.Duration) (string, error) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(path)
-		if i := bytes.Index(b, []byte(key)); i >= 0 {
-			rest := string(b[i+len(key):])
-			if j := strings.IndexAny(rest, " \n"); j > 0 {
-				return strings.Trim(rest[:j], `"`), nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return "", fmt.Errorf("%s not logged within %s", key, timeout)
-}
-
 func (d *demo) waitReady(ctx context.Context) error {
-	conn, err := grpc.NewClient(d.adminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	admin := adminv1.NewAdminServiceClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		agents, err := admin.ListAgents(ctx, &adminv1.ListAgentsRequest{})
-		ready := err == nil && len(agents.Agents) == 2
-		if resp, err := http.Get(d.httpURL + "/readyz"); err == nil {
-			resp.Body.Close()
-			ready = ready && resp.StatusCode == http.StatusOK
-		} else {
-			ready = false
+	wait := make(chan error, 1)
+	go func() { wait <- d.stack.WaitReady(2, 20*time.Second) }()
+	select {
+	case err := <-wait:
+		if err != nil {
+			return fmt.Errorf("the dispatcher and agents did not become ready within 20s (%w); see the logs", err)
 		}
-		if ready {
-			fmt.Println("ready: dispatcher joined its consumer group, 2 agents connected")
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return errors.New("the dispatcher and agents did not become ready within 20s; see the logs")
+	fmt.Println("ready: dispatcher joined its consumer group, 2 agents connected")
+	return nil
 }
 
 func (d *demo) submitAndCheck(ctx context.Context) error {
@@ -305,7 +202,7 @@ func (d *demo) submitAndCheck(ctx context.Context) error {
 		}
 	}
 	fmt.Println("\noutcomes (read_committed):")
-	got := map[string]devstack.Message{}
+	got := map[string]kafka.Message{}
 	latency := map[string]time.Duration{}
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -380,26 +277,24 @@ The stack keeps running (Ctrl-C stops it). Try:
   # metrics and health
   curl -s %[3]s/metrics | grep ^ftp_pooler_
   curl -s %[3]s/readyz
-`, d.broker.Addr, d.adminAddr, d.httpURL)
+`, d.broker.Addr, d.stack.Dispatcher.Admin, "http://"+d.stack.Dispatcher.HTTP)
 }
 
-// stop sends SIGTERM to every child (their graceful shutdown path) and
-// waits, then stops the embedded servers.
+// stop sends SIGTERM to every child (their graceful shutdown path), the
+// agents first, and waits, then stops the embedded servers.
 func (d *demo) stop() {
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		p := d.procs[i]
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- p.cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "%s exited: %v (log %s)\n", p.name, err, p.log)
+	if d.stack != nil {
+		procs := d.stack.Procs()
+		for i := len(procs) - 1; i >= 0; i-- {
+			p := procs[i]
+			if p.Starts() == 0 {
+				continue
 			}
-		case <-time.After(20 * time.Second):
-			_ = p.cmd.Process.Kill()
-			fmt.Fprintf(os.Stderr, "%s did not stop within 20s; killed (log %s)\n", p.name, p.log)
+			if err := p.Stop(20 * time.Second); err != nil {
+				fmt.Fprintf(os.Stderr, "%s: %v (log %s)\n", p.Name, err, p.LogPath)
+			}
 		}
+		d.stack.Close()
 	}
 	if d.remote != nil {
 		d.remote.Close()

@@ -1,11 +1,9 @@
-//go:build e2e
-
-package realstack
-
-// Process management for the real binaries: start, signal, stop, kill,
-// restart, wait for log lines, sample memory. Nothing here knows about
-// dispatchers or agents; stack_test.go builds on it (and so can a chaos
-// suite: Kill, Restart and Signal work at any moment).
+// Package proc runs the binaries under test as child processes: start,
+// signal, stop, kill and restart them, wait for what they log, and read
+// what /proc says about them (memory, CPU). It knows nothing about
+// dispatchers or agents; package stack builds on it, and a chaos suite can
+// kill, restart and signal at any moment.
+package proc
 
 import (
 	"bufio"
@@ -15,23 +13,27 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stackenv"
 )
 
-// Proc is one child process of the test. Its stdout and stderr go to
-// LogPath, which every (re)start appends to after a "=== start" line.
+// Proc is one child process. Its stdout and stderr go to LogPath, which
+// every (re)start appends to after a "=== start" line.
 type Proc struct {
 	Name    string
 	Bin     string
 	Args    []string
-	Env     []string // added to a cleaned os.Environ()
 	LogPath string
+	// Env is added to the child's environment. That is the caller's without
+	// FTP_POOLER_* and OTEL_*, so that only the files the harness wrote
+	// configure the binaries and no telemetry goes anywhere by accident,
+	// unless Inherit is set.
+	Env []string
+	// Inherit passes the caller's environment on whole (the demo: the
+	// user's OTEL_* and FTP_POOLER_LOG_LEVEL reach the binaries).
+	Inherit bool
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -42,15 +44,15 @@ type Proc struct {
 	starts   int
 }
 
-// NewProc describes a process; Start runs it.
-func NewProc(name, bin, logPath string, args ...string) *Proc {
+// New describes a process; Start runs it.
+func New(name, bin, logPath string, args ...string) *Proc {
 	return &Proc{Name: name, Bin: bin, Args: args, LogPath: logPath}
 }
 
-// childEnv is the test's environment without the variables that would
-// override the binaries' config files (FTP_POOLER_*) or send telemetry
-// somewhere (OTEL_*).
-func childEnv(extra []string) []string {
+func (p *Proc) environ() []string {
+	if p.Inherit {
+		return append(os.Environ(), p.Env...)
+	}
 	var out []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "FTP_POOLER_") || strings.HasPrefix(kv, "OTEL_") {
@@ -58,7 +60,7 @@ func childEnv(extra []string) []string {
 		}
 		out = append(out, kv)
 	}
-	return append(out, extra...)
+	return append(out, p.Env...)
 }
 
 // Start runs the process (again, after it exited).
@@ -77,8 +79,8 @@ func (p *Proc) Start() error {
 	off, _ := f.Seek(0, 2)
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = childEnv(p.Env)
-	// Die with the test binary (a timeout panic, a kill): no orphan keeps
+	cmd.Env = p.environ()
+	// Die with the caller (a test's timeout panic, a kill): no orphan keeps
 	// a consumer group or FTP sessions.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -236,10 +238,11 @@ func (p *Proc) Log() string {
 // Tail is the last n lines of the whole log (all runs).
 func (p *Proc) Tail(n int) string {
 	b, _ := os.ReadFile(p.LogPath)
-	return tailLines(b, n)
+	return LastLines(b, n)
 }
 
-func tailLines(b []byte, n int) string {
+// LastLines is the last n lines of b.
+func LastLines(b []byte, n int) string {
 	b = bytes.TrimRight(b, "\n")
 	lines := bytes.Split(b, []byte("\n"))
 	if len(lines) > n {
@@ -295,99 +298,3 @@ func (p *Proc) CountLog(re *regexp.Regexp) int {
 	}
 	return n
 }
-
-// Memory is a process's resident set size from /proc/<pid>/status.
-type Memory struct {
-	RSS, HWM int64 // VmRSS and VmHWM (peak), bytes
-}
-
-// ReadMemory reads /proc/<pid>/status of the current run.
-func (p *Proc) ReadMemory() (Memory, error) {
-	pid := p.Pid()
-	if pid == 0 {
-		return Memory{}, fmt.Errorf("%s not started", p.Name)
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return Memory{}, err
-	}
-	var m Memory
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			m.RSS = n << 10
-		case "VmHWM":
-			m.HWM = n << 10
-		}
-	}
-	return m, nil
-}
-
-// MemorySampler polls processes' memory until Stop.
-type MemorySampler struct {
-	procs []*Proc
-	stop  chan struct{}
-	done  <-chan struct{}
-	mu    sync.Mutex
-	peak  map[string]Memory // largest VmRSS seen, and the last VmHWM
-}
-
-// SampleMemory polls procs' VmRSS and VmHWM every interval.
-func SampleMemory(interval time.Duration, procs ...*Proc) *MemorySampler {
-	s := &MemorySampler{procs: procs, stop: make(chan struct{}), peak: map[string]Memory{}}
-	s.done = stackenv.Poll(interval, s.stop, true, s.sample)
-	return s
-}
-
-func (s *MemorySampler) sample() {
-	for _, p := range s.procs {
-		m, err := p.ReadMemory()
-		if err != nil {
-			continue
-		}
-		s.mu.Lock()
-		old := s.peak[p.Name]
-		if m.RSS < old.RSS {
-			m.RSS = old.RSS
-		}
-		if m.HWM < old.HWM {
-			m.HWM = old.HWM
-		}
-		s.peak[p.Name] = m
-		s.mu.Unlock()
-	}
-}
-
-// Peak is the largest sampled VmRSS and the VmHWM per process name so far.
-func (s *MemorySampler) Peak() map[string]Memory {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]Memory, len(s.peak))
-	for k, v := range s.peak {
-		out[k] = v
-	}
-	return out
-}
-
-// Stop ends the sampling and returns Peak.
-func (s *MemorySampler) Stop() map[string]Memory {
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-	}
-	<-s.done
-	return s.Peak()
-}
-
-// MiB formats bytes as mebibytes.
-func MiB(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
