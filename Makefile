@@ -43,7 +43,8 @@ test: ## Unit and in-process integration tests (embedded broker and FTP server),
 	go test -race -count=1 -timeout 15m $(PACKAGES)
 
 .PHONY: lint
-lint: tools ## gofmt, go vet and buf lint.
+lint: tools ## gofmt, go vet, buf lint and shellcheck (installed with apt-get when missing).
+	scripts/shellcheck.sh
 	@out=$$(gofmt -l $(MODULES) $(STANDALONE)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(PACKAGES)
 	go vet -tags e2e ./e2e/...

@@ -2,7 +2,6 @@
 # The chaos suite's servers listen on ports and keep state apart from the
 # end-to-end suite's (scripts/e2e), so both can run on one machine. Source
 # it; every value can be overridden from the environment.
-# shellcheck disable=SC2034
 _chaos_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export E2E_STATE_DIR=${E2E_STATE_DIR:-$_chaos_root/.e2e-chaos}
 export KAFKA_PORT=${KAFKA_PORT:-29092}

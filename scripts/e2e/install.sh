@@ -25,42 +25,13 @@ APT_PKGS=(vsftpd kcat openssl iproute2 curl ca-certificates procps
 	libpam-modules libcap2 libcrypt1 libpam0g libsodium23 libssl3)
 if [[ ${E2E_MATRIX:-1} != 0 ]]; then APT_PKGS+=("${MATRIX_APT_PKGS[@]}"); fi
 
-apt_updated=0
-apt_update_once() {
-	if ((apt_updated == 0)); then
-		apt-get update -qq >/dev/null || die "apt-get update failed"
-		apt_updated=1
-	fi
-}
-
-pkg_installed() {
-	[[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]
-}
-
 # --- Debian packages -------------------------------------------------------
-missing=()
-for p in "${APT_PKGS[@]}"; do pkg_installed "$p" || missing+=("$p"); done
-if ((${#missing[@]})); then
-	echo "install.sh: installing ${missing[*]}" >&2
-	apt_update_once
-	# Keep the packages' init scripts from starting a vsftpd on port 21.
-	own_policy=0
-	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-		chmod 755 /usr/sbin/policy-rc.d
-		own_policy=1
-	fi
-	rc=0
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-		>"$CACHE_DIR/apt.log" 2>&1 || rc=$?
-	((own_policy)) && rm -f /usr/sbin/policy-rc.d
-	if ((rc)); then
-		tail -n 30 "$CACHE_DIR/apt.log" >&2
-		die "apt-get install ${missing[*]} failed (log: $CACHE_DIR/apt.log)"
-	fi
-	rm -f "$CACHE_DIR/apt.log"
-	# Should a packaged vsftpd have started anyway (no policy-rc.d honoured),
-	# stop exactly that one: /usr/sbin/vsftpd with the package's config.
+fresh_vsftpd=0
+pkg_installed vsftpd || fresh_vsftpd=1
+apt_install "${APT_PKGS[@]}"
+# Should a packaged vsftpd have started anyway (no policy-rc.d honoured),
+# stop exactly that one: /usr/sbin/vsftpd with the package's config.
+if ((fresh_vsftpd)); then
 	for pid in $(ss -ltnpH 'sport = :21' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
 		if [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == "/usr/sbin/vsftpd /etc/vsftpd.conf"* ]]; then
 			echo "install.sh: stopping the packaged vsftpd on port 21 (pid $pid)" >&2
@@ -250,8 +221,8 @@ fi
 # --- Go tools ------------------------------------------------------------------
 # grpcurl drives the dispatcher's admin API as the README shows; built once
 # from the Go module proxy (about 1 min cold) into ~/.cache/ftp-pooler/tools,
-# linked as .bin/grpcurl. Jaeger, a 10-minute build, is jaeger.sh's (run.sh
-# builds it in the background).
+# linked as .bin/grpcurl. Jaeger, a 10-minute build, is jaeger.sh's
+# (scripts/with-servers.sh --jaeger builds it in the background).
 command -v go >/dev/null || die "go not found (grpcurl is built from the Go module proxy)"
 "$REPO_ROOT/scripts/go-tool.sh" grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
 

@@ -14,8 +14,9 @@
 # Collector build), compiled inside its own module because its go.mod has
 # replace directives. A cold build takes about 10 minutes on 2 idle cores
 # (29 minutes measured on 2 cores shared with other builds) and gives a 121 MB
-# binary, cached in ~/.cache/ftp-pooler/tools like the other Go tools; run.sh
-# starts it in the background first so it overlaps the rest. Concurrent
+# binary, cached in ~/.cache/ftp-pooler/tools like the other Go tools;
+# scripts/with-servers.sh --jaeger starts it in the background first so it
+# overlaps the rest. Concurrent
 # builds wait for the first one (go-tool.sh holds a lock).
 #
 # Ports (127.0.0.1): JAEGER_OTLP_GRPC_PORT (4317), JAEGER_OTLP_HTTP_PORT

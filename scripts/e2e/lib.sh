@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the end-to-end scripts; source it, don't run it:
 #   . "$(dirname "$0")/lib.sh"
 #
@@ -230,7 +231,9 @@ wait_log() {
 wait_banner() {
 	local host=$1 port=$2 deadline=$((SECONDS + $3)) line
 	while ((SECONDS <= deadline)); do
-		if exec 3<>"/dev/tcp/$host/$port" 2>/dev/null; then
+		# The braces keep 2>/dev/null to bash's "connection refused": on the
+		# exec itself it would silence the caller's stderr for good.
+		if { exec 3<>"/dev/tcp/$host/$port"; } 2>/dev/null; then
 			line=
 			IFS= read -r -t 2 line <&3 || true
 			exec 3>&- 3<&-
@@ -259,30 +262,6 @@ wait_ready() {
 	done
 	tail -n 40 "$log" >&2 || true
 	die "$name not ready on $host:$port after $4 s (log: $log)"
-}
-
-# start_servers <label>: uses the Kafka broker and FTP servers already
-# running (they stay running) or starts them, setting started_kafka=1 and
-# started_ftp=1 for the caller's cleanup to stop what it started.
-start_servers() {
-	local label=$1 e2e_dir
-	e2e_dir=$(dirname "${BASH_SOURCE[0]}")
-	if "$e2e_dir/kafka.sh" status >/dev/null 2>&1; then
-		echo "$label: using the Kafka broker already running (it stays running)"
-		"$e2e_dir/kafka.sh" topics
-	else
-		started_kafka=1
-		"$e2e_dir/kafka.sh" start
-	fi
-	if "$e2e_dir/ftp.sh" status >/dev/null 2>&1; then
-		echo "$label: using the FTP servers already running (they stay running)"
-		"$e2e_dir/ftp.sh" env >/dev/null
-	else
-		started_ftp=1
-		"$e2e_dir/ftp.sh" start
-	fi
-	"$e2e_dir/kafka.sh" status
-	"$e2e_dir/ftp.sh" status
 }
 
 # print_logs [name...]: the last E2E_LOG_LINES (200) lines of each server log
@@ -342,4 +321,45 @@ purepw_bin() {
 	else
 		die "pure-pw not installed: run scripts/e2e/install.sh"
 	fi
+}
+
+# pkg_installed <package>: 0 if the Debian package is installed.
+pkg_installed() {
+	[[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]
+}
+
+_apt_updated=0
+apt_update_once() { # the package lists, refreshed once per script
+	if ((_apt_updated == 0)); then
+		apt-get update -qq >/dev/null || die "apt-get update failed"
+		_apt_updated=1
+	fi
+}
+
+# apt_install <package>...: installs those of the Debian packages that are
+# not installed yet, as root; when all are, it runs no apt-get at all. The
+# packages' init scripts are kept from starting services (a vsftpd on port
+# 21); apt-get's output is kept in $CACHE_DIR/apt.log when it fails.
+apt_install() {
+	local p rc=0 own_policy=0
+	local -a missing=()
+	for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+	((${#missing[@]})) || return 0
+	[[ $(id -u) == 0 ]] || die "the Debian packages ${missing[*]} are missing; install them as root: apt-get install ${missing[*]}"
+	echo "$(basename "$0"): installing ${missing[*]}" >&2
+	apt_update_once
+	mkdir -p "$CACHE_DIR"
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		own_policy=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+		>"$CACHE_DIR/apt.log" 2>&1 || rc=$?
+	((own_policy)) && rm -f /usr/sbin/policy-rc.d
+	if ((rc)); then
+		tail -n 30 "$CACHE_DIR/apt.log" >&2
+		die "apt-get install ${missing[*]} failed (log: $CACHE_DIR/apt.log)"
+	fi
+	rm -f "$CACHE_DIR/apt.log"
 }

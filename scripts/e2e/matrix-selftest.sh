@@ -15,6 +15,8 @@
 #   MATRIX_NAMES=a,b ...        only those
 #
 # A matrix already running is used and left running (no stop/start checks).
+# One it started is stopped also when it fails or is interrupted (unless
+# E2E_KEEP=1). On failure it prints the servers' logs (E2E_LOG_LINES, 30).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -36,14 +38,32 @@ check() { # description command...: PASS if the command succeeds
 	if "$@"; then pass "$d"; else fail "$d"; fi
 }
 
+# The servers start from a directory that ftpuser, whom they run as, cannot
+# enter, as from a CI checkout under /root: pyftpdlib's first session failed
+# that way ("Connection reset by peer", fixed in pyftpd.py), and a server
+# that needs its working directory shows it here on any machine.
+work=$(mktemp -d)
+cd "$work"
 started=0
+# shellcheck disable=SC2317 # the EXIT trap
+cleanup() {
+	local rc=$?
+	# A failed start or an aborted run must not leave the servers running.
+	if ((started)) && [[ ${E2E_KEEP:-0} != 1 ]]; then "$M" stop || true; fi
+	cd /
+	rm -rf "$work"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 if "$M" status >/dev/null 2>&1; then
 	echo "matrix-selftest: using the matrix already running (it stays running)"
 	"$M" env >/dev/null
 else
 	t=$SECONDS
-	"$M" start
 	started=1
+	"$M" start
 	echo "matrix-selftest: matrix.sh start took $((SECONDS - t)) s"
 fi
 mapfile -t names < <("$M" names)
@@ -59,8 +79,6 @@ envv() { # KEY: its value in <state>/env, empty if absent
 }
 urlpath() { "$PY" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$1"; }
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 : >"$work/zero.bin"
 head -c 1048576 /dev/urandom >"$work/1m.bin"
 cp "$work/1m.bin" "$work/utf.bin"
@@ -162,4 +180,8 @@ if ((started)); then
 fi
 
 echo "$passed passed, $failed failed"
-((failed == 0))
+if ((failed)); then
+	echo "--- server logs ---"
+	E2E_LOG_LINES=${E2E_LOG_LINES:-30} "$M" logs
+	exit 1
+fi

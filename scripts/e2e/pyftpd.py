@@ -94,6 +94,14 @@ def main():
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
+    # pyftpdlib's CWD changes into the user's directory and back into the
+    # process's own working directory. Inherited from whoever started us (a
+    # checkout under /root, say), that one may be closed to --run-as: the
+    # way back then fails with EACCES, the session is dropped with the
+    # client's next command unread (curl: "Connection reset by peer"), and
+    # only because the process stays in the user's directory do later
+    # sessions work. The home is one the user can always enter.
+    os.chdir(a.home)
 
     # SIGTERM (matrix.sh stop): close every session, then exit 0.
     def on_term(signum, frame):
