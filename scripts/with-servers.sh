@@ -11,6 +11,8 @@
 #   --ftp                vsftpd, pure-ftpd and vsftps (ftp.sh)
 #   --matrix             the FTP compatibility matrix (matrix.sh); without it
 #                        the command gets E2E_MATRIX=0 and install.sh skips it
+#   --sftp               the SFTP servers: OpenSSH's sshd and ProFTPD mod_sftp
+#                        (sftpd.sh); without it the command gets E2E_SFTP=0
 #   --jaeger             Jaeger (jaeger.sh); a build it needs (about 10 min
 #                        cold) starts in the background first, so that it
 #                        overlaps the installs and the other starts
@@ -21,7 +23,7 @@
 #   --process-logs DIR   on failure, the tail of DIR/<test>/*.log of each test
 #                        that failed (of every DIR/* when none is named)
 #
-# It runs scripts/e2e/install.sh (for Kafka, FTP or the matrix: root only),
+# It runs scripts/e2e/install.sh (for Kafka, FTP, the matrix or SFTP: root only),
 # starts each server unless it already runs (a server already running is
 # used and left running), runs the command with E2E_STATE_DIR set, and stops
 # by PID exactly the servers it started: also when the command fails or it
@@ -36,9 +38,9 @@ set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/e2e/lib.sh"
 
-label=with-servers kafka=0 ftp=0 matrix=0 jaeger=0 go_test_log='' process_logs=''
+label=with-servers kafka=0 ftp=0 matrix=0 sftp=0 jaeger=0 go_test_log='' process_logs=''
 usage() {
-	echo "usage: $0 [--kafka|--kafka-optional] [--ftp] [--matrix] [--jaeger] [--label NAME] [--go-test-log FILE] [--process-logs DIR] -- command [args...]" >&2
+	echo "usage: $0 [--kafka|--kafka-optional] [--ftp] [--matrix] [--sftp] [--jaeger] [--label NAME] [--go-test-log FILE] [--process-logs DIR] -- command [args...]" >&2
 	exit 2
 }
 while (($#)); do
@@ -47,6 +49,7 @@ while (($#)); do
 	--kafka-optional) kafka=optional ;;
 	--ftp) ftp=1 ;;
 	--matrix) matrix=1 ;;
+	--sftp) sftp=1 ;;
 	--jaeger) jaeger=1 ;;
 	--label | --go-test-log | --process-logs)
 		(($# >= 2)) || usage
@@ -75,12 +78,13 @@ fail() {
 }
 log_lines=${E2E_LOG_LINES:-80}
 
-if [[ $kafka != 0 || $ftp == 1 || $matrix == 1 ]]; then
+if [[ $kafka != 0 || $ftp == 1 || $matrix == 1 || $sftp == 1 ]]; then
 	[[ $(id -u) == 0 ]] || fail "must run as root (it installs packages and runs FTP servers)"
 fi
 ensure_state_dir
 export E2E_STATE_DIR=$STATE_DIR
 export E2E_MATRIX=$matrix # install.sh and the tests leave the matrix out when it is 0
+export E2E_SFTP=$sftp     # and the SFTP servers
 
 # What it started (stopped at exit, in reverse order) and what it used (whose
 # logs a failure prints): names of scripts/e2e/<name>.sh.
@@ -172,7 +176,7 @@ if ((jaeger)) && ! "$E2E_DIR/jaeger.sh" installed; then
 	jaeger_build=$!
 fi
 
-if [[ $kafka != 0 || $ftp == 1 || $matrix == 1 ]]; then
+if [[ $kafka != 0 || $ftp == 1 || $matrix == 1 || $sftp == 1 ]]; then
 	stamp "install"
 	"$E2E_DIR/install.sh" >&2
 fi
@@ -196,28 +200,22 @@ if [[ $kafka != 0 ]]; then
 		fi
 	fi
 fi
-if ((ftp)); then
-	stamp "FTP servers"
-	used+=(ftp)
-	if "$E2E_DIR/ftp.sh" status >/dev/null 2>&1; then
-		echo "$label: using the FTP servers already running (they stay running)" >&2
-		"$E2E_DIR/ftp.sh" env >/dev/null
+# use_or_start <script name> <what>: the servers of scripts/e2e/<name>.sh,
+# used as they are when they already run, else started (and so stopped).
+use_or_start() {
+	stamp "$2"
+	used+=("$1")
+	if "$E2E_DIR/$1.sh" status >/dev/null 2>&1; then
+		echo "$label: using the $2 already running (left running)" >&2
+		"$E2E_DIR/$1.sh" env >/dev/null
 	else
-		started+=(ftp)
-		"$E2E_DIR/ftp.sh" start >&2
+		started+=("$1")
+		"$E2E_DIR/$1.sh" start >&2
 	fi
-fi
-if ((matrix)); then
-	stamp "FTP matrix"
-	used+=(matrix)
-	if "$E2E_DIR/matrix.sh" status >/dev/null 2>&1; then
-		echo "$label: using the FTP matrix already running (it stays running)" >&2
-		"$E2E_DIR/matrix.sh" env >/dev/null
-	else
-		started+=(matrix)
-		"$E2E_DIR/matrix.sh" start >&2
-	fi
-fi
+}
+if ((ftp)); then use_or_start ftp "FTP servers"; fi
+if ((matrix)); then use_or_start matrix "FTP matrix"; fi
+if ((sftp)); then use_or_start sftpd "SFTP servers"; fi
 if ((jaeger)); then
 	if [[ -n $jaeger_build ]]; then
 		stamp "waiting for the Jaeger build"

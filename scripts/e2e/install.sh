@@ -9,7 +9,11 @@
 #   - the FTP compatibility matrix (matrix.sh; versions in matrix-lib.sh):
 #     ProFTPD and GNU inetutils ftpd + tcpsvd from Debian (dpkg -x, like
 #     pure-ftpd), pyftpdlib from PyPI in a venv, Apache FtpServer from Maven
-#     Central. E2E_MATRIX=0 leaves it out.
+#     Central. E2E_MATRIX=0 leaves it out;
+#   - the SFTP servers (sftpd.sh): OpenSSH's sshd (openssh-server and
+#     openssh-sftp-server unpacked with dpkg -x into $CACHE_DIR/openssh: no
+#     system sshd is installed or started), ProFTPD's mod_sftp (the matrix's
+#     ProFTPD) and openssh-client (ssh-keygen, sftp). E2E_SFTP=0 leaves them out.
 # A second run finds everything in place and returns in about a second.
 # Usage: scripts/e2e/install.sh
 set -euo pipefail
@@ -23,7 +27,8 @@ mkdir -p "$CACHE_DIR"
 
 APT_PKGS=(vsftpd kcat openssl iproute2 curl ca-certificates procps
 	libpam-modules libcap2 libcrypt1 libpam0g libsodium23 libssl3)
-if [[ ${E2E_MATRIX:-1} != 0 ]]; then APT_PKGS+=("${MATRIX_APT_PKGS[@]}"); fi
+if [[ ${E2E_MATRIX:-1} != 0 || ${E2E_SFTP:-1} != 0 ]]; then APT_PKGS+=("${MATRIX_APT_PKGS[@]}"); fi
+if [[ ${E2E_SFTP:-1} != 0 ]]; then APT_PKGS+=(openssh-client); fi
 
 # --- Debian packages -------------------------------------------------------
 fresh_vsftpd=0
@@ -181,8 +186,13 @@ unpack_debs() {
 	trap - EXIT
 }
 
+if [[ ${E2E_MATRIX:-1} != 0 || ${E2E_SFTP:-1} != 0 ]]; then
+	unpack_debs "${PROFTPD_ROOT%/root}" "usr/sbin/proftpd usr/lib/proftpd/mod_tls.so usr/lib/proftpd/mod_sftp.so" "${PROFTPD_DEBS[@]}"
+fi
+if [[ ${E2E_SFTP:-1} != 0 ]]; then
+	unpack_debs "$CACHE_DIR/openssh" "usr/sbin/sshd" openssh-server openssh-sftp-server
+fi
 if [[ ${E2E_MATRIX:-1} != 0 ]]; then
-	unpack_debs "${PROFTPD_ROOT%/root}" "usr/sbin/proftpd usr/lib/proftpd/mod_tls.so" "${PROFTPD_DEBS[@]}"
 	unpack_debs "${INETUTILS_ROOT%/root}" "usr/sbin/ftpd usr/bin/tcpsvd" "${INETUTILS_DEBS[@]}"
 
 	# pyftpdlib: a venv of Debian's python3 (not whatever python3 is first on

@@ -17,6 +17,8 @@
 # -timeout. E2E_LOG_LINES (80) is how many lines of each log a failure
 # prints. E2E_MATRIX=0 leaves out the FTP compatibility matrix (matrix.sh:
 # ProFTPD, pyftpdlib, Apache FtpServer, inetutils ftpd); the tests skip it.
+# E2E_SFTP=0 leaves out the SFTP servers (sftpd.sh: OpenSSH, ProFTPD
+# mod_sftp), and the SFTP tests skip.
 # bin/ is built first when a binary is missing. Needs root on Debian 12 with
 # Go, Java 17 and Maven (see README.md here).
 set -euo pipefail
@@ -29,6 +31,7 @@ rm -rf "$STATE_DIR/realstack" "$STATE_DIR/go-test.log"
 
 servers=(--kafka --ftp --jaeger)
 if [[ ${E2E_MATRIX:-1} != 0 ]]; then servers+=(--matrix); fi
+if [[ ${E2E_SFTP:-1} != 0 ]]; then servers+=(--sftp); fi
 args=(-tags "${E2E_TAGS:-e2e}" -count=1 -timeout "${E2E_TIMEOUT:-40m}" -v)
 if [[ -n ${E2E_RUN:-} ]]; then args+=(-run "$E2E_RUN"); fi
 exec "$REPO_ROOT/scripts/with-servers.sh" --label e2e "${servers[@]}" \

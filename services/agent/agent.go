@@ -171,7 +171,10 @@ func New(ctx context.Context, cfg config.Config, conns *config.Connections, logg
 		return nil, err
 	}
 	tracer := a.tracing.Tracer("github.com/ftp-pooler/ftp-pooler/services/agent")
-	endpoints := a.newPools(conns, tracer)
+	endpoints, err := a.newPools(conns, tracer)
+	if err != nil {
+		return nil, err
+	}
 	if a.engine, err = transfer.NewEngine(conns, a.pools, cfg.Transfer, tracer, a.logger); err != nil {
 		return nil, err
 	}
@@ -210,8 +213,10 @@ func (a *Agent) close() {
 	a.undo = nil
 }
 
-// newPools makes a connection pool per FTP endpoint and their gauges.
-func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) []*config.Endpoint {
+// newPools makes a connection pool per FTP and SFTP endpoint and their
+// gauges. An SFTP endpoint whose key or host keys cannot be read stops
+// start-up.
+func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) ([]*config.Endpoint, error) {
 	cfg, m := a.cfg, a.metrics
 	var endpoints []*config.Endpoint
 	for _, id := range conns.IDs() {
@@ -237,6 +242,16 @@ func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) []*conf
 			m.DialFailures.WithLabelValues(ep).Inc()
 		}
 	}}, a.logger)
+	for _, ep := range endpoints {
+		if ep.Type != config.TypeSFTP {
+			continue
+		}
+		mux, err := newSFTPMux(ep, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: [%s]: %w", conns.Path, ep.ID, err)
+		}
+		pool.Add(a.pools, ep, mux, ep.SFTP.MaxSessionsPerConnection)
+	}
 	m.PoolGauges(func() []metrics.PoolState {
 		var out []metrics.PoolState
 		for _, s := range a.pools.Stats() {
@@ -244,7 +259,7 @@ func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) []*conf
 		}
 		return out
 	})
-	return endpoints
+	return endpoints, nil
 }
 
 // newClients makes the slots and quotas the sessions share and a session
@@ -252,13 +267,13 @@ func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) []*conf
 func (a *Agent) newClients(conns *config.Connections, endpoints []*config.Endpoint, tracer trace.Tracer) error {
 	cfg, m := a.cfg, a.metrics
 	a.slots = capacity.NewSlots(cfg.Agent.Slots)
-	var ftpEndpoints []string
+	var remoteEndpoints []string
 	for _, ep := range endpoints {
-		if ep.Type == config.TypeFTP {
-			ftpEndpoints = append(ftpEndpoints, ep.ID)
+		if ep.IsRemote() {
+			remoteEndpoints = append(remoteEndpoints, ep.ID)
 		}
 	}
-	quotas := capacity.NewQuotas(poolReporter{a.pools}, ftpEndpoints)
+	quotas := capacity.NewQuotas(poolReporter{a.pools}, remoteEndpoints)
 	m.Slots.Set(float64(cfg.Agent.Slots))
 	host, _ := os.Hostname()
 	scfg := session.Config{
@@ -397,7 +412,7 @@ func (p poolReporter) Report() []*leasev1.EndpointPool {
 	stats := p.Stats()
 	out := make([]*leasev1.EndpointPool, 0, len(stats))
 	for _, s := range stats {
-		out = append(out, &leasev1.EndpointPool{EndpointId: s.Endpoint, Open: uint32(s.Open), Idle: uint32(s.Idle), Quirks: s.Quirks})
+		out = append(out, &leasev1.EndpointPool{EndpointId: s.Endpoint, Open: uint32(s.Connections), Idle: uint32(s.IdleConnections), Quirks: s.Quirks})
 	}
 	return out
 }
@@ -410,11 +425,11 @@ func direction(conns *config.Connections, t *leasev1.TransferSpec) string {
 		return "unknown"
 	}
 	switch {
-	case src.Type == config.TypeFTP && dst.Type == config.TypeLocal:
+	case src.IsRemote() && dst.Type == config.TypeLocal:
 		return "download"
-	case src.Type == config.TypeLocal && dst.Type == config.TypeFTP:
+	case src.Type == config.TypeLocal && dst.IsRemote():
 		return "upload"
-	case src.Type == config.TypeFTP:
+	case src.IsRemote():
 		return "relay"
 	}
 	return "copy"

@@ -292,7 +292,11 @@ func (d *Dispatcher) leaseConfig(conns *config.Connections) lease.Config {
 		if limit == 0 {
 			limit = cfg.Pool.MaxSessionsPerConnection
 		}
-		endpoints[id] = lease.Endpoint{ID: id, Remote: ep.Type == config.TypeFTP, Limit: limit}
+		le := lease.Endpoint{ID: id, Remote: ep.IsRemote(), Limit: limit}
+		if ep.Type == config.TypeSFTP {
+			le.Sessions = uint32(ep.SFTP.MaxSessionsPerConnection)
+		}
+		endpoints[id] = le
 	}
 	lc := lease.Config{
 		DispatcherID:        cfg.Dispatcher.InstanceID,

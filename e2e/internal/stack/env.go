@@ -235,3 +235,50 @@ func MkdirOwned(dir string) error {
 	}
 	return nil
 }
+
+// SFTPServer is one of the SFTP servers scripts/e2e/sftpd.sh runs.
+type SFTPServer struct {
+	Name string // openssh or proftpd
+	Addr string // host:port
+	User string
+	Pass string
+	// Home is the user's "/" on disk (a chroot).
+	Home string
+	// KnownHosts is a known_hosts file with the server's keys.
+	KnownHosts string
+	// KeyUser logs in with KeyFile only (OpenSSH).
+	KeyUser, KeyFile string
+}
+
+// Path is where an SFTP path of the server lies on disk.
+func (s SFTPServer) Path(p string) string {
+	return filepath.Join(s.Home, filepath.FromSlash(strings.TrimPrefix(p, "/")))
+}
+
+// Endpoint is a connections.ini section with the server's address, login
+// and known_hosts file.
+func (s SFTPServer) Endpoint(id string) config.Endpoint {
+	return config.SFTP(id, s.Addr, s.User, s.Pass, s.KnownHosts)
+}
+
+// SFTPServers are the SFTP servers the env file names; an error names the
+// keys it lacks (sftpd.sh did not run: E2E_SFTP=0).
+func (e *Env) SFTPServers() (openssh, proftpd SFTPServer, err error) {
+	var missing []string
+	get := func(k string) string {
+		v := e.Values[k]
+		if v == "" {
+			missing = append(missing, k)
+		}
+		return v
+	}
+	known := get("SFTP_OPENSSH_KNOWN_HOSTS")
+	openssh = SFTPServer{Name: "openssh", Addr: get("SFTP_OPENSSH_ADDR"), User: get("SFTP_OPENSSH_USER"), Pass: get("SFTP_OPENSSH_PASS"),
+		Home: get("SFTP_OPENSSH_ROOT"), KnownHosts: known, KeyUser: get("SFTP_OPENSSH_KEY_USER"), KeyFile: get("SFTP_OPENSSH_KEY_FILE")}
+	proftpd = SFTPServer{Name: "proftpd", Addr: get("SFTP_PROFTPD_ADDR"), User: get("SFTP_PROFTPD_USER"), Pass: get("SFTP_PROFTPD_PASS"),
+		Home: get("SFTP_PROFTPD_HOME"), KnownHosts: known}
+	if len(missing) > 0 {
+		return openssh, proftpd, fmt.Errorf("%s lacks %s: start the SFTP servers with scripts/e2e/sftpd.sh start", e.Path(), strings.Join(missing, ", "))
+	}
+	return openssh, proftpd, nil
+}

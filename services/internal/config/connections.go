@@ -17,6 +17,7 @@ type EndpointType string
 // The endpoint types of connections.ini (case-insensitive there).
 const (
 	TypeFTP   EndpointType = "ftp"
+	TypeSFTP  EndpointType = "sftp"
 	TypeLocal EndpointType = "local"
 )
 
@@ -76,15 +77,23 @@ type Endpoint struct {
 	// vsftpd 3.0.x, the most common Linux FTP server, cuts uploads over TLS
 	// 1.3 short ("426 Failure reading network stream"), so 1.2 is the default.
 	TLSMaxVersion string
-	// MaxConnections caps logged-in connections to this endpoint; zero means
-	// pool.max_sessions_per_connection.
+	// MaxConnections caps logged-in connections to this endpoint (for SFTP,
+	// SSH connections); zero means pool.max_sessions_per_connection.
 	MaxConnections int
+
+	// SFTP endpoints (Host, Port, User, Password, Timeout and
+	// MaxConnections too).
+	SFTP SFTPOptions
 
 	// Local endpoints.
 	BasePath string
 }
 
-// Address is host:port of an FTP endpoint.
+// IsRemote reports whether the endpoint is a server reached over the
+// network (FTP or SFTP): it has connections, a limit and a breaker.
+func (e *Endpoint) IsRemote() bool { return e.Type == TypeFTP || e.Type == TypeSFTP }
+
+// Address is host:port of an FTP or SFTP endpoint.
 func (e *Endpoint) Address() string {
 	return net.JoinHostPort(e.Host, strconv.Itoa(e.Port))
 }
@@ -134,6 +143,7 @@ var endpointKinds = map[EndpointType]endpointKind{
 			"tls", "tls_server_name", "tls_ca_file", "tls_insecure_skip_verify", "tls_max_version"),
 		parse: parseFTP,
 	},
+	TypeSFTP:  {keys: append(slices.Clone(serverKeys), sftpKeys...), parse: parseSFTP},
 	TypeLocal: {keys: []string{"base_path"}, parse: parseLocal},
 }
 
@@ -150,7 +160,7 @@ var knownEndpointKeys = func() map[string]bool {
 	return known
 }()
 
-// endpointTypeNames lists the endpoint types for messages: "ftp or local".
+// endpointTypeNames lists the endpoint types for messages: "ftp, local or sftp".
 func endpointTypeNames() string {
 	names := make([]string, 0, len(endpointKinds))
 	for t := range endpointKinds {
@@ -212,7 +222,7 @@ func ParseConnections(data []byte, dir string, getenv func(string) string) (*Con
 		conns.Endpoints[ep.ID] = ep
 	}
 	if len(conns.Endpoints) == 0 {
-		return nil, fmt.Errorf("no endpoints defined: add a [section] per endpoint with type = ftp or type = local")
+		return nil, fmt.Errorf("no endpoints defined: add a [section] per endpoint with type = ftp, sftp or local")
 	}
 	return conns, nil
 }
@@ -274,6 +284,9 @@ func parseEndpoint(s *endpointSection) (*Endpoint, []string, error) {
 	}
 	if err := kind.parse(s, ep); err != nil {
 		return nil, nil, err
+	}
+	if ep.SFTP.InsecureIgnoreHostKey {
+		warnings = append(warnings, fmt.Sprintf("[%s]: insecure_ignore_host_key = true: the server's identity is not checked, so anyone on the network path can pose as it and read the files and password", s.id))
 	}
 	return ep, warnings, nil
 }

@@ -316,3 +316,47 @@ func TestConnectionsReachTheServices(t *testing.T) {
 		t.Error("Endpoint finds the wrong sections")
 	}
 }
+
+// TestSFTPConnectionsReachTheServices: every SFTP key the harness writes is
+// one the services read, with the meaning the harness gives it.
+func TestSFTPConnectionsReachTheServices(t *testing.T) {
+	dir := t.TempDir()
+	known, key := filepath.Join(dir, "known_hosts"), filepath.Join(dir, "id")
+	for _, f := range []string{known, key} {
+		if err := os.WriteFile(f, []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := SFTP("sftp-a", "127.0.0.1:2822", "alice", "pw", known)
+	a.MaxConnections, a.MaxSessionsPerConnection, a.Timeout = 3, 5, 2*time.Second
+	b := Endpoint{ID: "sftp-b", Type: "sftp", Host: "h", User: "bob", KeyFile: key,
+		HostKeyFingerprint: "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8"}
+	c := Endpoint{ID: "sftp-c", Type: "sftp", Host: "h", User: "carol", Pass: "x", InsecureIgnoreHostKey: true}
+	cfg := Default()
+	cfg.Kafka.BootstrapServers = []string{"127.0.0.1:9092"}
+	o := files(t, mustMarshal(t, cfg, false))
+	if err := (Connections{a, b, c, Local("local", dir)}).Write(o.ConnectionsPath, "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, parsed, err := dispatcher.Load(o, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range parsed.Warnings {
+		if !strings.Contains(w, "insecure_ignore_host_key") {
+			t.Errorf("the services warned: %s", w)
+		}
+	}
+	ea, _ := parsed.Endpoint("sftp-a")
+	if ea.Port != 2822 || ea.Password.Reveal() != "pw" || ea.SFTP.KnownHostsFile != known || ea.MaxConnections != 3 ||
+		ea.SFTP.MaxSessionsPerConnection != 5 || ea.Timeout != 2*time.Second {
+		t.Errorf("sftp-a: %+v", ea)
+	}
+	eb, _ := parsed.Endpoint("sftp-b")
+	if eb.Port != 22 || eb.SFTP.KeyFile != key || len(eb.SFTP.HostKeyFingerprints) != 1 {
+		t.Errorf("sftp-b: %+v", eb)
+	}
+	if ec, _ := parsed.Endpoint("sftp-c"); !ec.SFTP.InsecureIgnoreHostKey {
+		t.Errorf("sftp-c: %+v", ec)
+	}
+}

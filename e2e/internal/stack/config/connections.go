@@ -13,7 +13,7 @@ import (
 // anonymous, passive mode, no TLS, pool.max_sessions_per_connection.
 type Endpoint struct {
 	ID   string
-	Type string // ftp or local
+	Type string // ftp, sftp or local
 
 	Host string
 	Port int
@@ -36,12 +36,32 @@ type Endpoint struct {
 	TLSMaxVersion         string
 	MaxConnections        int
 
+	// SFTP endpoints.
+	KeyFile                  string
+	KnownHostsFile           string
+	HostKeyFingerprint       string
+	InsecureIgnoreHostKey    bool
+	MaxSessionsPerConnection int
+
 	BasePath string // local endpoints
 }
 
 // FTP is an FTP endpoint with a login.
 func FTP(id, host string, port int, user, pass string) Endpoint {
 	return Endpoint{ID: id, Type: "ftp", Host: host, Port: port, User: user, Pass: pass}
+}
+
+// SFTP is an SFTP endpoint with a password login, its host key checked
+// against knownHosts.
+func SFTP(id, addr, user, pass, knownHosts string) Endpoint {
+	host, port := splitAddr(addr)
+	return Endpoint{ID: id, Type: "sftp", Host: host, Port: port, User: user, Pass: pass, KnownHostsFile: knownHosts}
+}
+
+func splitAddr(addr string) (string, int) {
+	host, p, _ := strings.Cut(addr, ":")
+	port, _ := strconv.Atoi(p)
+	return host, port
 }
 
 // Local is a local endpoint over base.
@@ -105,6 +125,11 @@ func (e Endpoint) write(b *strings.Builder) {
 	flag("tls_insecure_skip_verify", e.TLSInsecureSkipVerify, "true")
 	kv("tls_max_version", e.TLSMaxVersion)
 	flag("max_connections", e.MaxConnections != 0, strconv.Itoa(e.MaxConnections))
+	kv("key_file", e.KeyFile)
+	kv("known_hosts_file", e.KnownHostsFile)
+	kv("host_key_fingerprint", e.HostKeyFingerprint)
+	flag("insecure_ignore_host_key", e.InsecureIgnoreHostKey, "true")
+	flag("max_sessions_per_connection", e.MaxSessionsPerConnection != 0, strconv.Itoa(e.MaxSessionsPerConnection))
 	kv("base_path", e.BasePath)
 }
 

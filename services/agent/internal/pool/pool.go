@@ -23,9 +23,38 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 )
 
-// Dialer opens a logged-in connection.
-type Dialer interface {
-	Dial(ctx context.Context) (*remote.Conn, error)
+// Conn is what a pool keeps: a logged-in FTP connection, or an SFTP
+// session on a shared SSH connection.
+type Conn interface {
+	// Broken reports whether it cannot be used again.
+	Broken() bool
+	// PeerClosed reports whether the server hung up since its last use.
+	PeerClosed() bool
+	// LastUsed is when it last did work: the idle clock.
+	LastUsed() time.Time
+	// NoOp checks the server still answers.
+	NoOp(ctx context.Context) error
+	Close() error
+}
+
+// DialerOf opens a logged-in connection.
+type DialerOf[C Conn] interface {
+	Dial(ctx context.Context) (C, error)
+}
+
+// Dialer opens FTP connections.
+type Dialer = DialerOf[*remote.Conn]
+
+// Pool is an FTP endpoint's pool.
+type Pool = PoolOf[*remote.Conn]
+
+// member is what a Set does with each pool, whatever it keeps.
+type member interface {
+	endpoint() *config.Endpoint
+	setLimit(n int) (dropped int)
+	closeOneIdle() bool
+	closeIdle(age time.Duration) int
+	stats() Stats
 }
 
 // Config tunes every pool of a Set.
@@ -53,7 +82,7 @@ var ErrBusy = errors.New("every connection the quota allows stayed busy")
 type Set struct {
 	cfg    Config
 	logger *slog.Logger
-	pools  map[string]*Pool
+	pools  map[string]member
 	hooks  Hooks
 
 	mu      sync.Mutex
@@ -68,45 +97,64 @@ type Hooks struct {
 	Tracer trace.Tracer
 }
 
-// Pool is one endpoint's connections.
-type Pool struct {
+// PoolOf is one endpoint's connections.
+type PoolOf[C Conn] struct {
 	set    *Set
 	ep     *config.Endpoint
-	dialer Dialer
-	max    int // the limit now: the dispatchers' quotas, at most cap
-	cap    int // the configured limit
+	dialer DialerOf[C]
+	// perConn is how many pooled Cs one unit of the dispatchers' quota
+	// stands for: 1 for FTP; for SFTP, the sessions an SSH connection
+	// carries (the quota counts SSH connections).
+	perConn int
+	max     int // the limit now: the dispatchers' quotas, at most cap
+	cap     int // the configured limit
 
 	mu      sync.Mutex
-	idle    []*remote.Conn // most recently used last
-	open    int            // idle + busy + dialing
-	busy    int            // includes dialing
+	idle    []C // most recently used last
+	open    int // idle + busy + dialing
+	busy    int // includes dialing
 	dialing int
 }
 
-// NewSet builds a pool per FTP endpoint; dialer makes each endpoint's dialer.
+// NewSet builds a pool per FTP endpoint; dialer makes each endpoint's
+// dialer. Add adds pools of other kinds.
 func NewSet(cfg Config, endpoints []*config.Endpoint, dialer func(*config.Endpoint) Dialer, hooks Hooks, logger *slog.Logger) *Set {
-	s := &Set{cfg: cfg, logger: logger.With("component", "pool"), pools: map[string]*Pool{}, hooks: hooks}
+	s := &Set{cfg: cfg, logger: logger.With("component", "pool"), pools: map[string]member{}, hooks: hooks}
 	for _, ep := range endpoints {
-		if ep.Type != config.TypeFTP {
-			continue
+		if ep.Type == config.TypeFTP {
+			Add(s, ep, dialer(ep), 1)
 		}
-		limit := ep.MaxConnections
-		if limit <= 0 {
-			limit = cfg.DefaultMax
-		}
-		s.pools[ep.ID] = &Pool{set: s, ep: ep, dialer: dialer(ep), max: limit, cap: limit}
 	}
 	return s
 }
 
-// Pool returns an endpoint's pool.
-func (s *Set) Pool(id string) (*Pool, bool) {
-	p, ok := s.pools[id]
+// Add adds an endpoint's pool of Cs, perConn of them to a unit of the
+// dispatchers' quota (and of max_connections). Call it before the set is
+// used.
+func Add[C Conn](s *Set, ep *config.Endpoint, dialer DialerOf[C], perConn int) *PoolOf[C] {
+	limit := ep.MaxConnections
+	if limit <= 0 {
+		limit = s.cfg.DefaultMax
+	}
+	perConn = max(perConn, 1)
+	p := &PoolOf[C]{set: s, ep: ep, dialer: dialer, perConn: perConn, max: limit * perConn, cap: limit * perConn}
+	s.pools[ep.ID] = p
+	return p
+}
+
+// Pool returns an FTP endpoint's pool.
+func (s *Set) Pool(id string) (*Pool, bool) { return Lookup[*remote.Conn](s, id) }
+
+// Lookup returns an endpoint's pool of Cs.
+func Lookup[C Conn](s *Set, id string) (*PoolOf[C], bool) {
+	p, ok := s.pools[id].(*PoolOf[C])
 	return p, ok
 }
 
+func (p *PoolOf[C]) endpoint() *config.Endpoint { return p.ep }
+
 // Get returns a connection for exclusive use; give it back with Put.
-func (p *Pool) Get(ctx context.Context) (*remote.Conn, error) {
+func (p *PoolOf[C]) Get(ctx context.Context) (C, error) {
 	if t := p.set.hooks.Tracer; t != nil {
 		var span trace.Span
 		ctx, span = t.Start(ctx, "pool checkout", trace.WithAttributes(p.attrs()...))
@@ -120,7 +168,7 @@ func (p *Pool) Get(ctx context.Context) (*remote.Conn, error) {
 	return p.get(ctx)
 }
 
-func (p *Pool) attrs() []attribute.KeyValue {
+func (p *PoolOf[C]) attrs() []attribute.KeyValue {
 	return []attribute.KeyValue{
 		attribute.String("ftp_pooler.endpoint", p.ep.ID),
 		semconv.ServerAddress(p.ep.Host), semconv.ServerPort(p.ep.Port),
@@ -128,10 +176,11 @@ func (p *Pool) attrs() []attribute.KeyValue {
 	}
 }
 
-func (p *Pool) get(ctx context.Context) (*remote.Conn, error) {
+func (p *PoolOf[C]) get(ctx context.Context) (C, error) {
+	var none C
 	var giveUp time.Time
 	for {
-		if c := p.takeIdle(); c != nil {
+		if c, ok := p.takeIdle(); ok {
 			if c.PeerClosed() {
 				// Hung up since its last use (servers that close after each
 				// transfer or idle out before us): replace it before a task's
@@ -148,7 +197,7 @@ func (p *Pool) get(ctx context.Context) (*remote.Conn, error) {
 			// The server dropped it while it sat idle: replace it.
 			p.discard(c)
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return none, ctx.Err()
 			}
 			continue
 		}
@@ -160,35 +209,36 @@ func (p *Pool) get(ctx context.Context) (*remote.Conn, error) {
 			giveUp = now.Add(p.set.cfg.BusyWait)
 		}
 		if p.set.cfg.BusyWait > 0 && !now.Before(giveUp) {
-			return nil, ErrBusy
+			return none, ErrBusy
 		}
 		wait := time.Second
 		if p.set.cfg.BusyWait > 0 {
 			wait = min(wait, giveUp.Sub(now))
 		}
 		if err := p.set.wait(ctx, wait); err != nil {
-			return nil, err
+			return none, err
 		}
 	}
 }
 
-func (p *Pool) takeIdle() *remote.Conn {
+func (p *PoolOf[C]) takeIdle() (C, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var none C
 	if n := len(p.idle); n > 0 {
 		c := p.idle[n-1]
-		p.idle[n-1] = nil
+		p.idle[n-1] = none
 		p.idle = p.idle[:n-1]
 		p.busy++
-		return c
+		return c, true
 	}
-	return nil
+	return none, false
 }
 
 // reserve claims room for one more connection: under the endpoint's limit
 // and the agent-wide one, closing another endpoint's idle connection when
 // only the agent-wide limit is in the way.
-func (p *Pool) reserve() bool {
+func (p *PoolOf[C]) reserve() bool {
 	p.mu.Lock()
 	if p.open >= p.max {
 		p.mu.Unlock()
@@ -207,7 +257,7 @@ func (p *Pool) reserve() bool {
 	return false
 }
 
-func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
+func (p *PoolOf[C]) dial(ctx context.Context) (C, error) {
 	var span trace.Span
 	if t := p.set.hooks.Tracer; t != nil {
 		ctx, span = t.Start(ctx, "connect", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(p.attrs()...))
@@ -232,7 +282,8 @@ func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
 	}
 	if err != nil {
 		p.release()
-		return nil, err
+		var none C
+		return none, err
 	}
 	return c, nil
 }
@@ -242,7 +293,7 @@ func (p *Pool) dial(ctx context.Context) (*remote.Conn, error) {
 // one (the dispatcher learns the endpoint's real limit from it), and, for a
 // 421 that gave no reason, whether the server is up: with connections
 // logged in it is, so it is full, not down.
-func (p *Pool) judgeRefusal(ctx context.Context, err error) error {
+func (p *PoolOf[C]) judgeRefusal(ctx context.Context, err error) error {
 	var fe *failure.Error
 	bare := remote.IsBareRefusal(err)
 	if !errors.As(err, &fe) || !(fe.ServerFull || bare) {
@@ -262,7 +313,7 @@ func (p *Pool) judgeRefusal(ctx context.Context, err error) error {
 // refused one, once the logins racing it have ended (for at most a
 // second): counted mid-burst, logins about to succeed would be missed and
 // the limit learned too low.
-func (p *Pool) loggedInSettled(ctx context.Context) int {
+func (p *PoolOf[C]) loggedInSettled(ctx context.Context) int {
 	deadline := time.Now().Add(time.Second)
 	for {
 		p.mu.Lock()
@@ -277,7 +328,7 @@ func (p *Pool) loggedInSettled(ctx context.Context) int {
 
 // Put returns a connection; a broken one, or one above a limit that
 // shrank, is closed and its room freed.
-func (p *Pool) Put(c *remote.Conn) {
+func (p *PoolOf[C]) Put(c C) {
 	p.mu.Lock()
 	over := p.open > p.max
 	p.mu.Unlock()
@@ -293,16 +344,27 @@ func (p *Pool) Put(c *remote.Conn) {
 }
 
 // SetLimit sets how many connections the pool may hold (the dispatchers'
-// quotas), capped by the configured limit. Idle connections above a lower
-// limit are closed at once, busy ones when they come back.
+// quotas, in units of perConn), capped by the configured limit. Idle
+// connections above a lower limit are closed at once, busy ones when they
+// come back.
 func (s *Set) SetLimit(id string, n int) {
 	p, ok := s.pools[id]
 	if !ok {
 		return
 	}
+	dropped := p.setLimit(n)
+	for range dropped {
+		s.free()
+	}
+	if dropped == 0 {
+		s.notify() // a raised limit may let a waiter dial
+	}
+}
+
+func (p *PoolOf[C]) setLimit(n int) int {
 	p.mu.Lock()
-	p.max = min(n, p.cap)
-	var drop []*remote.Conn
+	p.max = min(n*p.perConn, p.cap)
+	var drop []C
 	for p.open > p.max && len(p.idle) > 0 {
 		drop = append(drop, p.idle[0])
 		p.idle = slices.Delete(p.idle, 0, 1)
@@ -311,11 +373,8 @@ func (s *Set) SetLimit(id string, n int) {
 	p.mu.Unlock()
 	for _, c := range drop {
 		_ = c.Close()
-		s.free()
 	}
-	if len(drop) == 0 {
-		s.notify() // a raised limit may let a waiter dial
-	}
+	return len(drop)
 }
 
 // discard closes a connection taken from the pool.
@@ -323,12 +382,12 @@ func (s *Set) SetLimit(id string, n int) {
 // background let the slot's next connection log in while the server still
 // counted the old one, one over the endpoint's limit for a few milliseconds
 // (seen with ss by the chaos suite). Close bounds its QUIT to a second.
-func (p *Pool) discard(c *remote.Conn) {
+func (p *PoolOf[C]) discard(c C) {
 	_ = c.Close() // best effort QUIT; the socket closes either way
 	p.release()
 }
 
-func (p *Pool) release() {
+func (p *PoolOf[C]) release() {
 	p.mu.Lock()
 	p.open--
 	p.busy--
@@ -340,9 +399,17 @@ func (p *Pool) release() {
 type Stats struct {
 	Endpoint              string
 	Open, Idle, Busy, Max int
+	// Connections and IdleConnections are in units of the dispatchers'
+	// quota: Open and Idle for FTP; for SFTP, whose pool keeps sessions,
+	// SSH connections and the idle sessions' whole connections' worth.
+	Connections, IdleConnections int
 	// Quirks are what the endpoint's connections found in its server.
 	Quirks []string
 }
+
+// connectionCounter is a dialer whose Cs share connections (SFTP sessions
+// on SSH connections) and counts them.
+type connectionCounter interface{ Connections() int }
 
 // quirkReporter is a Dialer that remembers its server's quirks.
 type quirkReporter interface{ Quirks() remote.Quirk }
@@ -350,14 +417,8 @@ type quirkReporter interface{ Quirks() remote.Quirk }
 // Stats reports every pool's state.
 func (s *Set) Stats() []Stats {
 	out := make([]Stats, 0, len(s.pools))
-	for id, p := range s.pools {
-		p.mu.Lock()
-		st := Stats{Endpoint: id, Open: p.open, Idle: len(p.idle), Busy: p.busy, Max: p.max}
-		p.mu.Unlock()
-		if qr, ok := p.dialer.(quirkReporter); ok {
-			st.Quirks = qr.Quirks().Names()
-		}
-		out = append(out, st)
+	for _, p := range s.pools {
+		out = append(out, p.stats())
 	}
 	slices.SortFunc(out, func(a, b Stats) int {
 		if a.Endpoint < b.Endpoint {
@@ -368,8 +429,23 @@ func (s *Set) Stats() []Stats {
 	return out
 }
 
+func (p *PoolOf[C]) stats() Stats {
+	p.mu.Lock()
+	st := Stats{Endpoint: p.ep.ID, Open: p.open, Idle: len(p.idle), Busy: p.busy, Max: p.max}
+	p.mu.Unlock()
+	st.Connections, st.IdleConnections = st.Open, st.Idle/p.perConn
+	if cc, ok := p.dialer.(connectionCounter); ok {
+		st.Connections = cc.Connections()
+		st.IdleConnections = min(st.IdleConnections, st.Connections)
+	}
+	if qr, ok := p.dialer.(quirkReporter); ok {
+		st.Quirks = qr.Quirks().Names()
+	}
+	return st
+}
+
 // claim counts a new connection against the agent-wide limit.
-func (s *Set) claim(requester *Pool) bool {
+func (s *Set) claim(requester member) bool {
 	s.mu.Lock()
 	if s.total < s.cfg.MaxTotal {
 		s.total++
@@ -379,22 +455,27 @@ func (s *Set) claim(requester *Pool) bool {
 	s.mu.Unlock()
 	// Make room by closing the longest-idle connection of another endpoint.
 	for _, p := range s.pools {
-		if p == requester {
-			continue
+		if p != requester && p.closeOneIdle() {
+			return true // its slot in total passes to the requester
 		}
-		p.mu.Lock()
-		if len(p.idle) == 0 {
-			p.mu.Unlock()
-			continue
-		}
-		c := p.idle[0]
-		p.idle = slices.Delete(p.idle, 0, 1)
-		p.open--
-		p.mu.Unlock()
-		_ = c.Close() // before its slot passes on, as in discard
-		return true   // its slot in total passes to the requester
 	}
 	return false
+}
+
+// closeOneIdle closes the longest-idle connection, if there is one, before
+// its slot passes on (as in discard).
+func (p *PoolOf[C]) closeOneIdle() bool {
+	p.mu.Lock()
+	if len(p.idle) == 0 {
+		p.mu.Unlock()
+		return false
+	}
+	c := p.idle[0]
+	p.idle = slices.Delete(p.idle, 0, 1)
+	p.open--
+	p.mu.Unlock()
+	_ = c.Close()
+	return true
 }
 
 func (s *Set) free() {
@@ -452,25 +533,32 @@ func (s *Set) Run(ctx context.Context) error {
 
 // closeIdle closes connections idle longer than age.
 func (s *Set) closeIdle(age time.Duration) {
-	for _, p := range s.pools {
-		p.mu.Lock()
-		var keep, drop []*remote.Conn
-		for _, c := range p.idle {
-			if time.Since(c.LastUsed()) >= age {
-				drop = append(drop, c)
-			} else {
-				keep = append(keep, c)
-			}
-		}
-		p.idle = keep
-		p.open -= len(drop)
-		p.mu.Unlock()
-		for _, c := range drop {
-			_ = c.Close()
+	for id, p := range s.pools {
+		n := p.closeIdle(age)
+		for range n {
 			s.free()
 		}
-		if len(drop) > 0 {
-			s.logger.Debug("closed idle connections", "endpoint", p.ep.ID, "closed", len(drop))
+		if n > 0 {
+			s.logger.Debug("closed idle connections", "endpoint", id, "closed", n)
 		}
 	}
+}
+
+func (p *PoolOf[C]) closeIdle(age time.Duration) int {
+	p.mu.Lock()
+	var keep, drop []C
+	for _, c := range p.idle {
+		if time.Since(c.LastUsed()) >= age {
+			drop = append(drop, c)
+		} else {
+			keep = append(keep, c)
+		}
+	}
+	p.idle = keep
+	p.open -= len(drop)
+	p.mu.Unlock()
+	for _, c := range drop {
+		_ = c.Close()
+	}
+	return len(drop)
 }

@@ -5,12 +5,14 @@ import (
 	"io"
 
 	leasev1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/lease/v1"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/pool"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/sftpremote"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 )
 
 // endpoint is what the engine needs of one kind of endpoint. Each kind
-// implements it once (local.go, ftp.go); the engine picks the kind once per
+// implements it once (local.go, ftp.go, sftp.go); the engine picks the kind once per
 // side of a lease and never asks again, so a new kind (SFTP) is one more
 // implementation, with the guarantees the engine gives every kind: the size
 // verified, the commit asked for, one outcome.
@@ -44,11 +46,16 @@ type source struct {
 // endpointOf picks an endpoint's implementation by its type: the one place
 // the engine looks at it.
 func (e *Engine) endpointOf(ep *config.Endpoint) endpoint {
-	if ep.Type == config.TypeLocal {
+	switch ep.Type {
+	case config.TypeLocal:
 		return &localEndpoint{e: e, ep: ep, root: e.roots[ep.ID]}
+	case config.TypeSFTP:
+		pl, _ := pool.Lookup[*sftpremote.Handle](e.pools, ep.ID)
+		return &sftpEndpoint{ep: ep, pool: pl}
+	default:
+		pl, _ := e.pools.Pool(ep.ID)
+		return &ftpEndpoint{ep: ep, pool: pl}
 	}
-	pl, _ := e.pools.Pool(ep.ID)
-	return &ftpEndpoint{ep: ep, pool: pl}
 }
 
 // locate finds a task's endpoint and resolves the path on it.

@@ -242,23 +242,36 @@ func (f *ftpEndpoint) create(ctx context.Context, p string, l *leasev1.Lease) (s
 	return openFTPSink(ctx, f.pool, p, l)
 }
 
-// done: an approved earlier commit left the file at its size and its
-// temporary file renamed away. FTP keeps no record origin. Only
-// pool.ErrBusy is an error: the lease goes back rather than redo a
-// transfer that may be done; any other failure to look means "not known
-// to be done", and the transfer runs again.
+// done: FTP keeps no record origin; see priorCommitDone.
 func (f *ftpEndpoint) done(ctx context.Context, p string, pc *leasev1.PriorCommit, _ string) (bool, int64, error) {
+	return priorCommitDone(ctx, f.pool, p, pc)
+}
+
+// remoteFiles is what priorCommitDone asks of a pooled FTP connection or
+// SFTP session.
+type remoteFiles interface {
+	pool.Conn
+	Size(ctx context.Context, p string) (int64, error)
+	Exists(ctx context.Context, p string) (bool, error)
+}
+
+// priorCommitDone reports whether an approved earlier commit (pc) left p
+// at its size with its temporary file renamed away. Only pool.ErrBusy is
+// an error: the lease goes back rather than redo a transfer that may be
+// done; any other failure to look means "not known to be done", and the
+// transfer runs again.
+func priorCommitDone[C remoteFiles](ctx context.Context, pl *pool.PoolOf[C], p string, pc *leasev1.PriorCommit) (bool, int64, error) {
 	if pc == nil {
 		return false, 0, nil
 	}
-	conn, err := f.pool.Get(ctx)
+	conn, err := pl.Get(ctx)
 	if errors.Is(err, pool.ErrBusy) {
 		return false, 0, err
 	}
 	if err != nil {
 		return false, 0, nil
 	}
-	defer f.pool.Put(conn)
+	defer pl.Put(conn)
 	size, err := conn.Size(ctx, p)
 	if err != nil || size != pc.Bytes {
 		return false, 0, nil

@@ -206,8 +206,8 @@ func (s *Server) ListEndpoints(context.Context, *adminv1.ListEndpointsRequest) (
 			ConfiguredLimit: uint32(v.ConfiguredLimit), LimitReason: v.LimitReason, Quirks: v.Quirks,
 		}
 		if ep, ok := s.src.Connections.Endpoint(v.ID); ok {
-			if ep.Type == config.TypeFTP {
-				info.Type, info.Address = "ftp", ep.Address()
+			if ep.IsRemote() {
+				info.Type, info.Address = string(ep.Type), ep.Address()
 				info.Breaker = breakerState(v.Breaker)
 			} else {
 				info.Address, info.Limit, info.ConfiguredLimit = ep.BasePath, 0, 0

@@ -33,10 +33,16 @@ func Check(t *Task, conns *config.Connections, defaultLimit int) *failure.Error 
 	if sameFile(src, srcPath, dst, dstPath) {
 		return failure.New(failure.InvalidTask, "source and destination are the same file (%s:%s)", t.SrcID, t.SrcPath)
 	}
-	if src == dst && src.Type == config.TypeFTP {
+	if src == dst && src.IsRemote() {
 		limit := src.MaxConnections
 		if limit == 0 {
 			limit = defaultLimit
+		}
+		if src.Type == config.TypeSFTP {
+			if sessions := limit * src.SFTP.MaxSessionsPerConnection; sessions < 2 {
+				return failure.New(failure.InvalidTask, "a copy within %s needs 2 SFTP sessions, but max_connections × max_sessions_per_connection is %d", t.SrcID, sessions)
+			}
+			return nil
 		}
 		if limit < 2 {
 			return failure.New(failure.InvalidTask, "a copy within %s needs 2 connections to it, but its max_connections is %d", t.SrcID, limit)
@@ -46,7 +52,7 @@ func Check(t *Task, conns *config.Connections, defaultLimit int) *failure.Error 
 }
 
 // resolve returns a path comparable between endpoints: relative to the base
-// for local endpoints, as written for FTP ones.
+// for local endpoints, as written for FTP and SFTP ones.
 func resolve(e *config.Endpoint, p string) (string, error) {
 	if e.Type == config.TypeLocal {
 		return taskpath.Local(e.BasePath, p)
@@ -60,7 +66,7 @@ func sameFile(src *config.Endpoint, srcPath string, dst *config.Endpoint, dstPat
 	switch {
 	case src.Type == config.TypeLocal && dst.Type == config.TypeLocal:
 		return filepath.Join(src.BasePath, srcPath) == filepath.Join(dst.BasePath, dstPath)
-	case src.Type == config.TypeFTP && dst.Type == config.TypeFTP:
+	case src.IsRemote() && src.Type == dst.Type:
 		return src.Address() == dst.Address() && src.User == dst.User && cleanRemote(srcPath) == cleanRemote(dstPath)
 	}
 	return false

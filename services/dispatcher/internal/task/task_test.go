@@ -119,6 +119,21 @@ base_path = /data/storage
 [archive]
 type = local
 base_path = /data
+[sftp]
+type = sftp
+host = 127.0.0.1
+user = u
+pass = p
+insecure_ignore_host_key = true
+max_connections = 1
+[sftp-one-session]
+type = sftp
+host = 127.0.0.1
+user = u
+pass = p
+insecure_ignore_host_key = true
+max_connections = 1
+max_sessions_per_connection = 1
 `), "/", func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +163,11 @@ func TestCheck(t *testing.T) {
 		{name: "local same file", task: Task{SrcID: "local", SrcPath: "/data/storage/x", DstID: "local", DstPath: "x"}, want: failure.InvalidTask},
 		{name: "local same file across nested bases", task: Task{SrcID: "local", SrcPath: "x", DstID: "archive", DstPath: "storage/x"}, want: failure.InvalidTask},
 		{name: "copy within an endpoint allowing one connection", task: Task{SrcID: "single", SrcPath: "/a", DstID: "single", DstPath: "/b"}, want: failure.InvalidTask},
+		// One SSH connection carries several sessions: a copy needs two.
+		{name: "sftp copy on one connection", task: Task{SrcID: "sftp", SrcPath: "/a", DstID: "sftp", DstPath: "/b"}},
+		{name: "sftp copy on one session", task: Task{SrcID: "sftp-one-session", SrcPath: "/a", DstID: "sftp-one-session", DstPath: "/b"}, want: failure.InvalidTask},
+		{name: "sftp same path", task: Task{SrcID: "sftp", SrcPath: "/a/./b", DstID: "sftp", DstPath: "/a/b"}, want: failure.InvalidTask},
+		{name: "sftp to ftp, same host and path", task: Task{SrcID: "sftp", SrcPath: "/a", DstID: "single", DstPath: "/a"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,207 @@
+//go:build e2e
+
+package realstack
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
+)
+
+// The SFTP servers scripts/e2e/sftpd.sh runs: OpenSSH's sshd (chrooted,
+// posix-rename, a password user and a key user) and ProFTPD's mod_sftp
+// (posix-rename turned off, so replacing a file takes the remove-then-rename
+// path).
+func sftpServers(t *testing.T) (openssh, proftpd stack.SFTPServer) {
+	t.Helper()
+	if os.Getenv("E2E_SFTP") == "0" {
+		t.Skip("E2E_SFTP=0: the SFTP servers are not running")
+	}
+	openssh, proftpd, err := env.SFTPServers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openssh, proftpd
+}
+
+// sftpEndpoints are connections.ini sections for both servers, and for
+// OpenSSH's key user.
+func sftpEndpoints(openssh, proftpd stack.SFTPServer) []config.Endpoint {
+	key := openssh.Endpoint("openssh-key")
+	key.User, key.Pass, key.KeyFile = openssh.KeyUser, "", openssh.KeyFile
+	return []config.Endpoint{openssh.Endpoint("openssh"), key, proftpd.Endpoint("proftpd")}
+}
+
+// TestSFTPDirections moves files in every direction SFTP mixes with FTP
+// and local storage, with sha256 checked on both sides: empty, 1 MiB and
+// 64 MiB files, names with spaces and Unicode, new nested directories.
+func TestSFTPDirections(t *testing.T) {
+	openssh, proftpd := sftpServers(t)
+	s := NewStack(t, StackOptions{Endpoints: sftpEndpoints(openssh, proftpd)})
+	dir := s.FTPDir()
+	up := "/upload" + dir // OpenSSH's chroot is root's; its users write under /upload
+	keyDir := "/upload/key-" + s.Suffix + "-" + s.Name
+	RemoveOnSuccess(t, openssh.Path(up), openssh.Path(keyDir), proftpd.Path(dir), env.VSFTPD.Path(dir))
+
+	const mib = 1 << 20
+	sums := map[string]string{
+		"empty": PutFile(t, filepath.Join(s.Base, "out/empty"), nil),
+		"1MiB":  PutRandomFile(t, filepath.Join(s.Base, "out/1MiB.bin"), mib, 11),
+		"64MiB": PutRandomFile(t, filepath.Join(s.Base, "out/64MiB.bin"), 64*mib, 12),
+	}
+	remoteSum := PutRandomFile(t, openssh.Path(up+"/src/r.bin"), 3*mib+17, 13)
+	ftpSum := PutRandomFile(t, env.VSFTPD.Path(dir+"/src/f.bin"), mib+5, 14)
+	type check struct {
+		tk        Task
+		path, sum string
+		size      int64
+	}
+	unicode := up + "/new/deep er/dïr ü/ファイル 1.bin"
+	checks := []check{
+		{Task{TaskID: s.ID("up-empty"), SrcID: "local", SrcPath: "out/empty", DstID: "openssh", DstPath: up + "/a/empty"}, openssh.Path(up + "/a/empty"), sums["empty"], 0},
+		{Task{TaskID: s.ID("up-1m"), SrcID: "local", SrcPath: "out/1MiB.bin", DstID: "openssh", DstPath: unicode}, openssh.Path(unicode), sums["1MiB"], mib},
+		{Task{TaskID: s.ID("up-64m"), SrcID: "local", SrcPath: "out/64MiB.bin", DstID: "openssh", DstPath: up + "/a/64MiB.bin"}, openssh.Path(up + "/a/64MiB.bin"), sums["64MiB"], 64 * mib},
+		// The key user has a directory of its own: sftpuser's are not
+		// writable by others.
+		{Task{TaskID: s.ID("up-key"), SrcID: "local", SrcPath: "out/1MiB.bin", DstID: "openssh-key", DstPath: keyDir + "/1MiB.bin"}, openssh.Path(keyDir + "/1MiB.bin"), sums["1MiB"], mib},
+		{Task{TaskID: s.ID("up-proftpd"), SrcID: "local", SrcPath: "out/64MiB.bin", DstID: "proftpd", DstPath: dir + "/p/64MiB.bin"}, proftpd.Path(dir + "/p/64MiB.bin"), sums["64MiB"], 64 * mib},
+		{Task{TaskID: s.ID("down"), SrcID: "openssh", SrcPath: up + "/src/r.bin", DstID: "local", DstPath: "in/r.bin"}, filepath.Join(s.Base, "in/r.bin"), remoteSum, 3*mib + 17},
+		{Task{TaskID: s.ID("sftp-sftp"), SrcID: "openssh", SrcPath: up + "/src/r.bin", DstID: "proftpd", DstPath: dir + "/from-openssh/r.bin"}, proftpd.Path(dir + "/from-openssh/r.bin"), remoteSum, 3*mib + 17},
+		{Task{TaskID: s.ID("sftp-same"), SrcID: "openssh", SrcPath: up + "/src/r.bin", DstID: "openssh", DstPath: up + "/copy/r.bin"}, openssh.Path(up + "/copy/r.bin"), remoteSum, 3*mib + 17},
+		{Task{TaskID: s.ID("ftp-sftp"), SrcID: "vsftpd", SrcPath: dir + "/src/f.bin", DstID: "openssh", DstPath: up + "/from-ftp/f.bin"}, openssh.Path(up + "/from-ftp/f.bin"), ftpSum, mib + 5},
+		{Task{TaskID: s.ID("sftp-ftp"), SrcID: "openssh", SrcPath: up + "/src/r.bin", DstID: "vsftpd", DstPath: dir + "/from-sftp/r.bin"}, env.VSFTPD.Path(dir + "/from-sftp/r.bin"), remoteSum, 3*mib + 17},
+	}
+	var tasks []Task
+	for _, c := range checks {
+		tasks = append(tasks, c.tk)
+	}
+	got := s.Run(t, 3*time.Minute, tasks...)
+	for _, c := range checks {
+		s.CheckSuccess(t, got[c.tk.TaskID], c.tk, c.size)
+		CheckFile(t, c.path, c.sum, c.size)
+	}
+	// Written by the SFTP users, not by root behind the servers' backs.
+	uid, _ := owner(t, openssh.Path("/upload"))
+	if u, _ := owner(t, openssh.Path(up+"/a/64MiB.bin")); u != uid {
+		t.Errorf("uploaded file owned by uid %d, want the SFTP user's %d", u, uid)
+	}
+	for _, d := range []string{openssh.Path(up), proftpd.Path(dir)} {
+		if tmp := TempFiles(d); len(tmp) > 0 {
+			t.Errorf("temporary files left: %v", tmp)
+		}
+	}
+}
+
+// TestSFTPOverwrite replaces existing files on both servers: atomically
+// with posix-rename on OpenSSH, by remove-then-rename on ProFTPD (which
+// does not offer it), and refuses with overwrite: false.
+func TestSFTPOverwrite(t *testing.T) {
+	openssh, proftpd := sftpServers(t)
+	s := NewStack(t, StackOptions{Endpoints: sftpEndpoints(openssh, proftpd)})
+	dir := s.FTPDir()
+	up := "/upload" + dir
+	RemoveOnSuccess(t, openssh.Path(up), proftpd.Path(dir))
+	newSum := PutFile(t, filepath.Join(s.Base, "new.txt"), []byte("new contents\n"))
+	oldSum := PutFile(t, openssh.Path(up+"/keep.txt"), []byte("old\n"))
+	PutFile(t, openssh.Path(up+"/replace.txt"), []byte("old\n"))
+	PutFile(t, proftpd.Path(dir+"/replace.txt"), []byte("old\n"))
+	keep := Task{TaskID: s.ID("keep"), SrcID: "local", SrcPath: "new.txt", DstID: "openssh", DstPath: up + "/keep.txt",
+		Extra: map[string]any{"overwrite": false}}
+	tasks := []Task{
+		{TaskID: s.ID("replace-openssh"), SrcID: "local", SrcPath: "new.txt", DstID: "openssh", DstPath: up + "/replace.txt"},
+		{TaskID: s.ID("replace-proftpd"), SrcID: "local", SrcPath: "new.txt", DstID: "proftpd", DstPath: dir + "/replace.txt"},
+		keep,
+	}
+	got := s.Run(t, time.Minute, tasks...)
+	s.CheckSuccess(t, got[tasks[0].TaskID], tasks[0], 13)
+	s.CheckSuccess(t, got[tasks[1].TaskID], tasks[1], 13)
+	s.CheckFailure(t, got[keep.TaskID], keep, "DESTINATION_EXISTS")
+	CheckFile(t, openssh.Path(up+"/replace.txt"), newSum, 13)
+	CheckFile(t, proftpd.Path(dir+"/replace.txt"), newSum, 13)
+	CheckFile(t, openssh.Path(up+"/keep.txt"), oldSum, 4)
+	for _, d := range []string{openssh.Path(up), proftpd.Path(dir)} {
+		if tmp := TempFiles(d); len(tmp) > 0 {
+			t.Errorf("temporary files left: %v", tmp)
+		}
+	}
+}
+
+// TestSFTPFailures: each failure gets its code, once; a server that is down
+// uses no attempts; a changed host key names what the server offered.
+func TestSFTPFailures(t *testing.T) {
+	openssh, proftpd := sftpServers(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	downAddr := l.Addr().String()
+	l.Close()
+	// known_hosts naming OpenSSH's address with ProFTPD's key: a server
+	// whose key changed.
+	hosts, err := os.ReadFile(openssh.KnownHosts)
+	must(t, err)
+	var wrong []string
+	for _, line := range strings.Split(string(hosts), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "["+strings.Replace(proftpd.Addr, ":", "]:", 1) {
+			wrong = append(wrong, "["+strings.Replace(openssh.Addr, ":", "]:", 1)+" "+f[1]+" "+f[2])
+		}
+	}
+	if len(wrong) == 0 {
+		t.Fatalf("no ProFTPD key in %s", openssh.KnownHosts)
+	}
+	wrongHosts := filepath.Join(t.TempDir(), "known_hosts")
+	must(t, os.WriteFile(wrongHosts, []byte(strings.Join(wrong, "\n")+"\n"), 0o644))
+	const wrongPass = "not-the-password"
+	badPass := openssh.Endpoint("sftp-wrong-password")
+	badPass.Pass = wrongPass
+	badKey := openssh.Endpoint("sftp-wrong-host-key")
+	badKey.KnownHostsFile = wrongHosts
+	down := config.SFTP("sftp-down", downAddr, "nobody", "nothing", openssh.KnownHosts)
+	down.InsecureIgnoreHostKey, down.KnownHostsFile = true, ""
+	s := NewStack(t, StackOptions{Endpoints: append(sftpEndpoints(openssh, proftpd), badPass, badKey, down),
+		Config: func(c *config.Config) {
+			c.Retry.MaxAttempts, c.Retry.BaseBackoff, c.Retry.MaxBackoff, c.Retry.MaxOutage = 3, 200*time.Millisecond, time.Second, 3*time.Second
+			c.CircuitBreaker.FailureThreshold, c.CircuitBreaker.TimeoutSeconds = 3, 1
+		}})
+	dir := s.FTPDir()
+	up := "/upload" + dir
+	RemoveOnSuccess(t, openssh.Path(up))
+	PutFile(t, openssh.Path(up+"/x.txt"), []byte("x\n"))
+	cases := []struct {
+		tk   Task
+		code string
+		says string
+	}{
+		{Task{TaskID: s.ID("missing"), SrcID: "openssh", SrcPath: up + "/no/such.txt", DstID: "local", DstPath: "m.txt"}, "FILE_NOT_FOUND", ""},
+		{Task{TaskID: s.ID("outside-upload"), SrcID: "openssh", SrcPath: up + "/x.txt", DstID: "openssh", DstPath: "/not-writable/x.txt"}, "PERMISSION_DENIED", ""},
+		{Task{TaskID: s.ID("auth"), SrcID: "sftp-wrong-password", SrcPath: up + "/x.txt", DstID: "local", DstPath: "a.txt"}, "AUTH_FAILED", ""},
+		{Task{TaskID: s.ID("host-key"), SrcID: "sftp-wrong-host-key", SrcPath: up + "/x.txt", DstID: "local", DstPath: "h.txt"}, "INVALID_CONFIG", "SHA256:"},
+		{Task{TaskID: s.ID("down"), SrcID: "sftp-down", SrcPath: "/x.txt", DstID: "local", DstPath: "down.txt"}, "CONNECTION_ERROR", "unreachable for"},
+	}
+	var tasks []Task
+	for _, c := range cases {
+		tasks = append(tasks, c.tk)
+	}
+	got := s.Run(t, 2*time.Minute, tasks...)
+	for _, c := range cases {
+		m := got[c.tk.TaskID]
+		t.Logf("%-16s %s: %s", strings.TrimSuffix(c.tk.TaskID, "-"+s.Suffix), m.Str("error_code"), m.Str("error_message"))
+		s.CheckFailure(t, m, c.tk, c.code)
+		if !strings.Contains(m.Str("error_message"), c.says) {
+			t.Errorf("%s: error_message %q does not say %q", c.tk.TaskID, m.Str("error_message"), c.says)
+		}
+		if strings.Contains(m.Str("error_message"), wrongPass) || strings.Contains(m.Str("error_message"), openssh.Pass) {
+			t.Errorf("%s: error_message leaks a password", c.tk.TaskID)
+		}
+		if a, _ := m.Num("attempts"); c.code != "CONNECTION_ERROR" && a > 1 {
+			t.Errorf("%s: %s retried (%v attempts)", c.tk.TaskID, c.code, a)
+		}
+	}
+	if a, _ := got[s.ID("down")].Num("attempts"); a < 4 {
+		t.Errorf("the down server's task used attempts instead of waiting out retry.max_outage: %v deliveries", a)
+	}
+}
