@@ -160,6 +160,11 @@ func unanswered(fe *failure.Error, timeout time.Duration) *failure.Error {
 // and drops the code (Apache FtpServer: "421 Maximum login limit has been
 // reached." at USER), so an error without a code is judged by its words too.
 func refusedAsFull(err error) bool {
+	if err == nil {
+		// A failure classified from the context's cause, which carries no
+		// server reply.
+		return false
+	}
 	code := replyCode(err)
 	if code != 421 && code != 530 && (code != 0 || isNetwork(err)) {
 		return false

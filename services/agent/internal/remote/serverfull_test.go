@@ -2,7 +2,9 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/ftpquirk"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
@@ -51,5 +53,19 @@ func TestQuirkServerFullAt530(t *testing.T) {
 	}
 	if code := failure.CodeOf(err); code != failure.AuthFailed || IsServerFull(err) {
 		t.Errorf("530 Login incorrect: %s, server full %v: %v", failure.Name(code), IsServerFull(err), err)
+	}
+}
+
+// A login the lease's context ends, with a failure as its cause, is that
+// failure: it carries no server reply, which the server-full check must not
+// read (it panicked on a nil reply in the chaos suite).
+func TestLoginEndedByTheContextsCause(t *testing.T) {
+	s := ftpquirk.Start(t, ftpquirk.BannerDelay(2*time.Second))
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(100*time.Millisecond, func() { cancel(failure.New(failure.ConnectionError, "lease taken back")) })
+	_, err := quirkDialer(s, config.TLSNone).Dial(ctx)
+	var fe *failure.Error
+	if !errors.As(err, &fe) || fe.Code != failure.ConnectionError || fe.ServerFull {
+		t.Fatalf("Dial = %v, want the cause's CONNECTION_ERROR, not server-full", err)
 	}
 }
