@@ -242,13 +242,6 @@ func (c *Conn) kill(why error) {
 	_ = c.Close()
 }
 
-// Room reports whether the connection can carry one more session.
-func (c *Conn) Room() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.Broken() && c.inUse < c.opts.MaxSessions
-}
-
 // InUse is how many sessions are open.
 func (c *Conn) InUse() int {
 	c.mu.Lock()

@@ -175,17 +175,6 @@ func algorithmsFor(keyType string) []string {
 	return []string{keyType}
 }
 
-// ParseFingerprint checks a fingerprint's form: what `ssh-keygen -l`
-// prints, "SHA256:" and 43 characters of unpadded base64.
-func ParseFingerprint(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	rest, ok := strings.CutPrefix(s, "SHA256:")
-	if !ok || len(rest) != 43 || strings.ContainsAny(rest, "=") {
-		return "", fmt.Errorf("%q is not a SHA256 host key fingerprint (want SHA256: and 43 base64 characters, as `ssh-keyscan -p PORT HOST | ssh-keygen -lf -` prints)", s)
-	}
-	return s, nil
-}
-
 // Signer reads a private key (OpenSSH or PEM), decrypting it with
 // passphrase when it is protected.
 func Signer(keyPEM, passphrase []byte) (ssh.Signer, error) {
