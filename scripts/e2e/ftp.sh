@@ -71,6 +71,13 @@ setup_user() {
 			--shell /usr/sbin/nologin --comment "ftp-pooler e2e" "$FTP_USER" ||
 			die "useradd $FTP_USER failed"
 	fi
+	# vsftpd enters the account's home before its local_root: an existing
+	# account may name the home of another suite's root (e2e, chaos), gone
+	# since, and every login would fail with "500 OOPS: cannot change
+	# directory".
+	local home
+	home=$(getent passwd "$FTP_USER" | cut -d: -f6)
+	[[ -z $home || -d $home ]] || mkdir -p "$home" || die "mkdir $home failed"
 	# (Re)set the password every time: cheap, and a changed one can't linger.
 	echo "$FTP_USER:$FTP_PASS" | chpasswd || die "chpasswd for $FTP_USER failed"
 	# vsftpd authenticates through this PAM service: plain password check. The
