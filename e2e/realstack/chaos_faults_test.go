@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -345,14 +344,4 @@ func script(name string, args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(env.RepoRoot, "scripts", name), args...)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
-}
-
-// sortedKeys lists a map's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -3,9 +3,11 @@
 package realstack
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,5 +205,77 @@ func TestSFTPFailures(t *testing.T) {
 	}
 	if a, _ := got[s.ID("down")].Num("attempts"); a < 4 {
 		t.Errorf("the down server's task used attempts instead of waiting out retry.max_outage: %v deliveries", a)
+	}
+}
+
+// TestSFTPSessionsPerConnection runs more uploads at once than there are
+// SSH connections, counting the connections each server holds with ss:
+// OpenSSH's carry several sessions each and never exceed max_connections;
+// ProFTPD's mod_sftp mixes up SFTP requests of concurrent sessions on one
+// connection (proftpd/proftpd#1897: one reassembly buffer per connection),
+// so the agent opens one session per connection there, still within
+// max_connections, and every file arrives whole.
+func TestSFTPSessionsPerConnection(t *testing.T) {
+	openssh, proftpd := sftpServers(t)
+	const opensshConns, proftpdConns, files = 2, 3, 12
+	eps := sftpEndpoints(openssh, proftpd)
+	for i := range eps {
+		switch eps[i].ID {
+		case "openssh":
+			eps[i].MaxConnections = opensshConns
+		case "proftpd":
+			eps[i].MaxConnections = proftpdConns
+		}
+	}
+	s := NewStack(t, StackOptions{Agents: 1, Slots: 2 * files, Endpoints: eps})
+	dir := s.FTPDir()
+	up := "/upload" + dir
+	RemoveOnSuccess(t, openssh.Path(up), proftpd.Path(dir))
+
+	const size = 4<<20 + 3
+	sum := PutRandomFile(t, filepath.Join(s.Base, "out/f.bin"), size, 21)
+	type check struct {
+		tk   Task
+		path string
+	}
+	var checks []check
+	for i := range files {
+		name := fmt.Sprintf("/f%02d.bin", i)
+		checks = append(checks,
+			check{Task{TaskID: s.ID("openssh" + name), SrcID: "local", SrcPath: "out/f.bin", DstID: "openssh", DstPath: up + name}, openssh.Path(up + name)},
+			check{Task{TaskID: s.ID("proftpd" + name), SrcID: "local", SrcPath: "out/f.bin", DstID: "proftpd", DstPath: dir + name}, proftpd.Path(dir + name)})
+	}
+	var tasks []Task
+	for _, c := range checks {
+		tasks = append(tasks, c.tk)
+	}
+	ports := map[int]string{}
+	for ep, addr := range map[string]string{"openssh": openssh.Addr, "proftpd": proftpd.Addr} {
+		_, p, err := net.SplitHostPort(addr)
+		must(t, err)
+		n, err := strconv.Atoi(p)
+		must(t, err)
+		ports[n] = ep
+	}
+	limits := map[string]int{"openssh": opensshConns, "proftpd": proftpdConns}
+	conns := sampleConnections(ports, limits, 20*time.Millisecond, func(int) string { return "agent" })
+	got := s.Run(t, 3*time.Minute, tasks...)
+	rep := conns.Stop()
+	for _, c := range checks {
+		s.CheckSuccess(t, got[c.tk.TaskID], c.tk, size)
+		CheckFile(t, c.path, sum, size)
+	}
+	t.Logf("peak SSH connections over %d samples: openssh %d (limit %d), proftpd %d (limit %d)",
+		rep.Samples, rep.Max["openssh"], opensshConns, rep.Max["proftpd"], proftpdConns)
+	if rep.Samples == 0 {
+		t.Fatalf("no connection samples: %s", rep.LastErr)
+	}
+	for ep, limit := range limits {
+		if rep.Over[ep] > 0 {
+			t.Errorf("%s: %d samples over max_connections %d (peak %d): %v", ep, rep.Over[ep], limit, rep.Max[ep], conns.Snapshots)
+		}
+		if rep.Max[ep] == 0 {
+			t.Errorf("%s: no connection seen", ep)
+		}
 	}
 }

@@ -246,7 +246,7 @@ func (a *Agent) newPools(conns *config.Connections, tracer trace.Tracer) ([]*con
 		if ep.Type != config.TypeSFTP {
 			continue
 		}
-		mux, err := newSFTPMux(ep, cfg)
+		mux, err := newSFTPMux(ep, cfg, a.logger.With("component", "sftp"))
 		if err != nil {
 			return nil, fmt.Errorf("%s: [%s]: %w", conns.Path, ep.ID, err)
 		}

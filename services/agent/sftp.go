@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -19,7 +20,7 @@ const sftpConcurrentRequests = 64
 // and host keys now rather than at the first transfer. (An endpoint that
 // turns the host key check off is logged at WARN with the connections
 // file's other warnings.)
-func newSFTPMux(ep *config.Endpoint, cfg config.Config) (*sftpremote.Mux, error) {
+func newSFTPMux(ep *config.Endpoint, cfg config.Config, logger *slog.Logger) (*sftpremote.Mux, error) {
 	opts := sftpremote.Options{
 		Endpoint:       ep.ID,
 		Addr:           ep.Address(),
@@ -28,6 +29,7 @@ func newSFTPMux(ep *config.Endpoint, cfg config.Config) (*sftpremote.Mux, error)
 		Timeout:        cfg.Transfer.IdleTimeout.D(),
 		ConnectTimeout: time.Duration(cfg.Transfer.ConnectTimeoutSeconds) * time.Second,
 		MaxSessions:    ep.SFTP.MaxSessionsPerConnection,
+		Logger:         logger,
 		HostKeys: sftpremote.HostKeys{
 			KnownHostsFile: ep.SFTP.KnownHostsFile,
 			Fingerprints:   ep.SFTP.HostKeyFingerprints,

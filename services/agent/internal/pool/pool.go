@@ -104,10 +104,11 @@ type PoolOf[C Conn] struct {
 	dialer DialerOf[C]
 	// perConn is how many pooled Cs one unit of the dispatchers' quota
 	// stands for: 1 for FTP; for SFTP, the sessions an SSH connection
-	// carries (the quota counts SSH connections).
+	// carries (the quota counts SSH connections), unless the dialer has
+	// learned its server carries fewer (sessionsPerConnection).
 	perConn int
-	max     int // the limit now: the dispatchers' quotas, at most cap
-	cap     int // the configured limit
+	limit   int // the configured limit, in units
+	quota   int // the dispatchers' quotas, in units
 
 	mu      sync.Mutex
 	idle    []C // most recently used last
@@ -137,9 +138,31 @@ func Add[C Conn](s *Set, ep *config.Endpoint, dialer DialerOf[C], perConn int) *
 		limit = s.cfg.DefaultMax
 	}
 	perConn = max(perConn, 1)
-	p := &PoolOf[C]{set: s, ep: ep, dialer: dialer, perConn: perConn, max: limit * perConn, cap: limit * perConn}
+	p := &PoolOf[C]{set: s, ep: ep, dialer: dialer, perConn: perConn, limit: limit, quota: limit}
+	if cl, ok := dialer.(connectionLimiter); ok {
+		cl.SetConnectionLimit(limit)
+	}
 	s.pools[ep.ID] = p
 	return p
+}
+
+// sessionsPerConnection is a dialer whose server may carry fewer sessions
+// on a connection than configured (ProFTPD's mod_sftp: one).
+type sessionsPerConnection interface{ SessionsPerConnection() int }
+
+// connectionLimiter is a dialer that shares connections between Cs and
+// keeps their number within the pool's units: while it learns that its
+// server carries fewer sessions per connection than the pool assumed, the
+// Cs the pool let through must wait rather than open more connections.
+type connectionLimiter interface{ SetConnectionLimit(n int) }
+
+// maxLocked is how many Cs the pool may hold now; p.mu is held.
+func (p *PoolOf[C]) maxLocked() int {
+	per := p.perConn
+	if sp, ok := p.dialer.(sessionsPerConnection); ok {
+		per = min(per, max(sp.SessionsPerConnection(), 1))
+	}
+	return min(p.quota, p.limit) * per
 }
 
 // Pool returns an FTP endpoint's pool.
@@ -240,7 +263,7 @@ func (p *PoolOf[C]) takeIdle() (C, bool) {
 // only the agent-wide limit is in the way.
 func (p *PoolOf[C]) reserve() bool {
 	p.mu.Lock()
-	if p.open >= p.max {
+	if p.open >= p.maxLocked() {
 		p.mu.Unlock()
 		return false
 	}
@@ -330,7 +353,7 @@ func (p *PoolOf[C]) loggedInSettled(ctx context.Context) int {
 // shrank, is closed and its room freed.
 func (p *PoolOf[C]) Put(c C) {
 	p.mu.Lock()
-	over := p.open > p.max
+	over := p.open > p.maxLocked()
 	p.mu.Unlock()
 	if c.Broken() || over {
 		p.discard(c)
@@ -362,10 +385,13 @@ func (s *Set) SetLimit(id string, n int) {
 }
 
 func (p *PoolOf[C]) setLimit(n int) int {
+	if cl, ok := p.dialer.(connectionLimiter); ok {
+		cl.SetConnectionLimit(min(n, p.limit))
+	}
 	p.mu.Lock()
-	p.max = min(n*p.perConn, p.cap)
+	p.quota = n
 	var drop []C
-	for p.open > p.max && len(p.idle) > 0 {
+	for p.open > p.maxLocked() && len(p.idle) > 0 {
 		drop = append(drop, p.idle[0])
 		p.idle = slices.Delete(p.idle, 0, 1)
 		p.open--
@@ -431,7 +457,7 @@ func (s *Set) Stats() []Stats {
 
 func (p *PoolOf[C]) stats() Stats {
 	p.mu.Lock()
-	st := Stats{Endpoint: p.ep.ID, Open: p.open, Idle: len(p.idle), Busy: p.busy, Max: p.max}
+	st := Stats{Endpoint: p.ep.ID, Open: p.open, Idle: len(p.idle), Busy: p.busy, Max: p.maxLocked()}
 	p.mu.Unlock()
 	st.Connections, st.IdleConnections = st.Open, st.Idle/p.perConn
 	if cc, ok := p.dialer.(connectionCounter); ok {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,4 +393,86 @@ func TestConnectionClosedByServerIsReplacedBeforeUse(t *testing.T) {
 	if n := srv.Logins(); n != 5 {
 		t.Fatalf("%d logins for 5 transfers on a server that closes after each", n)
 	}
+}
+
+// session is a pooled C that needs no server.
+type session struct{}
+
+func (session) Broken() bool               { return false }
+func (session) PeerClosed() bool           { return false }
+func (session) LastUsed() time.Time        { return time.Now() }
+func (session) NoOp(context.Context) error { return nil }
+func (session) Close() error               { return nil }
+
+// learningDialer opens sessions and, like the SFTP mux on ProFTPD's
+// mod_sftp, learns at its first dial that its server carries one session
+// per connection.
+type learningDialer struct {
+	per    atomic.Int64
+	mu     sync.Mutex
+	limits []int // SetConnectionLimit's arguments
+}
+
+func (d *learningDialer) Dial(context.Context) (session, error) {
+	d.per.Store(1)
+	return session{}, nil
+}
+
+func (d *learningDialer) SessionsPerConnection() int { return int(d.per.Load()) }
+
+func (d *learningDialer) SetConnectionLimit(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.limits = append(d.limits, n)
+}
+
+func (d *learningDialer) lastLimit() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.limits[len(d.limits)-1]
+}
+
+// A pool of sessions sizes itself by the sessions its dialer's connections
+// carry now, not by the configured number, and keeps the dialer's
+// connection limit at its quota.
+func TestSessionsPerConnectionLearnedShrinkThePool(t *testing.T) {
+	ep := &config.Endpoint{ID: "s", Type: config.TypeSFTP, MaxConnections: 2}
+	s := NewSet(Config{MaxTotal: 100, DefaultMax: 10, IdleTimeout: time.Minute, CheckAfter: time.Minute, BusyWait: 50 * time.Millisecond},
+		nil, nil, Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := &learningDialer{}
+	d.per.Store(4)
+	p := Add(s, ep, DialerOf[session](d), 4)
+	if got := d.lastLimit(); got != 2 {
+		t.Fatalf("connection limit %d at start, want max_connections 2", got)
+	}
+	if st := p.stats(); st.Max != 8 {
+		t.Fatalf("Max %d before the first dial, want 2 connections × 4 sessions", st.Max)
+	}
+	ctx := context.Background()
+	var held []session
+	for range 2 {
+		c, err := p.Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	if _, err := p.Get(ctx); !errors.Is(err, ErrBusy) {
+		t.Fatalf("third session on a one-session server with 2 connections: %v, want ErrBusy", err)
+	}
+	if st := p.stats(); st.Max != 2 {
+		t.Fatalf("Max %d once the server was found out, want 2", st.Max)
+	}
+	s.SetLimit("s", 1)
+	if got := d.lastLimit(); got != 1 {
+		t.Fatalf("connection limit %d after a quota of 1", got)
+	}
+	s.SetLimit("s", 5)
+	if got := d.lastLimit(); got != 2 {
+		t.Fatalf("connection limit %d after a quota of 5, want max_connections 2", got)
+	}
+	for _, c := range held {
+		p.Put(c)
+	}
+	s.closeIdle(0)
 }

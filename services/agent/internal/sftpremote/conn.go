@@ -9,8 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,8 @@ type Options struct {
 	MaxSessions int
 	// Client tunes pkg/sftp (packet size, concurrent requests per file).
 	Client []sftp.ClientOption
+	// Logger notes what the dialer learns of the server; nil discards.
+	Logger *slog.Logger
 }
 
 // DefaultTimeout applies when Options.Timeout is zero.
@@ -55,6 +59,9 @@ type Conn struct {
 	ssh     *ssh.Client
 	ext     extensions
 	created time.Time
+	// maxSessions is Options.MaxSessions, or 1 on a server that mixes up
+	// concurrent sessions (oneSessionServer).
+	maxSessions int
 
 	mu       sync.Mutex
 	inUse    int // sessions open
@@ -81,6 +88,29 @@ type Dialer struct {
 	// algorithms, once a handshake matched, is the host key algorithm that
 	// did: later dials ask for it first and skip the search.
 	algorithms atomic.Pointer[[]string]
+	// oneSession is set once a connection found a server that carries one
+	// session per connection.
+	oneSession atomic.Bool
+}
+
+// oneSessionServer reports whether a server, by the version it announces,
+// corrupts SFTP requests when one connection carries several sessions:
+// ProFTPD's mod_sftp reassembles requests split across SSH packets in one
+// buffer per connection, not per channel, so two sessions writing at once
+// interleave into garbage: "Invalid handle", then a dropped connection
+// (proftpd/proftpd#1897; seen here with ProFTPD 1.3.8).
+func oneSessionServer(version string) bool {
+	return strings.HasPrefix(version, "SSH-2.0-mod_sftp")
+}
+
+// SessionsPerConnection is how many sessions a connection carries:
+// Options.MaxSessions, or 1 once a server that mixes up concurrent
+// sessions was met.
+func (d *Dialer) SessionsPerConnection() int {
+	if d.oneSession.Load() {
+		return 1
+	}
+	return d.opts.MaxSessions
 }
 
 // NewDialer checks the options.
@@ -122,6 +152,7 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 			if offered != "" && d.algorithms.Load() == nil {
 				d.algorithms.Store(&[]string{offered})
 			}
+			d.learn(c)
 			return c, nil
 		}
 		var hke *HostKeyError
@@ -142,6 +173,18 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 		if len(algorithms) == 0 {
 			return nil, classifyDial(d.opts, mismatch)
 		}
+	}
+}
+
+// learn remembers that the server carries one session per connection,
+// saying so once when more were configured.
+func (d *Dialer) learn(c *Conn) {
+	if c.maxSessions >= d.opts.MaxSessions || !d.oneSession.CompareAndSwap(false, true) {
+		return
+	}
+	if l := d.opts.Logger; l != nil {
+		l.Warn("SFTP server mixes up concurrent sessions on one SSH connection (ProFTPD mod_sftp, proftpd/proftpd#1897): one session per connection from now on; set max_sessions_per_connection = 1 on the endpoint so the dispatchers plan for it",
+			"endpoint", d.opts.Endpoint, "server_version", c.ServerVersion(), "max_sessions_per_connection", d.opts.MaxSessions)
 	}
 }
 
@@ -176,7 +219,10 @@ func (d *Dialer) dial(ctx context.Context, algorithms []string) (c *Conn, offere
 		return nil, "", classifyDial(opts, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c = &Conn{opts: opts, ssh: ssh.NewClient(sc, chans, reqs), created: time.Now(), lastUsed: time.Now(), done: make(chan struct{})}
+	c = &Conn{opts: opts, ssh: ssh.NewClient(sc, chans, reqs), created: time.Now(), lastUsed: time.Now(), done: make(chan struct{}), maxSessions: opts.MaxSessions}
+	if oneSessionServer(c.ServerVersion()) {
+		c.maxSessions = 1
+	}
 	go func() {
 		_ = c.ssh.Wait()
 		c.closed.Store(true)
@@ -205,6 +251,13 @@ func authMethods(o Options) []ssh.AuthMethod {
 
 // String names the server, for messages.
 func (c *Conn) String() string { return "sftp://" + c.opts.Addr }
+
+// ServerVersion is the version the server announced (SSH-2.0-OpenSSH_9.2p1).
+func (c *Conn) ServerVersion() string { return string(c.ssh.ServerVersion()) }
+
+// errConnFull is Session's error when the connection carries all the
+// sessions it may.
+var errConnFull = errors.New("all sessions of the connection are in use")
 
 // Broken reports whether the connection has ended or been closed.
 func (c *Conn) Broken() bool { return c.closed.Load() }
@@ -253,9 +306,9 @@ func (c *Conn) InUse() int {
 // when done.
 func (c *Conn) Session(ctx context.Context) (*Session, error) {
 	c.mu.Lock()
-	if c.inUse >= c.opts.MaxSessions {
+	if c.inUse >= c.maxSessions {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("%s: all %d sessions of the connection are in use", c, c.opts.MaxSessions)
+		return nil, fmt.Errorf("%s: %w (%d)", c, errConnFull, c.maxSessions)
 	}
 	c.inUse++
 	c.mu.Unlock()

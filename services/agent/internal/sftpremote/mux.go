@@ -2,6 +2,7 @@ package sftpremote
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 )
@@ -14,12 +15,17 @@ import (
 // MaxSessions transfers on each.
 //
 // The agent's pool keeps the sessions (idle ones too); a connection is
-// closed when its last session is.
+// closed when its last session is. The pool also sets a connection limit
+// (its quota): on a server found to carry fewer sessions per connection
+// than configured, the sessions the pool let through before it learned
+// that wait for room instead of opening connections beyond the quota.
 type Mux struct {
 	d *Dialer
 
 	mu    sync.Mutex
 	conns []*muxConn
+	limit int           // connections at most; negative: no limit
+	freed chan struct{} // closed, and replaced, when room may have opened
 }
 
 // muxConn is a connection of the mux, or one being dialed (conn nil until
@@ -32,7 +38,25 @@ type muxConn struct {
 }
 
 // NewMux serves sessions through d.
-func NewMux(d *Dialer) *Mux { return &Mux{d: d} }
+func NewMux(d *Dialer) *Mux { return &Mux{d: d, limit: -1, freed: make(chan struct{})} }
+
+// SessionsPerConnection is the dialer's (the pool sizes itself by it).
+func (m *Mux) SessionsPerConnection() int { return m.d.SessionsPerConnection() }
+
+// SetConnectionLimit caps the connections open or being dialed; those
+// over a lowered cap close as their sessions end.
+func (m *Mux) SetConnectionLimit(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.limit = max(n, 0)
+	m.wakeLocked()
+}
+
+// wakeLocked wakes the callers waiting for room; m.mu is held.
+func (m *Mux) wakeLocked() {
+	close(m.freed)
+	m.freed = make(chan struct{})
+}
 
 // Dialer is the mux's dialer.
 func (m *Mux) Dialer() *Dialer { return m.d }
@@ -44,12 +68,24 @@ func (m *Mux) Connections() int {
 	return len(m.conns)
 }
 
-// Dial returns a new session, on a connection with room or a new one.
+// Dial returns a new session, on a connection with room or a new one,
+// waiting while the connection limit leaves no room for one.
 func (m *Mux) Dial(ctx context.Context) (*Handle, error) {
 	for {
-		mc, dial := m.reserve()
+		mc, dial, freed := m.reserve()
+		if mc == nil {
+			select {
+			case <-freed:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		if dial {
-			mc.conn, mc.err = m.d.Dial(ctx)
+			conn, err := m.d.Dial(ctx)
+			m.mu.Lock() // reserve reads conn under the lock
+			mc.conn, mc.err = conn, err
+			m.mu.Unlock()
 			close(mc.ready)
 		} else {
 			select {
@@ -69,6 +105,12 @@ func (m *Mux) Dial(ctx context.Context) (*Handle, error) {
 			continue
 		}
 		s, err := mc.conn.Session(ctx)
+		if errors.Is(err, errConnFull) {
+			// Reserved before its connection found that its server carries
+			// fewer sessions: pack elsewhere.
+			m.unreserve(mc)
+			continue
+		}
 		if err != nil {
 			m.unreserve(mc)
 			return nil, err
@@ -78,13 +120,15 @@ func (m *Mux) Dial(ctx context.Context) (*Handle, error) {
 }
 
 // reserve takes a session's room on the fullest connection that has some
-// (keeping the others free to close), or adds a connection to dial.
-func (m *Mux) reserve() (mc *muxConn, dial bool) {
+// (keeping the others free to close), or adds a connection to dial; with
+// neither possible under the limit it returns the channel to wait on.
+func (m *Mux) reserve() (mc *muxConn, dial bool, freed <-chan struct{}) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	per := m.d.SessionsPerConnection()
 	var best *muxConn
 	for _, c := range m.conns {
-		if c.sessions >= m.d.opts.MaxSessions || (c.conn != nil && c.conn.Broken()) {
+		if c.sessions >= per || (c.conn != nil && (c.conn.Broken() || c.sessions >= c.conn.maxSessions)) {
 			continue
 		}
 		if best == nil || c.sessions > best.sessions {
@@ -93,11 +137,14 @@ func (m *Mux) reserve() (mc *muxConn, dial bool) {
 	}
 	if best != nil {
 		best.sessions++
-		return best, false
+		return best, false, nil
+	}
+	if m.limit >= 0 && len(m.conns) >= m.limit {
+		return nil, false, m.freed
 	}
 	mc = &muxConn{ready: make(chan struct{}), sessions: 1}
 	m.conns = append(m.conns, mc)
-	return mc, true
+	return mc, true, nil
 }
 
 // unreserve gives a session's room back, closing the connection when it
@@ -109,6 +156,7 @@ func (m *Mux) unreserve(mc *muxConn) {
 	if last {
 		m.conns = slices.DeleteFunc(m.conns, func(c *muxConn) bool { return c == mc })
 	}
+	m.wakeLocked()
 	m.mu.Unlock()
 	if last && mc.conn != nil {
 		_ = mc.conn.Close()

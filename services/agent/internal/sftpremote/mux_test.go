@@ -2,6 +2,8 @@ package sftpremote
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -122,4 +124,104 @@ func TestMuxSkipsBrokenConnections(t *testing.T) {
 	}
 	_ = a.Close()
 	_ = b.Close()
+}
+
+// On a server that mixes up concurrent sessions (ProFTPD's mod_sftp), each
+// connection carries one session however many are configured, sessions
+// reserved on a connection before it was found out move to others, and
+// the connection limit holds: callers over it wait for a session to end.
+func TestMuxOneSessionServer(t *testing.T) {
+	srv := sftptest.Start(t, sftptest.Version("SSH-2.0-mod_sftp"))
+	m := newMux(t, srv, 8)
+	const limit = 3
+	m.SetConnectionLimit(limit)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	hs := make([]*Handle, limit)
+	errs := make([]error, limit)
+	for i := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hs[i], errs[i] = m.Dial(ctx)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.SessionsPerConnection(); got != 1 {
+		t.Fatalf("SessionsPerConnection %d on mod_sftp, want 1", got)
+	}
+	seen := map[*Conn]bool{}
+	for _, h := range hs {
+		if seen[h.Conn()] {
+			t.Fatal("two sessions share a connection to mod_sftp")
+		}
+		seen[h.Conn()] = true
+	}
+	waitOpen(t, srv, limit)
+
+	// A fourth waits for room, then takes the connection-slot freed.
+	got := make(chan error, 1)
+	go func() {
+		h, err := m.Dial(ctx)
+		if err == nil {
+			defer h.Close()
+			if m.Connections() > limit {
+				err = fmt.Errorf("%d connections, limit %d", m.Connections(), limit)
+			}
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("a session over the connection limit did not wait (err %v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	_ = hs[0].Close()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the waiting session did not get the freed room")
+	}
+	for _, h := range hs[1:] {
+		_ = h.Close()
+	}
+	waitOpen(t, srv, 0)
+
+	// A waiter gives up when its context ends.
+	m.SetConnectionLimit(0)
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := m.Dial(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Dial at limit 0: %v, want the context's deadline", err)
+	}
+}
+
+// Servers other than mod_sftp keep the configured sessions per connection.
+func TestMuxSessionsPerConnectionByVersion(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		want    int
+	}{{"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3", 4}, {"SSH-2.0-mod_sftp", 1}, {"SSH-2.0-mod_sftp/1.1.1", 1}} {
+		srv := sftptest.Start(t, sftptest.Version(tc.version))
+		m := newMux(t, srv, 4)
+		h, err := m.Dial(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.SessionsPerConnection(); got != tc.want {
+			t.Errorf("%s: %d sessions per connection, want %d", tc.version, got, tc.want)
+		}
+		if h.Conn().ServerVersion() != tc.version {
+			t.Errorf("ServerVersion %q, want %q", h.Conn().ServerVersion(), tc.version)
+		}
+		_ = h.Close()
+	}
 }

@@ -48,8 +48,15 @@ type Server struct {
 	wg     sync.WaitGroup
 }
 
+// Option changes how a server presents itself.
+type Option func(*ssh.ServerConfig)
+
+// Version makes the server announce version (SSH-2.0-mod_sftp) instead of
+// x/crypto/ssh's.
+func Version(v string) Option { return func(c *ssh.ServerConfig) { c.ServerVersion = v } }
+
 // Start serves until the test ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,6 +97,9 @@ func Start(t testing.TB) *Server {
 	}
 	for _, k := range s.HostKeys {
 		s.cfg.AddHostKey(k)
+	}
+	for _, o := range opts {
+		o(s.cfg)
 	}
 	s.wg.Add(1)
 	go s.accept()
