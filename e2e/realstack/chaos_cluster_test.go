@@ -73,6 +73,10 @@ func chaosConfig(group string) config.Config {
 }
 
 // newChaosCluster writes the files; start starts the processes.
+// chaosSFTPSessions is how many SFTP sessions each SSH connection to
+// OpenSSH carries in the chaos suite.
+const chaosSFTPSessions = 2
+
 func newChaosCluster(t *testing.T, dispatchers, agents, slots int, limits map[string]int, zombie int) *chaosCluster {
 	t.Helper()
 	name := unsafeName.ReplaceAllString(t.Name(), "_")
@@ -92,6 +96,11 @@ func newChaosCluster(t *testing.T, dispatchers, agents, slots int, limits map[st
 		e.MaxConnections = limits[srv.Name]
 		conns = append(conns, e)
 	}
+	openssh, _, err := env.SFTPServers()
+	must(t, err)
+	sftp := openssh.Endpoint("openssh")
+	sftp.MaxConnections, sftp.MaxSessionsPerConnection = limits["openssh"], chaosSFTPSessions
+	conns = append(conns, sftp)
 	must(t, append(conns, config.Local("local", c.Base)).Write(c.Files.Connections, comment))
 
 	for i := 0; i < dispatchers; i++ {

@@ -4,8 +4,9 @@ package realstack
 
 // TestChaos is the fault-injection suite (`make chaos`, scripts/chaos/run.sh):
 // two dispatchers and three agents, as processes of the real binaries,
-// against real Kafka, vsftpd and pure-ftpd, run 5,000 tasks (20 B, 100 KiB,
-// 10 MiB and a few 200 MiB files; downloads, uploads and FTP-to-FTP relays)
+// against real Kafka, vsftpd, pure-ftpd and OpenSSH's SFTP, run 5,000
+// tasks (20 B, 100 KiB, 10 MiB and a few 200 MiB files; downloads, uploads
+// and relays between the servers, SFTP among them)
 // while faults are injected one after another in a seeded order: kill -9
 // of an agent mid-transfer (three times), kill -9 of a dispatcher and
 // restart, SIGTERM of an agent, vsftpd down for 10 s, the Kafka broker
@@ -13,9 +14,10 @@ package realstack
 // while its transfers go on. It then prints a table and fails unless every
 // task has exactly one outcome (read_committed), every outcome is a
 // success, every destination has its source's sha256, no temporary file is
-// left and none was ever seen partial under its final name, and the FTP
+// left and none was ever seen partial under its final name, and the
 // servers never held more connections from the fleet than each endpoint's
-// max_connections.
+// max_connections (for OpenSSH, SSH connections, each carrying
+// chaosSFTPSessions transfers).
 //
 // E2E_CHAOS_SEED replays a run's choices (printed at the start and in the
 // table). E2E_CHAOS_TASKS (5000) and E2E_CHAOS_HUGE (200 MiB) scale it down
@@ -25,6 +27,7 @@ package realstack
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,10 +44,18 @@ import (
 type chaosRoute struct{ src, dst string }
 
 var chaosRoutes = []chaosRoute{
-	{"vsftpd", "local"}, {"pureftpd", "local"}, // downloads
-	{"local", "vsftpd"}, {"local", "pureftpd"}, // uploads
-	{"vsftpd", "pureftpd"}, {"pureftpd", "vsftpd"}, // relays
+	{"vsftpd", "local"}, {"pureftpd", "local"}, {"openssh", "local"}, // downloads
+	{"local", "vsftpd"}, {"local", "pureftpd"}, {"local", "openssh"}, // uploads
+	{"vsftpd", "pureftpd"}, {"pureftpd", "vsftpd"}, {"openssh", "vsftpd"}, {"pureftpd", "openssh"}, // relays
 }
+
+// chaosRemotes are the servers in the chaos suite's mix: two FTP servers
+// and OpenSSH's SFTP (whose users write under /upload of its chroot).
+var chaosRemotes = []string{"vsftpd", "pureftpd", "openssh"}
+
+// chaosRemote is where a server keeps the run's files: on disk, and as
+// the server names them.
+type chaosRemote interface{ Path(p string) string }
 
 // chaosClass is a file size and how many tasks and source files use it.
 type chaosClass struct {
@@ -84,12 +95,16 @@ func TestChaos(t *testing.T) {
 	fmt.Printf("chaos: seed %d (replay with E2E_CHAOS_SEED=%d), %d tasks\n", seed, seed, n)
 	rng := rand.New(rand.NewPCG(seed, 0x63686173))
 
-	limits := map[string]int{"vsftpd": 8, "pureftpd": 6}
+	openssh, _, err := env.SFTPServers()
+	must(t, err)
+	// openssh counts SSH connections; each carries chaosSFTPSessions.
+	limits := map[string]int{"vsftpd": 8, "pureftpd": 6, "openssh": 3}
 	const zombie = 2
 	c := newChaosCluster(t, 2, 3, 8, limits, zombie)
 	suffix := strings.TrimPrefix(c.Group, "chaos-")
 	ftpRoot := "/chaos-" + suffix
-	homes := map[string]FTPServer{"vsftpd": env.VSFTPD, "pureftpd": env.PureFTPD}
+	homes := map[string]chaosRemote{"vsftpd": env.VSFTPD, "pureftpd": env.PureFTPD, "openssh": openssh}
+	roots := map[string]string{"vsftpd": ftpRoot, "pureftpd": ftpRoot, "openssh": "/upload" + ftpRoot}
 
 	// Sources: the same few files on each endpoint, per size class.
 	classes := []chaosClass{
@@ -105,10 +120,10 @@ func TestChaos(t *testing.T) {
 			key := fmt.Sprintf("%s-%d", cl.name, i)
 			contentSeed := seed ^ uint64(ci+1)<<32 ^ uint64(i)
 			var sum string
-			for _, at := range []string{"local", "vsftpd", "pureftpd"} {
+			for _, at := range append([]string{"local"}, chaosRemotes...) {
 				path := filepath.Join(c.Base, "src", key+".bin")
 				if at != "local" {
-					path = homes[at].Path(ftpRoot + "/src/" + key + ".bin")
+					path = homes[at].Path(roots[at] + "/src/" + key + ".bin")
 				}
 				if cl.size > 16<<20 {
 					sum = PutRandomFile(t, path, cl.size, contentSeed)
@@ -124,18 +139,18 @@ func TestChaos(t *testing.T) {
 	const buckets = 50
 	dstRoots := map[string]string{"local": filepath.Join(c.Base, "dst")}
 	for at, srv := range homes {
-		dstRoots[at] = srv.Path(ftpRoot + "/dst")
+		dstRoots[at] = srv.Path(roots[at] + "/dst")
 	}
 	for _, root := range dstRoots {
 		for b := 0; b < buckets; b++ {
 			mkdirAllOwned(t, filepath.Join(root, fmt.Sprintf("b%02d", b)))
 		}
 	}
-	RemoveOnSuccess(t, env.VSFTPD.Path(ftpRoot), env.PureFTPD.Path(ftpRoot))
+	RemoveOnSuccess(t, env.VSFTPD.Path(ftpRoot), env.PureFTPD.Path(ftpRoot), openssh.Path(roots["openssh"]))
 	fmt.Printf("chaos: source files made in %s\n", time.Since(made).Round(time.Millisecond))
 
 	// Tasks, in a seeded order; the 200 MiB ones go out spread over the run.
-	hugeRoutes := []chaosRoute{{"vsftpd", "local"}, {"local", "pureftpd"}, {"pureftpd", "vsftpd"}, {"pureftpd", "local"}}
+	hugeRoutes := []chaosRoute{{"vsftpd", "local"}, {"local", "pureftpd"}, {"pureftpd", "vsftpd"}, {"local", "openssh"}}
 	var tasks []chaosTask
 	var hugeTasks []chaosTask
 	for _, cl := range classes {
@@ -153,13 +168,13 @@ func TestChaos(t *testing.T) {
 			if r.src == "local" {
 				tk.SrcPath = "src/" + src + ".bin"
 			} else {
-				tk.SrcPath = ftpRoot + "/src/" + src + ".bin"
+				tk.SrcPath = roots[r.src] + "/src/" + src + ".bin"
 			}
 			if r.dst == "local" {
 				tk.DstPath = "dst/" + bucket + "/" + name
 				tk.Disk = filepath.Join(c.Base, "dst", bucket, name)
 			} else {
-				tk.DstPath = ftpRoot + "/dst/" + bucket + "/" + name
+				tk.DstPath = roots[r.dst] + "/dst/" + bucket + "/" + name
 				tk.Disk = homes[r.dst].Path(tk.DstPath)
 			}
 			if cl.name == "200MiB" {
@@ -207,8 +222,12 @@ func TestChaos(t *testing.T) {
 	}
 	fmt.Printf("chaos: warm-up tasks done after %s\n", time.Since(begin).Round(time.Millisecond))
 
-	watch := watchDestinations([]string{dstRoots["local"], dstRoots["vsftpd"], dstRoots["pureftpd"]}, want, 2*time.Millisecond)
-	ports := map[int]string{env.VSFTPD.Port: "vsftpd", env.PureFTPD.Port: "pureftpd"}
+	watch := watchDestinations([]string{dstRoots["local"], dstRoots["vsftpd"], dstRoots["pureftpd"], dstRoots["openssh"]}, want, 2*time.Millisecond)
+	_, sshPort, err := net.SplitHostPort(openssh.Addr)
+	must(t, err)
+	sshPortN, err := strconv.Atoi(sshPort)
+	must(t, err)
+	ports := map[int]string{env.VSFTPD.Port: "vsftpd", env.PureFTPD.Port: "pureftpd", sshPortN: "openssh"}
 	conns := sampleConnections(ports, limits, 50*time.Millisecond, func(pid int) string {
 		for _, p := range c.Procs() {
 			if p.Pid() == pid {
@@ -380,7 +399,7 @@ func TestChaos(t *testing.T) {
 	row(fmt.Sprintf("partial files seen under a final name (%d samples)", wr.Sweeps), len(wr.Bad), "0", len(wr.Bad) == 0)
 	row("files under names no task writes", len(strays), "0", len(strays) == 0)
 	row("processes that died outside a fault (restarted)", len(crashes), "0", len(crashes) == 0)
-	for _, ep := range []string{"vsftpd", "pureftpd"} {
+	for _, ep := range chaosRemotes {
 		row(fmt.Sprintf("most connections %s held from us (ss, %d samples)", ep, cr.Samples), cr.Max[ep], fmt.Sprintf("<= %d", limits[ep]), cr.Max[ep] <= limits[ep])
 	}
 	fmt.Fprintf(&b, "\nfaults (%d):\n", len(faults.Records()))
@@ -389,11 +408,11 @@ func TestChaos(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "\nwatcher: a sweep every %s on average, %d destinations verified as they appeared, %d temporary files seen in passing (at most %d at once)\n",
 		wr.Every.Round(100*time.Microsecond), wr.Verified, wr.TempSeen, wr.MaxTemp)
-	for _, ep := range []string{"vsftpd", "pureftpd"} {
+	for _, ep := range chaosRemotes {
 		fmt.Fprintf(&b, "connections: %s peaked at %d at %s; %d samples above the limit\n", ep, cr.Max[ep], cr.MaxAt[ep].Format("15:04:05.000"), cr.Over[ep])
 	}
-	fmt.Fprintf(&b, "connections: %d server ends left out of the counts because their client end was already gone in the same ss pass (torn down while ss read the table); counting them too, the most would have been vsftpd %d, pureftpd %d\n",
-		cr.Torn, cr.MaxWithTorn["vsftpd"], cr.MaxWithTorn["pureftpd"])
+	fmt.Fprintf(&b, "connections: %d server ends left out of the counts because their client end was already gone in the same ss pass (torn down while ss read the table); counting them too, the most would have been vsftpd %d, pureftpd %d, openssh %d\n",
+		cr.Torn, cr.MaxWithTorn["vsftpd"], cr.MaxWithTorn["pureftpd"], cr.MaxWithTorn["openssh"])
 	for _, snap := range conns.Snapshots {
 		fmt.Fprintf(&b, "  above the limit: %s\n", snap)
 	}
@@ -427,7 +446,7 @@ func TestChaos(t *testing.T) {
 			t.Errorf("%d %s (seed %d), first: \n  %s", len(list.items), list.what, seed, strings.Join(first(list.items, 10), "\n  "))
 		}
 	}
-	for _, ep := range []string{"vsftpd", "pureftpd"} {
+	for _, ep := range chaosRemotes {
 		if cr.Max[ep] > limits[ep] {
 			t.Errorf("%s held %d connections from the fleet at %s, above its max_connections %d (seed %d)", ep, cr.Max[ep], cr.MaxAt[ep].Format("15:04:05.000"), limits[ep], seed)
 		}

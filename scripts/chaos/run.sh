@@ -35,7 +35,7 @@ mkdir -p "$STATE_DIR/bin"
 cp bin/dispatcher bin/agent "$STATE_DIR/bin/"
 
 export E2E_LOG_LINES=${E2E_LOG_LINES:-60}
-E2E_BIN_DIR=$STATE_DIR/bin exec "$REPO_ROOT/scripts/with-servers.sh" --label chaos --kafka --ftp \
+E2E_BIN_DIR=$STATE_DIR/bin exec "$REPO_ROOT/scripts/with-servers.sh" --label chaos --kafka --ftp --sftp \
 	--go-test-log "$STATE_DIR/go-test.log" --process-logs "$STATE_DIR/realstack" \
 	-- go test -tags 'e2e chaos' -count=1 -timeout "${E2E_TIMEOUT:-45m}" -v \
 	-run "${E2E_RUN:-^TestChaos\$}" "$@" ./e2e/realstack/...
