@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -269,6 +270,20 @@ func TestSFTPSessionsPerConnection(t *testing.T) {
 		rep.Samples, rep.Max["openssh"], opensshConns, rep.Max["proftpd"], proftpdConns)
 	if rep.Samples == 0 {
 		t.Fatalf("no connection samples: %s", rep.LastErr)
+	}
+	// What the agent learned reaches operators: ListEndpoints shows it.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		e := endpointInfo(t, s, "proftpd")
+		if slices.ContainsFunc(e.Quirks, func(q string) bool { return strings.Contains(q, "one session per connection") }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("ListEndpoints shows proftpd's quirks as %q, want the one-session one", e.Quirks)
+			break
+		}
+	}
+	if q := endpointInfo(t, s, "openssh").Quirks; len(q) > 0 {
+		t.Errorf("ListEndpoints shows OpenSSH quirks %q, want none", q)
 	}
 	for ep, limit := range limits {
 		if rep.Over[ep] > 0 {

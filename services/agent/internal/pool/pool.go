@@ -438,7 +438,7 @@ type Stats struct {
 type connectionCounter interface{ Connections() int }
 
 // quirkReporter is a Dialer that remembers its server's quirks.
-type quirkReporter interface{ Quirks() remote.Quirk }
+type quirkReporter interface{ QuirkNames() []string }
 
 // Stats reports every pool's state.
 func (s *Set) Stats() []Stats {
@@ -465,7 +465,7 @@ func (p *PoolOf[C]) stats() Stats {
 		st.IdleConnections = min(st.IdleConnections, st.Connections)
 	}
 	if qr, ok := p.dialer.(quirkReporter); ok {
-		st.Quirks = qr.Quirks().Names()
+		st.Quirks = qr.QuirkNames()
 	}
 	return st
 }

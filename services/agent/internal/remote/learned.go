@@ -50,3 +50,6 @@ func (m *quirks) has(q Quirk) bool { return m.bits.Load()&uint32(q) != 0 }
 
 // Quirks reports what the endpoint's connections have shown so far.
 func (d *Dialer) Quirks() Quirk { return Quirk(d.learned.bits.Load()) }
+
+// QuirkNames describes Quirks, for the pool's reports.
+func (d *Dialer) QuirkNames() []string { return d.Quirks().Names() }

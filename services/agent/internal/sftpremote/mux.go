@@ -43,6 +43,15 @@ func NewMux(d *Dialer) *Mux { return &Mux{d: d, limit: -1, freed: make(chan stru
 // SessionsPerConnection is the dialer's (the pool sizes itself by it).
 func (m *Mux) SessionsPerConnection() int { return m.d.SessionsPerConnection() }
 
+// QuirkNames describes what the dialer learned of the server, for the
+// pool's reports (ListEndpoints shows them).
+func (m *Mux) QuirkNames() []string {
+	if m.d.oneSession.Load() {
+		return []string{"concurrent sessions mixed up (mod_sftp): one session per connection"}
+	}
+	return nil
+}
+
 // SetConnectionLimit caps the connections open or being dialed; those
 // over a lowered cap close as their sessions end.
 func (m *Mux) SetConnectionLimit(n int) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,6 +156,9 @@ func TestMuxOneSessionServer(t *testing.T) {
 	if got := m.SessionsPerConnection(); got != 1 {
 		t.Fatalf("SessionsPerConnection %d on mod_sftp, want 1", got)
 	}
+	if q := m.QuirkNames(); len(q) != 1 || !strings.Contains(q[0], "one session per connection") {
+		t.Fatalf("QuirkNames %q, want the one-session quirk", q)
+	}
 	seen := map[*Conn]bool{}
 	for _, h := range hs {
 		if seen[h.Conn()] {
@@ -218,6 +222,9 @@ func TestMuxSessionsPerConnectionByVersion(t *testing.T) {
 		}
 		if got := m.SessionsPerConnection(); got != tc.want {
 			t.Errorf("%s: %d sessions per connection, want %d", tc.version, got, tc.want)
+		}
+		if q := m.QuirkNames(); (len(q) > 0) != (tc.want == 1) {
+			t.Errorf("%s: quirks %q", tc.version, q)
 		}
 		if h.Conn().ServerVersion() != tc.version {
 			t.Errorf("ServerVersion %q, want %q", h.Conn().ServerVersion(), tc.version)
