@@ -66,7 +66,8 @@ type partition struct {
 	head    int
 	// last is the highest offset tracked, or -1.
 	last int64
-	// committed is the last offset handed to MarkCommitted, or -1.
+	// committed is the group's committed offset at assignment or the last
+	// offset handed to MarkCommitted since, whichever is later; -1 for none.
 	committed int64
 	// inherited holds offsets beyond last that a previous owner finished,
 	// ascending; they are skipped when read and kept in every commit's
@@ -96,6 +97,10 @@ func (t *Tracker) Assign(p int32, committed int64, metadata string) {
 	t.epochs++
 	ps := &partition{last: -1, committed: -1, epoch: t.epochs}
 	if committed >= 0 {
+		// What the group committed is where this owner starts: lag is
+		// counted from it (not from the partition's start) before this
+		// owner commits, and committing it again would be a no-op.
+		ps.committed = committed
 		ps.inherited = decodeDone(committed, metadata)
 	}
 	t.parts[p] = ps

@@ -270,3 +270,27 @@ func (t *Tracker) Epoch(p int32) uint64 {
 	}
 	return 0
 }
+
+// A partition assigned with a committed offset reports it before this
+// owner commits anything (GetStats' lag counts from it, not from the
+// partition's start), does not commit it again, and commits once a record
+// from there on finishes.
+func TestAssignedCommittedOffsetIsTheStart(t *testing.T) {
+	t.Parallel()
+	tr := New()
+	tr.Assign(0, 400, "")
+	tr.Assign(1, -1, "")
+	if got := tr.Snapshot(); got[0].Committed != 400 || got[1].Committed != -1 {
+		t.Fatalf("Snapshot = %+v, want committed 400 and -1", got)
+	}
+	if track(tr, 0, 400) != Process {
+		t.Fatal("Track(400) refused")
+	}
+	if got := tr.Committable(); len(got) != 0 {
+		t.Fatalf("nothing done past the committed offset: Committable = %v", got)
+	}
+	tr.Done(0, tr.Epoch(0), 400)
+	if got := tr.Committable(); len(got) != 1 || got[0].Offset != 401 {
+		t.Fatalf("after 400 done: %v, want 401", got)
+	}
+}
