@@ -34,6 +34,7 @@ SFTP_USER=sftpuser SFTP_PASS=sftppass
 SFTP_KEY_USER=sftpkey
 SFTP_STATE=$STATE_DIR/sftp
 SFTP_CHROOT=$E2E_FTP_ROOT/sftp
+SFTP_AUTHORIZED_KEYS_DIR=$E2E_FTP_ROOT/sftp-authorized-keys
 SSHD_ROOT=${SSHD_ROOT:-$CACHE_DIR/openssh/root}
 PROFTPD_ROOT=${PROFTPD_ROOT:-$CACHE_DIR/proftpd/root}
 PROFTPD_SFTP_HOME=$E2E_FTP_ROOT/sftp-proftpd/home
@@ -95,7 +96,12 @@ make_keys() {
 	[[ -f $SFTP_STATE/client_key ]] ||
 		ssh-keygen -q -t ed25519 -N '' -C "$SFTP_KEY_USER" -f "$SFTP_STATE/client_key" ||
 		die "ssh-keygen client key failed"
-	cp "$SFTP_STATE/client_key.pub" "$SFTP_STATE/authorized_keys_$SFTP_KEY_USER"
+	# sshd reads authorized_keys as the user, so the file must not sit in
+	# the state dir: a checkout under a 0700 directory (mktemp -d) would
+	# hide it ("Permission denied") and refuse the key user.
+	install -d -m 755 "$SFTP_AUTHORIZED_KEYS_DIR" || die "cannot create $SFTP_AUTHORIZED_KEYS_DIR"
+	install -m 644 "$SFTP_STATE/client_key.pub" "$SFTP_AUTHORIZED_KEYS_DIR/$SFTP_KEY_USER" ||
+		die "cannot write $SFTP_AUTHORIZED_KEYS_DIR/$SFTP_KEY_USER"
 	local name="[$SFTP_HOST]:$SFTPD_PORT"
 	{
 		for t in ed25519 rsa; do
@@ -117,8 +123,8 @@ AllowUsers $SFTP_USER $SFTP_KEY_USER
 PasswordAuthentication yes
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
-AuthorizedKeysFile $SFTP_STATE/authorized_keys_%u
-# The key file lives in our state dir, not a home the user owns.
+AuthorizedKeysFile $SFTP_AUTHORIZED_KEYS_DIR/%u
+# The key file is not in a home the user owns.
 StrictModes no
 Subsystem sftp internal-sftp
 ForceCommand internal-sftp
