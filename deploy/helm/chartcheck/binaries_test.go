@@ -388,15 +388,16 @@ func checkConfig(t *testing.T, r *rendered, w workload, c *corev1.Container) (ma
 		t.Fatal(err)
 	}
 
-	// connections.ini: passwords (both roles read them), FTPS CAs and local
-	// endpoints' storage (agents).
+	// connections.ini: passwords and SFTP keys, passphrases and known_hosts
+	// files (both roles read them), FTPS CAs and local endpoints' storage
+	// (agents).
 	ini, err := os.ReadFile(connPath)
 	if err != nil {
 		return cfg, fmt.Errorf("--connections=%s is not mounted: %w", flags["connections"], err)
 	}
 	refs := parseIniRefs(string(ini))
 	paths = nil
-	files := append([]string(nil), refs.passFiles...)
+	files := append(append([]string(nil), refs.passFiles...), refs.sftpFiles...)
 	if role == "agent" {
 		files = append(files, refs.caFiles...)
 	}
@@ -490,7 +491,8 @@ func durationAt(t *testing.T, cfg map[string]any, section, key string, def time.
 
 // TestBinariesAcceptTheRenderedConfiguration runs --check-config of the real
 // binaries on the files each FTP Pooler container mounts (config.yaml from
-// its ConfigMap or Secret, connections.ini, password files, certificates):
+// its ConfigMap or Secret, connections.ini, password files, SFTP keys and
+// known_hosts files, certificates):
 // an unknown or invalid key anywhere in the chart's configuration fails
 // here. It also checks each pod's grace period exceeds its drain timeout
 // as that container's config.yaml sets it.
@@ -523,6 +525,43 @@ func TestBinariesAcceptTheRenderedConfiguration(t *testing.T) {
 				}
 				if role == "dispatcher" && grace < drain+30*time.Second {
 					t.Errorf("%s: terminationGracePeriodSeconds %s leaves under 30s after the %s drain for the final Kafka flush", w.owner, grace, drain)
+				}
+			}
+		}
+	})
+}
+
+// TestConnectionsFilesAreNamed is the converse of checkConfig's check that
+// every file connections.ini names is mounted: every file the chart mounts
+// for connections.ini (passwords, SFTP keys, passphrases and known_hosts
+// files, FTPS CAs) is named by it, so a Secret such as
+// privateKeyPassphraseSecret cannot be mounted and left out of its section.
+func TestConnectionsFilesAreNamed(t *testing.T) {
+	volumes := []string{"ftp-passwords", "sftp-keys", "ftps-ca"}
+	forEachScenario(t, func(t *testing.T, r *rendered) {
+		existing := existingSecrets(t, r)
+		for _, w := range workloads(r) {
+			vols := map[string]corev1.Volume{}
+			for _, v := range w.spec.Volumes {
+				vols[v.Name] = v
+			}
+			for _, c := range w.spec.Containers {
+				if roleOf(&c) == "" {
+					continue
+				}
+				refs := parseIniRefs(connectionsIni(t, r, existing, w.spec, &c))
+				named := slices.Concat(refs.passFiles, refs.sftpFiles, refs.caFiles)
+				for _, vm := range c.VolumeMounts {
+					if !slices.Contains(volumes, vm.Name) {
+						continue
+					}
+					for _, src := range volumeSources(vols[vm.Name]) {
+						for _, it := range src.items {
+							if f := path.Join(vm.MountPath, it.Path); !slices.Contains(named, f) {
+								t.Errorf("%s container %s: volume %s mounts %s (Secret %s key %s), which connections.ini does not name", w.owner, c.Name, vm.Name, f, src.name, it.Key)
+							}
+						}
+					}
 				}
 			}
 		}

@@ -238,11 +238,15 @@ func containerEnv(r *rendered, existing map[string]map[string]string, c *corev1.
 	return env, errs
 }
 
-var iniPathKey = regexp.MustCompile(`(?m)^[ \t]*(pass_file|tls_ca_file|base_path|pass_env)[ \t]*[=:][ \t]*(.*?)[ \t]*$`)
+var iniPathKey = regexp.MustCompile(`(?m)^[ \t]*(pass_file|key_file|key_passphrase_file|known_hosts_file|tls_ca_file|base_path|pass_env)[ \t]*[=:][ \t]*(.*?)[ \t]*$`)
 
 // iniRefs are the file, directory and environment references of a connections.ini.
 type iniRefs struct {
 	passFiles, caFiles, basePaths, passEnvs []string
+	// sftpFiles are SFTP endpoints' key_file, key_passphrase_file and
+	// known_hosts_file: like passFiles, every process that loads
+	// connections.ini reads them at start-up.
+	sftpFiles []string
 }
 
 func parseIniRefs(ini string) iniRefs {
@@ -251,6 +255,8 @@ func parseIniRefs(ini string) iniRefs {
 		switch m[1] {
 		case "pass_file":
 			refs.passFiles = append(refs.passFiles, m[2])
+		case "key_file", "key_passphrase_file", "known_hosts_file":
+			refs.sftpFiles = append(refs.sftpFiles, m[2])
 		case "tls_ca_file":
 			refs.caFiles = append(refs.caFiles, m[2])
 		case "base_path":

@@ -116,6 +116,7 @@ connections.ini name these paths, and the pods mount the matching volumes.
 {{- define "ftp-pooler.path.connections" -}}/etc/ftp-pooler/connections{{- end -}}
 {{- define "ftp-pooler.path.ftpPasswords" -}}/etc/ftp-pooler/ftp-passwords{{- end -}}
 {{- define "ftp-pooler.path.ftpsCA" -}}/etc/ftp-pooler/ftps-ca{{- end -}}
+{{- define "ftp-pooler.path.sftpKeys" -}}/etc/ftp-pooler/sftp-keys{{- end -}}
 {{- define "ftp-pooler.path.tls" -}}/etc/ftp-pooler/tls{{- end -}}
 {{- define "ftp-pooler.path.adminTLS" -}}/etc/ftp-pooler/admin-tls{{- end -}}
 {{- define "ftp-pooler.path.adminClientTLS" -}}/etc/ftp-pooler/admin-client-tls{{- end -}}
@@ -235,6 +236,23 @@ ConfigMap, so a bad combination fails the whole render with a clear message.
 {{- end -}}
 {{- if and $ep.tlsCaSecret (ne (default "none" $ep.tls) "explicit") (ne (default "none" $ep.tls) "implicit") -}}
 {{- fail (printf "connections.endpoints.%s: tlsCaSecret needs tls: explicit or implicit" $id) -}}
+{{- end -}}
+{{- if eq $ep.type "sftp" -}}
+{{- if not $ep.host -}}
+{{- fail (printf "connections.endpoints.%s: an sftp endpoint needs host" $id) -}}
+{{- end -}}
+{{- if not $ep.user -}}
+{{- fail (printf "connections.endpoints.%s: an sftp endpoint needs user" $id) -}}
+{{- end -}}
+{{- if not (or $ep.password $ep.passwordSecret $ep.privateKeySecret) -}}
+{{- fail (printf "connections.endpoints.%s: an sftp endpoint needs password, passwordSecret or privateKeySecret (a private key; both may be set)" $id) -}}
+{{- end -}}
+{{- if and $ep.privateKeyPassphraseSecret (not $ep.privateKeySecret) -}}
+{{- fail (printf "connections.endpoints.%s: privateKeyPassphraseSecret is set but privateKeySecret is not" $id) -}}
+{{- end -}}
+{{- if not (or $ep.knownHostsSecret $ep.hostKeyFingerprint $ep.insecureIgnoreHostKey) -}}
+{{- fail (printf "connections.endpoints.%s: an sftp endpoint needs the server's host key: set knownHostsSecret {name, key} (an OpenSSH known_hosts file; non-default ports as [host]:port) or hostKeyFingerprint (SHA256:..., as `ssh-keyscan -p PORT HOST | ssh-keygen -lf -` prints it; check it with the server's administrator); insecureIgnoreHostKey: true skips the check (test servers only)" $id) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -362,12 +380,17 @@ Arguments: dict "root" $ "public" bool.
 
 {{/*
 connections.ini rendered from connections.endpoints. Passwords never appear in
-it: each is a file in the ftp-passwords volume, named by pass_file.
+it: each is a file in the ftp-passwords volume, named by pass_file. SFTP
+private keys, their passphrases and known_hosts files are files in the
+sftp-keys volume, named by key_file, key_passphrase_file and known_hosts_file.
 */}}
 {{- define "ftp-pooler.connectionsIni" -}}
 {{- $root := . -}}
 ; connections.ini rendered by the ftp-pooler Helm chart from connections.endpoints.
 ; Passwords are files in {{ include "ftp-pooler.path.ftpPasswords" $root }} (pass_file).
+{{- if include "ftp-pooler.hasSftpKeys" $root }}
+; SFTP keys and known_hosts are files in {{ include "ftp-pooler.path.sftpKeys" $root }}.
+{{- end }}
 {{- range $id, $ep := .Values.connections.endpoints }}
 
 [{{ $id }}]
@@ -384,6 +407,23 @@ user = {{ . }}
 {{- end }}
 {{- if or $ep.password $ep.passwordSecret }}
 pass_file = {{ include "ftp-pooler.path.ftpPasswords" $root }}/{{ $id }}
+{{- end }}
+{{- if eq $ep.type "sftp" }}
+{{- if $ep.privateKeySecret }}
+key_file = {{ include "ftp-pooler.path.sftpKeys" $root }}/{{ $id }}.key
+{{- end }}
+{{- if $ep.privateKeyPassphraseSecret }}
+key_passphrase_file = {{ include "ftp-pooler.path.sftpKeys" $root }}/{{ $id }}.passphrase
+{{- end }}
+{{- if $ep.knownHostsSecret }}
+known_hosts_file = {{ include "ftp-pooler.path.sftpKeys" $root }}/{{ $id }}.known_hosts
+{{- end }}
+{{- with $ep.hostKeyFingerprint }}
+host_key_fingerprint = {{ if kindIs "slice" . }}{{ join ", " . }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+{{- if $ep.insecureIgnoreHostKey }}
+insecure_ignore_host_key = true
+{{- end }}
 {{- end }}
 {{- if hasKey $ep "passive" }}
 passive = {{ $ep.passive }}
@@ -409,6 +449,9 @@ tls_max_version = {{ . }}
 {{- with $ep.maxConnections }}
 max_connections = {{ int . }}
 {{- end }}
+{{- with $ep.maxSessionsPerConnection }}
+max_sessions_per_connection = {{ int . }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{ end -}}
@@ -431,7 +474,56 @@ max_connections = {{ int . }}
 {{- end -}}
 {{- end -}}
 
-{{/* The FTP password volume: chart-held passwords and existing Secrets, one file per endpoint. */}}
+{{/* Do any sftp endpoints read a private key or known_hosts file? */}}
+{{- define "ftp-pooler.hasSftpKeys" -}}
+{{- if not .Values.connections.existingSecret -}}
+{{- range $id, $ep := .Values.connections.endpoints -}}
+{{- if and (eq $ep.type "sftp") (or $ep.privateKeySecret $ep.knownHostsSecret) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The SFTP key volume, from existing Secrets: <id>.key (privateKeySecret),
+<id>.passphrase (privateKeyPassphraseSecret) and <id>.known_hosts
+(knownHostsSecret). Both components mount it: each reads connections.ini
+whole at start-up, key and known_hosts files included.
+*/}}
+{{- define "ftp-pooler.volume.sftpKeys" -}}
+{{- if include "ftp-pooler.hasSftpKeys" . }}
+- name: sftp-keys
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- range $id, $ep := .Values.connections.endpoints }}
+      {{- if eq $ep.type "sftp" }}
+      {{- with $ep.privateKeySecret }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .key }}
+              path: {{ $id }}.key
+      {{- end }}
+      {{- with $ep.privateKeyPassphraseSecret }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .key }}
+              path: {{ $id }}.passphrase
+      {{- end }}
+      {{- with $ep.knownHostsSecret }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .key }}
+              path: {{ $id }}.known_hosts
+      {{- end }}
+      {{- end }}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The FTP password volume (FTP and SFTP endpoints): chart-held passwords and existing Secrets, one file per endpoint. */}}
 {{- define "ftp-pooler.volume.ftpPasswords" -}}
 {{- if include "ftp-pooler.hasPasswords" . }}
 - name: ftp-passwords
@@ -574,6 +666,12 @@ issuerRef:
   mountPath: {{ include "ftp-pooler.path.ftpPasswords" . }}
   readOnly: true
 {{- end }}
+{{- if include "ftp-pooler.hasSftpKeys" . }}
+# SFTP key_file, key_passphrase_file and known_hosts_file: read at start-up too.
+- name: sftp-keys
+  mountPath: {{ include "ftp-pooler.path.sftpKeys" . }}
+  readOnly: true
+{{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
   mountPath: {{ include "ftp-pooler.path.tls" . }}
@@ -615,6 +713,7 @@ issuerRef:
       - key: {{ include "ftp-pooler.connections.key" . }}
         path: connections.ini
 {{- include "ftp-pooler.volume.ftpPasswords" . }}
+{{- include "ftp-pooler.volume.sftpKeys" . }}
 {{- if .Values.tls.enabled }}
 - name: tls
   secret:
@@ -667,6 +766,11 @@ issuerRef:
   mountPath: {{ include "ftp-pooler.path.ftpPasswords" . }}
   readOnly: true
 {{- end }}
+{{- if include "ftp-pooler.hasSftpKeys" . }}
+- name: sftp-keys
+  mountPath: {{ include "ftp-pooler.path.sftpKeys" . }}
+  readOnly: true
+{{- end }}
 {{- if include "ftp-pooler.hasFtpsCA" . }}
 - name: ftps-ca
   mountPath: {{ include "ftp-pooler.path.ftpsCA" . }}
@@ -694,6 +798,7 @@ issuerRef:
       - key: {{ include "ftp-pooler.connections.key" . }}
         path: connections.ini
 {{- include "ftp-pooler.volume.ftpPasswords" . }}
+{{- include "ftp-pooler.volume.sftpKeys" . }}
 {{- if include "ftp-pooler.hasFtpsCA" . }}
 - name: ftps-ca
   projected:
