@@ -3,6 +3,7 @@
 package realstack
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -13,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	adminv1 "github.com/ftp-pooler/ftp-pooler/gen/ftppooler/admin/v1"
+
 	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack"
 	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/config"
+	"github.com/ftp-pooler/ftp-pooler/e2e/internal/stack/proc"
 )
 
 // The SFTP servers scripts/e2e/sftpd.sh runs: OpenSSH's sshd (chrooted,
@@ -291,6 +295,71 @@ func TestSFTPSessionsPerConnection(t *testing.T) {
 		}
 		if rep.Max[ep] == 0 {
 			t.Errorf("%s: no connection seen", ep)
+		}
+	}
+}
+
+// TestSFTPResumeAfterAgentKill SIGKILLs the only agent while it moves a
+// 1 GiB file to OpenSSH and another from it, and starts it again: each
+// redelivery continues from the partial file its first delivery left
+// (resumed_from > 0 in the outcome) and the files arrive whole, with no
+// temporary file left on either side.
+func TestSFTPResumeAfterAgentKill(t *testing.T) {
+	openssh, proftpd := sftpServers(t)
+	s := NewStack(t, StackOptions{Agents: 1, Endpoints: sftpEndpoints(openssh, proftpd)})
+	up := "/upload" + s.FTPDir()
+	RemoveOnSuccess(t, openssh.Path(up))
+	const size = 1 << 30
+	upSum := PutRandomFile(t, filepath.Join(s.Base, "out/1GiB.bin"), size, 31)
+	downSum := PutRandomFile(t, openssh.Path(up+"/src/1GiB.bin"), size, 32)
+	tasks := []Task{
+		{TaskID: s.ID("resume-up"), SrcID: "local", SrcPath: "out/1GiB.bin", DstID: "openssh", DstPath: up + "/1GiB.bin"},
+		{TaskID: s.ID("resume-down"), SrcID: "openssh", SrcPath: up + "/src/1GiB.bin", DstID: "local", DstPath: "in/1GiB.bin"},
+	}
+	paths := map[string]string{tasks[0].TaskID: openssh.Path(up + "/1GiB.bin"), tasks[1].TaskID: filepath.Join(s.Base, "in/1GiB.bin")}
+	sums := map[string]string{tasks[0].TaskID: upSum, tasks[1].TaskID: downSum}
+	SubmitTasks(t, tasks...)
+
+	// Kill once both are well into their files (or after 60 s, whatever
+	// they reached).
+	const enough = 64 << 20
+	done := map[string]int64{}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := s.Dispatcher.API().ListLeases(ctx, &adminv1.ListLeasesRequest{})
+		cancel()
+		must(t, err)
+		for _, l := range r.Leases {
+			done[l.TaskId] = l.BytesDone
+		}
+		if done[tasks[0].TaskID] >= enough && done[tasks[1].TaskID] >= enough {
+			break
+		}
+	}
+	s.Agents[0].Kill()
+	_ = s.Agents[0].Wait(0)
+	t.Logf("killed the agent with upload at %s, download at %s of %s", proc.MiB(done[tasks[0].TaskID]), proc.MiB(done[tasks[1].TaskID]), proc.MiB(size))
+	s.StartAgent(0)
+	got := s.Await(t, []string{tasks[0].TaskID, tasks[1].TaskID}, 3*time.Minute)
+	for _, tk := range tasks {
+		m := got[tk.TaskID]
+		from, _ := m.Num("resumed_from")
+		// bytes_transferred counts what the delivery that committed moved.
+		s.CheckSuccess(t, m, tk, size-int64(from))
+		CheckFile(t, paths[tk.TaskID], sums[tk.TaskID], size)
+		t.Logf("%s: resumed from %s (%s done when killed)", tk.TaskID, proc.MiB(int64(from)), proc.MiB(done[tk.TaskID]))
+		// The progress seen lags what reached the partial file, so
+		// resumed_from may be a little above it, never at the end.
+		if done[tk.TaskID] >= enough && (from <= 0 || int64(from) >= size) {
+			t.Errorf("%s: resumed_from %.0f, want a resume (%d bytes were done when the agent was killed)", tk.TaskID, from, done[tk.TaskID])
+		}
+	}
+	if done[tasks[0].TaskID] < enough && done[tasks[1].TaskID] < enough {
+		t.Errorf("neither transfer reached %s before the kill: nothing resumed to check", proc.MiB(enough))
+	}
+	for _, d := range []string{openssh.Path(up), filepath.Join(s.Base, "in")} {
+		if tmp := TempFiles(d); len(tmp) > 0 {
+			t.Errorf("temporary files left: %v", tmp)
 		}
 	}
 }
