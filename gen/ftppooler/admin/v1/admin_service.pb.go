@@ -1592,7 +1592,17 @@ type EndpointInfo struct {
 	LimitChangedAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=limit_changed_at,json=limitChangedAt,proto3" json:"limit_changed_at,omitempty"`
 	// Quirks agents found in the server and handle by themselves (EPSV
 	// refused, no SIZE), as their pool reports say.
-	Quirks        []string `protobuf:"bytes,19,rep,name=quirks,proto3" json:"quirks,omitempty"`
+	Quirks []string `protobuf:"bytes,19,rep,name=quirks,proto3" json:"quirks,omitempty"`
+	// The host key an SFTP server offered on the agents' last connections,
+	// as their pool reports say: the key type and its SHA256 fingerprint as
+	// `ssh-keygen -l` prints it ("ssh-ed25519 SHA256:..."). Each distinct
+	// key once, in the order of the agents' streams: more than one means the
+	// agents saw different keys (a key rotated while some agents still hold
+	// connections made before, or several servers behind the address), and
+	// the dispatcher logs a WARN when a key no agent reported before appears.
+	// Empty for FTP and local endpoints, and before an agent connected to the
+	// server.
+	HostKeys      []string `protobuf:"bytes,20,rep,name=host_keys,json=hostKeys,proto3" json:"host_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1756,6 +1766,13 @@ func (x *EndpointInfo) GetLimitChangedAt() *timestamppb.Timestamp {
 func (x *EndpointInfo) GetQuirks() []string {
 	if x != nil {
 		return x.Quirks
+	}
+	return nil
+}
+
+func (x *EndpointInfo) GetHostKeys() []string {
+	if x != nil {
+		return x.HostKeys
 	}
 	return nil
 }
@@ -2363,7 +2380,7 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"\x03lag\x18\x04 \x01(\x03R\x03lag\"\x16\n" +
 	"\x14ListEndpointsRequest\"W\n" +
 	"\x15ListEndpointsResponse\x12>\n" +
-	"\tendpoints\x18\x01 \x03(\v2 .ftppooler.admin.v1.EndpointInfoR\tendpoints\"\xb3\x05\n" +
+	"\tendpoints\x18\x01 \x03(\v2 .ftppooler.admin.v1.EndpointInfoR\tendpoints\"\xd0\x05\n" +
 	"\fEndpointInfo\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
@@ -2386,7 +2403,8 @@ const file_ftppooler_admin_v1_admin_service_proto_rawDesc = "" +
 	"\x10configured_limit\x18\x10 \x01(\rR\x0fconfiguredLimit\x12!\n" +
 	"\flimit_reason\x18\x11 \x01(\tR\vlimitReason\x12D\n" +
 	"\x10limit_changed_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x0elimitChangedAt\x12\x16\n" +
-	"\x06quirks\x18\x13 \x03(\tR\x06quirks\"\x7f\n" +
+	"\x06quirks\x18\x13 \x03(\tR\x06quirks\x12\x1b\n" +
+	"\thost_keys\x18\x14 \x03(\tR\bhostKeys\"\x7f\n" +
 	"\x10AgentConnections\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
 	"\x05quota\x18\x02 \x01(\rR\x05quota\x12\x12\n" +

@@ -1296,7 +1296,12 @@ type EndpointPool struct {
 	Elsewhere uint32 `protobuf:"varint,4,opt,name=elsewhere,proto3" json:"elsewhere,omitempty"`
 	// Quirks the agent's connections found in the server and remember for
 	// the endpoint ("EPSV refused: PASV used"), for ListEndpoints.
-	Quirks        []string `protobuf:"bytes,5,rep,name=quirks,proto3" json:"quirks,omitempty"`
+	Quirks []string `protobuf:"bytes,5,rep,name=quirks,proto3" json:"quirks,omitempty"`
+	// The host key an SFTP server offered on the agent's last connection to
+	// it that passed the host key check: the key type and its SHA256
+	// fingerprint as `ssh-keygen -l` prints it ("ssh-ed25519 SHA256:...").
+	// Empty for FTP and local endpoints, and before the first connection.
+	HostKey       string `protobuf:"bytes,6,opt,name=host_key,json=hostKey,proto3" json:"host_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1364,6 +1369,13 @@ func (x *EndpointPool) GetQuirks() []string {
 		return x.Quirks
 	}
 	return nil
+}
+
+func (x *EndpointPool) GetHostKey() string {
+	if x != nil {
+		return x.HostKey
+	}
+	return ""
 }
 
 // Drain tells the agent that the dispatcher is shutting down: no new leases
@@ -1502,14 +1514,15 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\n" +
 	"PoolReport\x12\x1b\n" +
 	"\tquota_seq\x18\x01 \x01(\x04R\bquotaSeq\x12>\n" +
-	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"\x8d\x01\n" +
+	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"\xa8\x01\n" +
 	"\fEndpointPool\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
 	"\x04open\x18\x02 \x01(\rR\x04open\x12\x12\n" +
 	"\x04idle\x18\x03 \x01(\rR\x04idle\x12\x1c\n" +
 	"\telsewhere\x18\x04 \x01(\rR\telsewhere\x12\x16\n" +
-	"\x06quirks\x18\x05 \x03(\tR\x06quirks\"E\n" +
+	"\x06quirks\x18\x05 \x03(\tR\x06quirks\x12\x19\n" +
+	"\bhost_key\x18\x06 \x01(\tR\ahostKey\"E\n" +
 	"\x05Drain\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod2f\n" +
 	"\fLeaseService\x12V\n" +

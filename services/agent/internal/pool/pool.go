@@ -431,6 +431,9 @@ type Stats struct {
 	Connections, IdleConnections int
 	// Quirks are what the endpoint's connections found in its server.
 	Quirks []string
+	// HostKey is the key an SFTP server offered on the last connection
+	// ("ssh-ed25519 SHA256:..."); empty for FTP and before the first.
+	HostKey string
 }
 
 // connectionCounter is a dialer whose Cs share connections (SFTP sessions
@@ -439,6 +442,10 @@ type connectionCounter interface{ Connections() int }
 
 // quirkReporter is a Dialer that remembers its server's quirks.
 type quirkReporter interface{ QuirkNames() []string }
+
+// hostKeyReporter is a Dialer that remembers the host key its server
+// offered (SFTP).
+type hostKeyReporter interface{ HostKey() string }
 
 // Stats reports every pool's state.
 func (s *Set) Stats() []Stats {
@@ -466,6 +473,9 @@ func (p *PoolOf[C]) stats() Stats {
 	}
 	if qr, ok := p.dialer.(quirkReporter); ok {
 		st.Quirks = qr.QuirkNames()
+	}
+	if hr, ok := p.dialer.(hostKeyReporter); ok {
+		st.HostKey = hr.HostKey()
 	}
 	return st
 }

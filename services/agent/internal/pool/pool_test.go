@@ -18,6 +18,8 @@ import (
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/ftpquirk"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/ftptest"
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/remote"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/sftpremote"
+	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/sftptest"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/failure"
 )
@@ -368,6 +370,36 @@ func TestStatsReportQuirks(t *testing.T) {
 	st := s.Stats()
 	if len(st) != 1 || len(st[0].Quirks) != 1 || !strings.Contains(st[0].Quirks[0], "EPSV") {
 		t.Fatalf("stats = %+v", st)
+	}
+	if st[0].HostKey != "" {
+		t.Fatalf("an FTP endpoint reports host key %q", st[0].HostKey)
+	}
+}
+
+// An SFTP pool's Stats carry the host key its server offered on the last
+// connection, and none before the first.
+func TestStatsReportSFTPHostKey(t *testing.T) {
+	srv := sftptest.Start(t)
+	ep := &config.Endpoint{ID: "sftp", Type: config.TypeSFTP, Host: "127.0.0.1", Port: srv.Port(), User: sftptest.User, Password: sftptest.Password}
+	s := NewSet(Config{MaxTotal: 10, DefaultMax: 2, IdleTimeout: time.Minute, CheckAfter: time.Minute}, nil, nil, Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := sftpremote.NewDialer(sftpremote.Options{Endpoint: ep.ID, Addr: srv.Addr, User: ep.User, Password: sftptest.Password,
+		HostKeys: sftpremote.HostKeys{Fingerprints: []string{srv.Fingerprint(0)}}, Timeout: 2 * time.Second, MaxSessions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Add(s, ep, sftpremote.NewMux(d), 2)
+	t.Cleanup(func() { s.closeIdle(0) })
+	if st := s.Stats(); len(st) != 1 || st[0].HostKey != "" {
+		t.Fatalf("before any connection: stats = %+v, want no host key", st)
+	}
+	h, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Put(h)
+	want := srv.HostKeys[0].PublicKey().Type() + " " + srv.Fingerprint(0)
+	if st := s.Stats(); len(st) != 1 || st[0].HostKey != want {
+		t.Fatalf("stats = %+v, want host key %q", st, want)
 	}
 }
 

@@ -91,6 +91,12 @@ type Dialer struct {
 	// oneSession is set once a connection found a server that carries one
 	// session per connection.
 	oneSession atomic.Bool
+
+	// mu guards hostKey: dials set it while the pool's reports read it.
+	mu sync.Mutex
+	// hostKey is the key the server offered on the last handshake that
+	// made a connection (OfferedKey.String); empty before the first.
+	hostKey string
 }
 
 // oneSessionServer reports whether a server, by the version it announces,
@@ -111,6 +117,23 @@ func (d *Dialer) SessionsPerConnection() int {
 		return 1
 	}
 	return d.opts.MaxSessions
+}
+
+// HostKey is the key the server offered on the last connection Dial made,
+// its type and SHA256 fingerprint as ssh-keygen -l prints it
+// ("ssh-ed25519 SHA256:..."); empty before the first. A failed handshake
+// (a key that matched none known) leaves it as it was. The pool's reports
+// carry it to ListEndpoints.
+func (d *Dialer) HostKey() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.hostKey
+}
+
+func (d *Dialer) setHostKey(k OfferedKey) {
+	d.mu.Lock()
+	d.hostKey = k.String()
+	d.mu.Unlock()
 }
 
 // NewDialer checks the options.
@@ -147,11 +170,12 @@ func (d *Dialer) Dial(ctx context.Context) (*Conn, error) {
 	var excluded []string
 	var mismatch *HostKeyError
 	for {
-		c, offered, err := d.dial(ctx, algorithms)
+		c, key, err := d.dial(ctx, algorithms)
 		if err == nil {
-			if offered != "" && d.algorithms.Load() == nil {
-				d.algorithms.Store(&[]string{offered})
+			if d.algorithms.Load() == nil {
+				d.algorithms.Store(&[]string{key.Type})
 			}
+			d.setHostKey(key)
 			d.learn(c)
 			return c, nil
 		}
@@ -188,14 +212,19 @@ func (d *Dialer) learn(c *Conn) {
 	}
 }
 
-func (d *Dialer) dial(ctx context.Context, algorithms []string) (c *Conn, offered string, err error) {
+// dial makes one connection, returning the host key the server offered
+// and the check accepted.
+func (d *Dialer) dial(ctx context.Context, algorithms []string) (c *Conn, accepted OfferedKey, err error) {
 	opts := d.opts
 	cfg := &ssh.ClientConfig{
 		User: opts.User,
 		Auth: authMethods(opts),
 		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
-			offered = key.Type()
-			return d.keys.callback(host, remote, key)
+			if err := d.keys.callback(host, remote, key); err != nil {
+				return err
+			}
+			accepted = offeredKey(key)
+			return nil
 		},
 		HostKeyAlgorithms: algorithms,
 		Timeout:           opts.ConnectTimeout,
@@ -203,7 +232,7 @@ func (d *Dialer) dial(ctx context.Context, algorithms []string) (c *Conn, offere
 	nd := net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	nc, err := nd.DialContext(ctx, "tcp", opts.Addr)
 	if err != nil {
-		return nil, "", classifyDial(opts, err)
+		return nil, OfferedKey{}, classifyDial(opts, err)
 	}
 	// The handshake and login have no context of their own: a deadline on
 	// the socket bounds them, and ctx ending closes it.
@@ -216,7 +245,7 @@ func (d *Dialer) dial(ctx context.Context, algorithms []string) (c *Conn, offere
 		if !stopped && ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, "", classifyDial(opts, err)
+		return nil, OfferedKey{}, classifyDial(opts, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	c = &Conn{opts: opts, ssh: ssh.NewClient(sc, chans, reqs), created: time.Now(), lastUsed: time.Now(), done: make(chan struct{}), maxSessions: opts.MaxSessions}
@@ -228,7 +257,7 @@ func (d *Dialer) dial(ctx context.Context, algorithms []string) (c *Conn, offere
 		c.closed.Store(true)
 		close(c.done)
 	}()
-	return c, offered, nil
+	return c, accepted, nil
 }
 
 func authMethods(o Options) []ssh.AuthMethod {

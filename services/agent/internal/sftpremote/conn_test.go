@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,94 @@ func TestHostKeyChecks(t *testing.T) {
 				t.Errorf("a host key mismatch must not be retried as an outage")
 			}
 		})
+	}
+}
+
+// The dialer reports the key the server offered on its last connection,
+// as ssh-keygen -l prints it with the key type, and none before: the one
+// the server prefers, or the one known when only that is.
+func TestDialerReportsHostKey(t *testing.T) {
+	srv := sftptest.Start(t)
+	other := sftptest.Start(t)
+	cases := []struct {
+		name string
+		keys HostKeys
+		want int // index of the server's key reported; -1: either
+	}{
+		{"fingerprint", HostKeys{Fingerprints: []string{srv.Fingerprint(0)}}, 0},
+		{"known_hosts with both keys", HostKeys{KnownHostsFile: srv.KnownHosts(t)}, 0},
+		{"known_hosts with the RSA key only", HostKeys{KnownHostsFile: srv.KnownHosts(t, 1)}, 1},
+		{"fingerprint of the RSA key", HostKeys{Fingerprints: []string{srv.Fingerprint(1)}}, 1},
+		// The client's default order picks the key.
+		{"insecure", HostKeys{Insecure: true}, -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := options(srv)
+			o.HostKeys = tc.keys
+			d, err := NewDialer(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k := d.HostKey(); k != "" {
+				t.Fatalf("HostKey before any connection = %q, want none", k)
+			}
+			c, err := d.Dial(context.Background())
+			if err != nil {
+				t.Fatalf("Dial: %v", err)
+			}
+			_ = c.Close()
+			var want []string
+			for i, k := range srv.HostKeys {
+				if tc.want < 0 || i == tc.want {
+					want = append(want, k.PublicKey().Type()+" "+srv.Fingerprint(i))
+				}
+			}
+			if k := d.HostKey(); !slices.Contains(want, k) {
+				t.Errorf("HostKey = %q, want %q", k, want)
+			}
+			if k := NewMux(d).HostKey(); k != d.HostKey() {
+				t.Errorf("Mux HostKey = %q, want the dialer's %q", k, d.HostKey())
+			}
+		})
+	}
+
+	// A handshake whose key matches none known records nothing: neither
+	// before a good connection nor after one.
+	o := options(srv)
+	o.HostKeys = HostKeys{Fingerprints: []string{other.Fingerprint(0)}}
+	d, err := NewDialer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Dial(context.Background()); err == nil {
+		t.Fatal("Dial with another server's key succeeded")
+	}
+	if k := d.HostKey(); k != "" {
+		t.Errorf("HostKey after a mismatch = %q, want none", k)
+	}
+	o = options(other)
+	d, err = NewDialer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialAndClose := func() {
+		t.Helper()
+		c, err := d.Dial(context.Background())
+		if err != nil {
+			t.Fatalf("Dial: %v", err)
+		}
+		_ = c.Close()
+	}
+	dialAndClose()
+	want := other.HostKeys[0].PublicKey().Type() + " " + other.Fingerprint(0)
+	// Another server answers at the address now, with a key not known.
+	d.opts.Addr = srv.Addr
+	if _, err := d.Dial(context.Background()); err == nil {
+		t.Fatal("Dial of a server with an unknown key succeeded")
+	}
+	if k := d.HostKey(); k != want {
+		t.Errorf("HostKey after a later mismatch = %q, want the last good connection's %q", k, want)
 	}
 }
 

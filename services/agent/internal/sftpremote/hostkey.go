@@ -34,16 +34,25 @@ type HostKeyError struct {
 	Want    string       // what was expected, for the message
 }
 
-// OfferedKey is a server key that did not match.
+// OfferedKey is a key a server offered in a handshake: one that matched
+// none known (HostKeyError), or the one its last connection was made with
+// (Dialer.HostKey).
 type OfferedKey struct {
 	Type        string
 	Fingerprint string // SHA256, as ssh-keygen -l prints it
 }
 
+func offeredKey(k ssh.PublicKey) OfferedKey {
+	return OfferedKey{Type: k.Type(), Fingerprint: ssh.FingerprintSHA256(k)}
+}
+
+// String is the type and the fingerprint, "ssh-ed25519 SHA256:...".
+func (k OfferedKey) String() string { return k.Type + " " + k.Fingerprint }
+
 func (e *HostKeyError) Error() string {
 	var offered []string
 	for _, k := range e.Offered {
-		offered = append(offered, k.Type+" "+k.Fingerprint)
+		offered = append(offered, k.String())
 	}
 	return fmt.Sprintf("host key of %s (%s) matches none of %s: if the server's key changed on purpose, update the endpoint's known_hosts_file or host_key_fingerprint (ssh-keyscan -p PORT HOST | ssh-keygen -lf - prints it)", e.Addr, strings.Join(offered, ", "), e.Want)
 }
@@ -85,8 +94,8 @@ func (h HostKeys) forAddr(addr string) (*verifier, error) {
 	fingerprints := slices.Clone(h.Fingerprints)
 	want := describeWanted(h.KnownHostsFile, fingerprints)
 	cb := func(hostname string, remote net.Addr, key ssh.PublicKey) error {
-		fp := ssh.FingerprintSHA256(key)
-		if slices.Contains(fingerprints, fp) {
+		offered := offeredKey(key)
+		if slices.Contains(fingerprints, offered.Fingerprint) {
 			return nil
 		}
 		if known != nil {
@@ -99,11 +108,11 @@ func (h HostKeys) forAddr(addr string) (*verifier, error) {
 				return err
 			}
 			if len(ke.Want) == 0 && len(fingerprints) == 0 {
-				return &HostKeyError{Addr: addr, Offered: []OfferedKey{{Type: key.Type(), Fingerprint: fp}},
+				return &HostKeyError{Addr: addr, Offered: []OfferedKey{offered},
 					Want: fmt.Sprintf("any key: %s has no line for %s", h.KnownHostsFile, knownhosts.Normalize(addr))}
 			}
 		}
-		return &HostKeyError{Addr: addr, Offered: []OfferedKey{{Type: key.Type(), Fingerprint: fp}}, Want: want}
+		return &HostKeyError{Addr: addr, Offered: []OfferedKey{offered}, Want: want}
 	}
 	if len(fingerprints) > 0 {
 		// A fingerprint does not say its key's type: let the server offer

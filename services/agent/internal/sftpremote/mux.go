@@ -52,6 +52,10 @@ func (m *Mux) QuirkNames() []string {
 	return nil
 }
 
+// HostKey is the dialer's: the key the server offered on the last
+// connection, for the pool's reports (ListEndpoints shows it).
+func (m *Mux) HostKey() string { return m.d.HostKey() }
+
 // SetConnectionLimit caps the connections open or being dialed; those
 // over a lowered cap close as their sessions end.
 func (m *Mux) SetConnectionLimit(n int) {

@@ -204,6 +204,7 @@ func (s *Server) ListEndpoints(context.Context, *adminv1.ListEndpointsRequest) (
 			Busy: uint32(v.Busy), Idle: uint32(v.Idle), Paused: v.Paused, Queued: uint32(v.Queued),
 			ConsecutiveFailures: uint32(v.ConsecutiveFailures), LastError: v.LastError,
 			ConfiguredLimit: uint32(v.ConfiguredLimit), LimitReason: v.LimitReason, Quirks: v.Quirks,
+			HostKeys: v.HostKeys,
 		}
 		if ep, ok := s.src.Connections.Endpoint(v.ID); ok {
 			if ep.IsRemote() {

@@ -278,6 +278,7 @@ func (c *connections) setPools(sess *Session, pools []*leasev1.EndpointPool) {
 		c.unreported--
 	}
 	for _, p := range pools {
+		c.checkHostKey(sess, p)
 		sess.pool[p.EndpointId] = p
 	}
 }

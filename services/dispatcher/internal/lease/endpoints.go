@@ -65,7 +65,11 @@ type EndpointView struct {
 	LimitChangedAt  time.Time
 	// Quirks are what agents' connections found in the server (their pool
 	// reports), each once.
-	Quirks              []string
+	Quirks []string
+	// HostKeys are the host keys an SFTP server offered on the agents'
+	// last connections, each once (hostkeys.go); none for FTP and local
+	// endpoints.
+	HostKeys            []string
 	Busy, Idle          int
 	Breaker             BreakerState
 	ConsecutiveFailures int
@@ -114,6 +118,7 @@ func (a *Admin) Endpoints() []EndpointView {
 			v.Busy += int(ac.Busy)
 			v.Idle += int(ac.Idle)
 		}
+		v.HostKeys = s.conns.hostKeys(id)
 		out = append(out, v)
 	}
 	slices.SortFunc(out, func(a, b EndpointView) int {

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +170,52 @@ func TestEndpointQuirksFromPoolReports(t *testing.T) {
 	}
 	if q := h.endpoint("local").Quirks; len(q) != 0 {
 		t.Fatalf("local quirks = %q", q)
+	}
+}
+
+// ListEndpoints shows the host keys agents report for an SFTP endpoint,
+// each once: one while they agree, every one while they do not; a key no
+// agent reported before, while another was known, is worth a WARN.
+func TestEndpointHostKeysFromPoolReports(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 1, ftpEndpoints(map[string]int{"ftp": 4, "sftp": 4}))
+	a, b := h.agent("a1", 1), h.agent("a2", 1)
+	const k1, k2 = "ssh-ed25519 SHA256:first", "ssh-rsa SHA256:second"
+	report := func(sess *Session, key string) {
+		t.Helper()
+		h.sched.PoolReport(sess, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "sftp", Open: 1, HostKey: key}, {EndpointId: "ftp", Open: 1}}})
+	}
+	changes := func() int { return strings.Count(h.warnings.String(), "SFTP host key changed") }
+	steps := []struct {
+		name     string
+		sess     *Session
+		key      string
+		want     []string
+		warnings int
+	}{
+		// Before the first connection agents report no key.
+		{"no connection yet", a, "", nil, 0},
+		{"first key", a, k1, []string{k1}, 0},
+		{"second agent agrees", b, k1, []string{k1}, 0},
+		{"same key again", a, k1, []string{k1}, 0},
+		{"one agent sees a new key", b, k2, []string{k1, k2}, 1},
+		{"the other follows", a, k2, []string{k2}, 1},
+	}
+	for _, st := range steps {
+		report(st.sess, st.key)
+		if got := h.endpoint("sftp").HostKeys; !slices.Equal(got, st.want) {
+			t.Fatalf("%s: host keys = %q, want %q", st.name, got, st.want)
+		}
+		if n := changes(); n != st.warnings {
+			t.Fatalf("%s: %d host key warnings, want %d:\n%s", st.name, n, st.warnings, h.warnings)
+		}
+	}
+	if w := h.warnings.String(); !strings.Contains(w, "endpoint=sftp") || !strings.Contains(w, "agent_id=a2") || !strings.Contains(w, k2) {
+		t.Errorf("the warning does not name the endpoint, agent and new key: %s", w)
+	}
+	for _, id := range []string{"ftp", "local"} {
+		if k := h.endpoint(id).HostKeys; len(k) != 0 {
+			t.Errorf("%s host keys = %q, want none", id, k)
+		}
 	}
 }

@@ -43,6 +43,27 @@ type harness struct {
 	metrics  *metrics.Metrics
 	mu       sync.Mutex
 	finished []Finished
+	// warnings holds what the scheduler logged at WARN and above.
+	warnings *logBuffer
+}
+
+// logBuffer is a log destination the scheduler's goroutines may write to
+// while a test reads it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 const (
@@ -58,13 +79,13 @@ func newHarness(t *testing.T, maxAttempts int) *harness {
 // breakers) and the breaker.
 func newHarnessWith(t *testing.T, maxAttempts int, endpoints map[string]Endpoint) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, metrics: metrics.New()}
+	h := &harness{t: t, clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}, metrics: metrics.New(), warnings: &logBuffer{}}
 	h.sched = New(Config{
 		DispatcherID: "d0", TTL: ttl, Heartbeat: time.Second, MaxAttempts: maxAttempts,
 		BaseBackoff: baseBackoff, MaxBackoff: 8 * time.Second, Rand: rand.New(rand.NewPCG(1, 2)),
 		Endpoints: endpoints,
 		Breaker:   BreakerConfig{FailureThreshold: 2, SuccessThreshold: 1, OpenFor: 5 * time.Second, HalfOpenMax: 1},
-	}, h.clock, h.metrics, slog.New(slog.NewTextHandler(io.Discard, nil)), func(f []Finished) {
+	}, h.clock, h.metrics, slog.New(slog.NewTextHandler(h.warnings, &slog.HandlerOptions{Level: slog.LevelWarn})), func(f []Finished) {
 		h.mu.Lock()
 		h.finished = append(h.finished, f...)
 		h.mu.Unlock()
