@@ -4,17 +4,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/pkg/sftp"
-
 	"github.com/ftp-pooler/ftp-pooler/services/agent/internal/sftpremote"
 	"github.com/ftp-pooler/ftp-pooler/services/internal/config"
 )
-
-// sftpConcurrentRequests is how many read or write requests one file keeps
-// in flight: enough to fill a link with a few milliseconds of latency at
-// 32 KiB a request, the packet size every server takes (larger packets
-// break some).
-const sftpConcurrentRequests = 64
 
 // newSFTPMux builds an SFTP endpoint's session source, checking its key
 // and host keys now rather than at the first transfer. (An endpoint that
@@ -34,12 +26,6 @@ func newSFTPMux(ep *config.Endpoint, cfg config.Config, logger *slog.Logger) (*s
 			KnownHostsFile: ep.SFTP.KnownHostsFile,
 			Fingerprints:   ep.SFTP.HostKeyFingerprints,
 			Insecure:       ep.SFTP.InsecureIgnoreHostKey,
-		},
-		Client: []sftp.ClientOption{
-			sftp.MaxPacket(32 << 10),
-			sftp.UseConcurrentWrites(true),
-			sftp.UseConcurrentReads(true),
-			sftp.MaxConcurrentRequestsPerFile(sftpConcurrentRequests),
 		},
 	}
 	if ep.Timeout > 0 {

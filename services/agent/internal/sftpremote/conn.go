@@ -44,8 +44,6 @@ type Options struct {
 	// MaxSessions is how many SFTP sessions one SSH connection carries at
 	// once (OpenSSH's MaxSessions is 10).
 	MaxSessions int
-	// Client tunes pkg/sftp (packet size, concurrent requests per file).
-	Client []sftp.ClientOption
 	// Logger notes what the dialer learns of the server; nil discards.
 	Logger *slog.Logger
 }
@@ -344,7 +342,7 @@ func (c *Conn) Session(ctx context.Context) (*Session, error) {
 	var cl *sftp.Client
 	err := c.guard(ctx, "open an SFTP session", func() error {
 		var err error
-		cl, err = sftp.NewClient(c.ssh, c.opts.Client...)
+		cl, err = sftp.NewClient(c.ssh, clientOptions...)
 		return err
 	})
 	if err != nil {

@@ -475,3 +475,128 @@ func TestServerGoneBreaksConnection(t *testing.T) {
 		t.Fatal("session opened on a dropped connection")
 	}
 }
+
+// WriteTo copies the rest of a file from where it was opened, with
+// pipelined reads for a large rest and one read for a small one, and hands
+// back its writer's error untouched.
+func TestWriteTo(t *testing.T) {
+	srv := sftptest.Start(t)
+	s := session(t, dial(t, options(srv)))
+	defer s.Close()
+	ctx := context.Background()
+	data := make([]byte, 3<<20+17)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	f := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(f, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, offset := range []int64{0, 1<<20 + 5, int64(len(data)) - 100<<10, int64(len(data))} {
+		r, err := s.Open(ctx, f, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		n, err := r.WriteTo(&got)
+		if err != nil || n != int64(len(data))-offset || !bytes.Equal(got.Bytes(), data[offset:]) {
+			t.Errorf("from %d: WriteTo = %d, %v; content equal: %v", offset, n, err, bytes.Equal(got.Bytes(), data[offset:]))
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	diskFull := errors.New("disk full")
+	for _, offset := range []int64{0, int64(len(data)) - 100<<10} {
+		r, err := s.Open(ctx, f, offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.WriteTo(failingWriter{err: diskFull})
+		var fe *failure.Error
+		if !errors.Is(err, diskFull) || errors.As(err, &fe) {
+			t.Errorf("from %d: WriteTo returned %v, want the writer's own error", offset, err)
+		}
+		_ = r.Close()
+	}
+}
+
+type failingWriter struct{ err error }
+
+func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// ReadFrom writes a source from where the file was created, in one write
+// for a small one and with writes in flight for a large one, and hands back
+// the source's error untouched.
+func TestReadFrom(t *testing.T) {
+	srv := sftptest.Start(t)
+	s := session(t, dial(t, options(srv)))
+	defer s.Close()
+	ctx := context.Background()
+	data := make([]byte, 5<<20+17)
+	for i := range data {
+		data[i] = byte(i*11 + i>>12)
+	}
+	f := filepath.Join(t.TempDir(), "f")
+	for _, tc := range []struct{ offset, size int64 }{{0, int64(len(data))}, {1<<20 + 5, int64(len(data))}, {0, 20}, {0, 5}, {7, 7}} {
+		prefix := data[:tc.offset]
+		if err := os.WriteFile(f, append(append([]byte(nil), prefix...), "to be truncated"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		w, err := s.Create(ctx, f, tc.offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := w.ReadFrom(bytes.NewReader(data[tc.offset:tc.size]))
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		got, _ := os.ReadFile(f)
+		if err != nil || n != tc.size-tc.offset || !bytes.Equal(got, data[:tc.size]) {
+			t.Errorf("offset %d size %d: ReadFrom = %d, %v; file holds %d bytes, equal %v", tc.offset, tc.size, n, err, len(got), bytes.Equal(got, data[:tc.size]))
+		}
+	}
+	sourceGone := errors.New("source gone")
+	w, err := s.Create(ctx, f, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.ReadFrom(io.MultiReader(bytes.NewReader(data[:3<<20]), failingReader{sourceGone}))
+	var fe *failure.Error
+	if !errors.Is(err, sourceGone) || errors.As(err, &fe) {
+		t.Errorf("ReadFrom returned %v, want the source's own error", err)
+	}
+	_ = w.Close()
+}
+
+type failingReader struct{ err error }
+
+func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
+
+// A directory made once is not asked for again on the session: the
+// second MkdirAll, of it or of a parent, sends nothing (the hung server
+// would fail it).
+func TestMkdirAllRemembers(t *testing.T) {
+	srv := sftptest.Start(t)
+	o := options(srv)
+	o.Timeout = 300 * time.Millisecond
+	s := session(t, dial(t, o))
+	defer s.Close()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "a", "b", "c")
+	if err := s.MkdirAll(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		t.Fatalf("%s not made: %v", dir, err)
+	}
+	srv.Hang.Store(true)
+	for _, d := range []string{dir, dir + "/", filepath.Dir(dir)} {
+		if err := s.MkdirAll(ctx, d); err != nil {
+			t.Errorf("MkdirAll(%s) again: %v", d, err)
+		}
+	}
+	if err := s.MkdirAll(ctx, filepath.Join(dir, "new")); err == nil {
+		t.Error("a new directory on a hung server was not asked for")
+	}
+}

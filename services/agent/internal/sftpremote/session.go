@@ -1,17 +1,46 @@
 package sftpremote
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pkg/sftp"
 )
+
+// PacketSize is each read or write request's payload: 32 KiB, what every
+// server takes (larger packets break some).
+const PacketSize = 32 << 10
+
+// RequestsPerFile is how many read or write requests one file keeps in
+// flight: enough to fill a link with a few milliseconds of latency.
+const RequestsPerFile = 64
+
+// uploadChunk is each write of an upload, sent as concurrent requests;
+// uploadWindow how many of them are in flight at once.
+const (
+	uploadChunk  = 1 << 20
+	uploadWindow = 2
+)
+
+// UnconfirmedTail is how far before the end of a partial upload bytes may
+// be missing after a failed or interrupted upload: the server may have
+// written any of the requests in flight and not others.
+const UnconfirmedTail = uploadChunk * uploadWindow
+
+var clientOptions = []sftp.ClientOption{
+	sftp.MaxPacket(PacketSize),
+	sftp.UseConcurrentWrites(true),
+	sftp.UseConcurrentReads(true),
+	sftp.MaxConcurrentRequestsPerFile(RequestsPerFile),
+}
 
 // Session is one SFTP session (an SSH channel), used by one caller at a
 // time. Every call is bounded: by ctx, which closes only this session, and
@@ -26,6 +55,9 @@ type Session struct {
 	lastUsed atomic.Int64
 	// aborted is why ctx ended this session's call, if it did.
 	aborted atomic.Pointer[error]
+	// dirs are directories seen to exist, for the session's life: many
+	// files to one directory cost no round trip each to find it there.
+	dirs map[string]bool
 }
 
 // Conn is the connection the session runs on.
@@ -159,8 +191,8 @@ type Reader struct {
 	touch func()
 	stop  func()
 	path  string
-	// Size is the file's size when opened.
-	Size int64
+	// Size is the file's size when opened; offset where reading started.
+	Size, offset int64
 }
 
 // Open opens p for reading from offset.
@@ -188,7 +220,7 @@ func (s *Session) Open(ctx context.Context, p string, offset int64) (*Reader, er
 		return nil, classifyOp(s.conn, "seek", p, err)
 	}
 	touch, stop := s.stream(ctx, "reading "+p)
-	return &Reader{s: s, f: f, touch: touch, stop: stop, path: p, Size: fi.Size()}, nil
+	return &Reader{s: s, f: f, touch: touch, stop: stop, path: p, Size: fi.Size(), offset: offset}, nil
 }
 
 // Read reads the next bytes. A buffer larger than the packet size is
@@ -201,6 +233,59 @@ func (r *Reader) Read(b []byte) (int, error) {
 	}
 	if err != nil && err != io.EOF {
 		return n, classifyOp(r.s.conn, "read", r.path, r.s.why(err))
+	}
+	return n, err
+}
+
+// WriteTo copies the rest of the file to w with pkg/sftp's concurrent
+// reads kept in flight the whole time. Read of a large buffer waits for all
+// of its requests before the next Read asks for more, which measured 59% of
+// OpenSSH's sftp client for a 1 GiB download. An error of w is returned as
+// it is; only the server's are classified.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	tw := &touchingWriter{w: w, touch: r.touch}
+	if rest := r.Size - r.offset; rest < pipelineMin {
+		// pkg/sftp's WriteTo stats the file again first: a round trip
+		// more than a small file needs. The buffer fits the rest (and the
+		// EOF after it): pkg/sftp sends a read request for every packet of
+		// the buffer, past the end of the file too.
+		bp := buffers.Get().(*[]byte)
+		defer buffers.Put(bp)
+		return io.CopyBuffer(tw, readerOnly{r}, (*bp)[:max(rest+1, PacketSize)])
+	}
+	n, err := r.f.WriteTo(tw)
+	switch {
+	case tw.err != nil:
+		return n, tw.err
+	case err != nil:
+		return n, classifyOp(r.s.conn, "read", r.path, r.s.why(err))
+	}
+	return n, nil
+}
+
+// pipelineMin is the size from which WriteTo keeps reads in flight.
+const pipelineMin = 1 << 20
+
+// buffers are WriteTo's for files under pipelineMin (one Read of the
+// whole rest, whose requests pkg/sftp sends at once) and ReadFrom's chunks.
+var buffers = sync.Pool{New: func() any { b := make([]byte, max(pipelineMin, uploadChunk)); return &b }}
+
+// readerOnly hides Reader's WriteTo from io.CopyBuffer.
+type readerOnly struct{ io.Reader }
+
+// touchingWriter marks the stream alive on every write and remembers its
+// writer's error.
+type touchingWriter struct {
+	w     io.Writer
+	touch func()
+	err   error
+}
+
+func (t *touchingWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	t.touch()
+	if err != nil {
+		t.err = err
 	}
 	return n, err
 }
@@ -222,13 +307,20 @@ type Writer struct {
 	touch func()
 	stop  func()
 	path  string
+	// offset is where writing started.
+	offset int64
 }
 
 // Create opens p for writing at offset, truncating it there (a fresh
-// upload at 0 empties the file an earlier delivery left).
+// upload at 0 empties the file an earlier delivery left: with O_TRUNC,
+// which costs no round trip of its own).
 func (s *Session) Create(ctx context.Context, p string, offset int64) (*Writer, error) {
 	var f *sftp.File
 	err := s.do(ctx, "OPEN "+p, func() (err error) {
+		if offset == 0 {
+			f, err = s.client.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+			return err
+		}
 		if f, err = s.client.OpenFile(p, os.O_WRONLY|os.O_CREATE); err != nil {
 			return err
 		}
@@ -245,13 +337,76 @@ func (s *Session) Create(ctx context.Context, p string, offset int64) (*Writer, 
 		return nil, classifyOp(s.conn, "seek", p, err)
 	}
 	touch, stop := s.stream(ctx, "writing "+p)
-	return &Writer{s: s, f: f, touch: touch, stop: stop, path: p}, nil
+	return &Writer{s: s, f: f, touch: touch, stop: stop, path: p, offset: offset}, nil
+}
+
+// ReadFrom writes the rest of r from where the file was opened, keeping
+// uploadWindow writes of uploadChunk in flight: Write of a large buffer
+// waits for all of its requests before the next Write sends more, which
+// drains the pipeline at every buffer. Only the last uploadWindow chunks are
+// ever unconfirmed, so after an error nothing is missing before the last
+// UnconfirmedTail bytes the server holds. An error of r is returned as it
+// is; only the server's are classified.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	type write struct {
+		n   int
+		buf *[]byte
+		err chan error
+	}
+	var inFlight []write
+	var confirmed int64
+	var writeErr, readErr error
+	oldestDone := func() {
+		wr := inFlight[0]
+		inFlight = inFlight[1:]
+		if err := <-wr.err; err != nil {
+			writeErr = cmp.Or(writeErr, err)
+		} else {
+			confirmed += int64(wr.n)
+			w.touch()
+		}
+		buffers.Put(wr.buf)
+	}
+	off := w.offset
+	for writeErr == nil {
+		bp := buffers.Get().(*[]byte)
+		n, err := io.ReadFull(r, *bp)
+		if n == 0 {
+			buffers.Put(bp)
+		} else {
+			wr := write{n: n, buf: bp, err: make(chan error, 1)}
+			go func(b []byte, off int64) {
+				_, err := w.f.WriteAt(b, off)
+				wr.err <- err
+			}((*bp)[:n], off)
+			off += int64(n)
+			inFlight = append(inFlight, wr)
+		}
+		if err != nil {
+			if err != io.EOF && err != io.ErrUnexpectedEOF {
+				readErr = err
+			}
+			break
+		}
+		if len(inFlight) == uploadWindow {
+			oldestDone()
+		}
+	}
+	for len(inFlight) > 0 {
+		oldestDone()
+	}
+	switch {
+	case writeErr != nil:
+		return confirmed, classifyOp(w.s.conn, "write", w.path, w.s.why(writeErr))
+	case readErr != nil:
+		return confirmed, readErr
+	}
+	return confirmed, nil
 }
 
 // Write writes b; a b larger than the packet size goes as concurrent
 // requests, and Write returns once the server acknowledged all of them.
-// After an error, bytes of b may be missing anywhere within b's range: a
-// resumed upload must not trust the last WriteChunk bytes of the file.
+// After an error, bytes of b may be missing anywhere within b's range.
 func (w *Writer) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
 	w.touch()
@@ -305,11 +460,21 @@ func (s *Session) Remove(ctx context.Context, p string) error {
 
 // MkdirAll creates dir and its parents as needed.
 func (s *Session) MkdirAll(ctx context.Context, dir string) error {
-	if dir == "" || dir == "." || dir == "/" {
+	dir = path.Clean(dir)
+	if dir == "." || dir == "/" || s.dirs[dir] {
 		return nil
 	}
 	err := s.do(ctx, "MKDIR "+dir, func() error { return s.client.MkdirAll(dir) })
-	return classifyOp(s.conn, "create directory", dir, err)
+	if err != nil {
+		return classifyOp(s.conn, "create directory", dir, err)
+	}
+	if s.dirs == nil {
+		s.dirs = map[string]bool{}
+	}
+	for d := dir; d != "." && d != "/" && !s.dirs[d]; d = path.Dir(d) {
+		s.dirs[d] = true
+	}
+	return nil
 }
 
 // List returns the names in dir, hidden ones included.

@@ -193,7 +193,8 @@ func (s *localSink) resumed() int64 { return s.offset }
 
 // write copies src into the temporary file. A plain *os.File source (a
 // local copy) goes through copy_file_range in chunks, counting progress
-// between them.
+// between them. A source that writes itself out (an SFTP file, which
+// keeps its read requests in flight while it writes) does so.
 func (s *localSink) write(ctx context.Context, src io.Reader, progress func(int64), buf []byte) (int64, error) {
 	if lf, ok := src.(*os.File); ok {
 		return copyFileChunks(ctx, s.f, lf, progress)
@@ -201,6 +202,9 @@ func (s *localSink) write(ctx context.Context, src io.Reader, progress func(int6
 	var w io.Writer = writerOnly{s.f}
 	if s.fsync {
 		w = newWriteBehind(s.f, s.offset)
+	}
+	if wt, ok := src.(io.WriterTo); ok {
+		return wt.WriteTo(&countingWriter{w: w, add: progress})
 	}
 	return io.CopyBuffer(w, &counting{r: src, add: progress}, buf)
 }

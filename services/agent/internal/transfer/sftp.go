@@ -18,11 +18,10 @@ import (
 // SFTPPool is an SFTP endpoint's pool of sessions.
 type SFTPPool = pool.PoolOf[*sftpremote.Handle]
 
-// sftpWriteChunk bounds each write an upload sends: pkg/sftp sends one
-// write as concurrent requests, so after a failure the bytes of its last
-// write may be missing anywhere in it. A resumed upload trusts the partial
-// file only up to this much before its end.
-const sftpWriteChunk = 1 << 20
+// sftpUntrusted is how much of a partial upload's end a resumed upload
+// writes again: uploads keep many writes in flight, and after a failure
+// any of them may be missing.
+const sftpUntrusted = sftpremote.UnconfirmedTail
 
 // sftpEndpoint is an SFTP server reached through the agent's pool.
 type sftpEndpoint struct {
@@ -98,9 +97,9 @@ func (s *sftpSink) prepare(ctx context.Context, l *leasev1.Lease) error {
 	}
 	if l.ResumeToken != 0 {
 		prev := tempName(s.final, l.ResumeToken, "part")
-		if size, err := s.h.Size(ctx, prev); err == nil && size > sftpWriteChunk {
+		if size, err := s.h.Size(ctx, prev); err == nil && size > sftpUntrusted {
 			if err := s.h.Rename(ctx, prev, s.tmp, false); err == nil {
-				s.offset = size - sftpWriteChunk
+				s.offset = size - sftpUntrusted
 			}
 		}
 	}
@@ -133,16 +132,13 @@ func (s *sftpSink) resumed() int64 { return s.offset }
 
 // write truncates the temporary file at the resume offset (a fresh upload
 // empties what an earlier delivery of this token left) and appends the
-// source in writes of at most sftpWriteChunk.
-func (s *sftpSink) write(ctx context.Context, src io.Reader, progress func(int64), buf []byte) (int64, error) {
+// source with writes kept in flight (Writer.ReadFrom).
+func (s *sftpSink) write(ctx context.Context, src io.Reader, progress func(int64), _ []byte) (int64, error) {
 	w, err := s.h.Create(ctx, s.tmp, s.offset)
 	if err != nil {
 		return 0, err
 	}
-	if len(buf) > sftpWriteChunk {
-		buf = buf[:sftpWriteChunk]
-	}
-	n, err := io.CopyBuffer(writerOnly{w}, &counting{r: src, add: progress}, buf)
+	n, err := w.ReadFrom(&counting{r: src, add: progress})
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}

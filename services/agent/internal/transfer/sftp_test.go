@@ -75,6 +75,8 @@ func TestSFTPDirections(t *testing.T) {
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB: many buffers and concurrent requests
 	write(t, filepath.Join(e.srcDir, "a.txt"), big)
 	write(t, e.remote("remote.txt"), "from sftp")
+	large := strings.Repeat("fedcba9876543210", 3<<16) // 3 MiB: the pipelined download
+	write(t, e.remote("large.bin"), large)
 	write(t, filepath.Join(e.ftp.Root, "ftp.txt"), "from ftp")
 	write(t, filepath.Join(e.srcDir, "empty"), "")
 	tests := []struct {
@@ -84,6 +86,7 @@ func TestSFTPDirections(t *testing.T) {
 		{"local to sftp", "src", "a.txt", "sftp", e.remote("up/dir/a.txt"), e.remote("up/dir/a.txt"), big},
 		{"empty local to sftp", "src", "empty", "sftp", e.remote("empty"), e.remote("empty"), ""},
 		{"sftp to local", "sftp", e.remote("remote.txt"), "dst", "r/remote.txt", filepath.Join(e.dstDir, "r/remote.txt"), "from sftp"},
+		{"large sftp to local", "sftp", e.remote("large.bin"), "dst", "r/large.bin", filepath.Join(e.dstDir, "r/large.bin"), large},
 		{"sftp to sftp", "sftp", e.remote("up/dir/a.txt"), "sftp", e.remote("copy/a.txt"), e.remote("copy/a.txt"), big},
 		{"ftp to sftp", "srv", "/ftp.txt", "sftp", e.remote("from-ftp.txt"), e.remote("from-ftp.txt"), "from ftp"},
 		{"sftp to ftp", "sftp", e.remote("remote.txt"), "srv", "/in/from-sftp.txt", filepath.Join(e.ftp.Root, "in/from-sftp.txt"), "from sftp"},
@@ -98,6 +101,9 @@ func TestSFTPDirections(t *testing.T) {
 			}
 			if o.BytesTransferred != int64(len(tc.want)) || o.SourceSize != int64(len(tc.want)) {
 				t.Errorf("bytes %d, source size %d; want %d", o.BytesTransferred, o.SourceSize, len(tc.want))
+			}
+			if done := j.Done.Load(); done != int64(len(tc.want)) {
+				t.Errorf("progress counted %d bytes, want %d", done, len(tc.want))
 			}
 			got, err := os.ReadFile(tc.check)
 			if err != nil || string(got) != tc.want {
@@ -175,10 +181,10 @@ func TestSFTPAlreadyDone(t *testing.T) {
 }
 
 // An upload resumes from a partial file an earlier delivery left, trusting
-// it only up to one write chunk before its end, and the result is whole.
+// it only up to sftpUntrusted before its end, and the result is whole.
 func TestSFTPResumeUpload(t *testing.T) {
 	e := newSFTPEnv(t)
-	data := make([]byte, 3*sftpWriteChunk+12345)
+	data := make([]byte, 3*sftpUntrusted+12345)
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
@@ -186,10 +192,10 @@ func TestSFTPResumeUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	final := e.remote("big")
-	// The earlier delivery (token 41) wrote 2.5 chunks, the last of them
-	// with a hole, as concurrent writes leave after a failure.
-	partial := append([]byte(nil), data[:5*sftpWriteChunk/2]...)
-	clear(partial[2*sftpWriteChunk : 2*sftpWriteChunk+4096])
+	// The earlier delivery (token 41) wrote 2.5 × sftpUntrusted, the last part
+	// with a hole, as writes in flight leave after a failure.
+	partial := append([]byte(nil), data[:5*sftpUntrusted/2]...)
+	clear(partial[2*sftpUntrusted : 2*sftpUntrusted+4096])
 	if err := os.WriteFile(tempName(final, 41, "part"), partial, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +205,7 @@ func TestSFTPResumeUpload(t *testing.T) {
 	if o.Status != leasev1.Status_STATUS_SUCCEEDED {
 		t.Fatalf("%s %s", o.ErrorCode, o.ErrorMessage)
 	}
-	if want := int64(len(partial) - sftpWriteChunk); o.ResumedFrom != want {
+	if want := int64(len(partial) - sftpUntrusted); o.ResumedFrom != want {
 		t.Errorf("resumed from %d, want %d", o.ResumedFrom, want)
 	}
 	got, _ := os.ReadFile(final)

@@ -45,3 +45,18 @@ func (c *counting) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// countingWriter reports bytes written as they pass, for sources that
+// write themselves out (io.WriterTo).
+type countingWriter struct {
+	w   io.Writer
+	add func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if n > 0 {
+		c.add(int64(n))
+	}
+	return n, err
+}
