@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -45,12 +46,109 @@ func sftpEndpoints(openssh, proftpd stack.SFTPServer) []config.Endpoint {
 	return []config.Endpoint{openssh.Endpoint("openssh"), key, proftpd.Endpoint("proftpd")}
 }
 
+// sftpDirectionEndpoints are sftpEndpoints configured as README's
+// connections.ini table says for each server: ProFTPD's mod_sftp with
+// max_sessions_per_connection = 1 (the agent runs one session per
+// connection there, proftpd#1897) and proftpdConns connections, so the
+// dispatchers lease it only what the agent runs. A copy within ProFTPD
+// holds two of them.
+func sftpDirectionEndpoints(openssh, proftpd stack.SFTPServer, proftpdConns int) []config.Endpoint {
+	eps := sftpEndpoints(openssh, proftpd)
+	for i := range eps {
+		if eps[i].ID == "proftpd" {
+			eps[i].MaxConnections, eps[i].MaxSessionsPerConnection = proftpdConns, 1
+		}
+	}
+	return eps
+}
+
+// sftpSide is an endpoint as the direction tests use it: this stack's
+// directory on it as tasks name it, and where its paths lie on disk.
+type sftpSide struct {
+	dir  string
+	disk func(string) string
+}
+
+// path is name in the stack's directory, as a task names it.
+func (e sftpSide) path(name string) string { return path.Join(e.dir, name) }
+
+// file is where path(name) lies on disk.
+func (e sftpSide) file(name string) string { return e.disk(e.path(name)) }
+
+// sftpSides are the endpoints sftpDirections move files between, by id.
+// OpenSSH's chroot is root's; its users write under /upload.
+func sftpSides(s *Stack, openssh, proftpd stack.SFTPServer) map[string]sftpSide {
+	dir := s.FTPDir()
+	return map[string]sftpSide{
+		"local":   {"io", func(p string) string { return filepath.Join(s.Base, filepath.FromSlash(p)) }},
+		"openssh": {"/upload" + dir, openssh.Path},
+		"proftpd": {dir, proftpd.Path},
+		"vsftpd":  {dir, env.VSFTPD.Path},
+	}
+}
+
+// sftpDirection is a way files move: a task name and its endpoints.
+type sftpDirection struct{ name, src, dst string }
+
+// sftpDirections are the ways files move with SFTP on one side or both:
+// from and to local storage, from and to FTP, across the two SFTP servers
+// both ways, and within each server (a copy within ProFTPD takes two of
+// its connections, one session each).
+var sftpDirections = []sftpDirection{
+	{"sftp-local", "openssh", "local"},
+	{"local-sftp", "local", "openssh"},
+	{"sftp-ftp", "openssh", "vsftpd"},
+	{"ftp-sftp", "vsftpd", "openssh"},
+	{"openssh-proftpd", "openssh", "proftpd"},
+	{"proftpd-openssh", "proftpd", "openssh"},
+	{"openssh-same", "openssh", "openssh"},
+	{"proftpd-same", "proftpd", "proftpd"},
+}
+
+// sftpSourceIDs are the endpoints sftpDirections read from, each once.
+func sftpSourceIDs() []string {
+	var ids []string
+	for _, d := range sftpDirections {
+		if !slices.Contains(ids, d.src) {
+			ids = append(ids, d.src)
+		}
+	}
+	return ids
+}
+
+// sftpCheck is a task and the file it must leave: where on disk, its
+// sha256 and size.
+type sftpCheck struct {
+	tk        Task
+	path, sum string
+	size      int64
+}
+
+// directionChecks is a task for each of sftpDirections moving src/<name>
+// (size bytes, sha256 sums[source endpoint]) to from-<source>/<name> on
+// the destination.
+func directionChecks(s *Stack, sides map[string]sftpSide, name string, size int64, sums map[string]string) []sftpCheck {
+	var checks []sftpCheck
+	for _, d := range sftpDirections {
+		src, dst := sides[d.src], sides[d.dst]
+		out := "from-" + d.src + "/" + name
+		checks = append(checks, sftpCheck{
+			tk: Task{TaskID: s.ID(d.name + "-" + strings.TrimSuffix(name, ".bin")), SrcID: d.src, SrcPath: src.path("src/" + name),
+				DstID: d.dst, DstPath: dst.path(out)},
+			path: dst.file(out), sum: sums[d.src], size: size,
+		})
+	}
+	return checks
+}
+
 // TestSFTPDirections moves files in every direction SFTP mixes with FTP
-// and local storage, with sha256 checked on both sides: empty, 1 MiB and
-// 64 MiB files, names with spaces and Unicode, new nested directories.
+// and local storage (sftpDirections, empty and 1 MiB files; 1 GiB in
+// TestSFTPDirectionsLarge), with sha256 checked on both sides, and more:
+// 64 MiB, a size off every block boundary, names with spaces and Unicode,
+// new nested directories, the key user.
 func TestSFTPDirections(t *testing.T) {
 	openssh, proftpd := sftpServers(t)
-	s := NewStack(t, StackOptions{Endpoints: sftpEndpoints(openssh, proftpd)})
+	s := NewStack(t, StackOptions{Endpoints: sftpDirectionEndpoints(openssh, proftpd, 10)})
 	dir := s.FTPDir()
 	up := "/upload" + dir // OpenSSH's chroot is root's; its users write under /upload
 	keyDir := "/upload/key-" + s.Suffix + "-" + s.Name
@@ -64,13 +162,8 @@ func TestSFTPDirections(t *testing.T) {
 	}
 	remoteSum := PutRandomFile(t, openssh.Path(up+"/src/r.bin"), 3*mib+17, 13)
 	ftpSum := PutRandomFile(t, env.VSFTPD.Path(dir+"/src/f.bin"), mib+5, 14)
-	type check struct {
-		tk        Task
-		path, sum string
-		size      int64
-	}
 	unicode := up + "/new/deep er/dïr ü/ファイル 1.bin"
-	checks := []check{
+	checks := []sftpCheck{
 		{Task{TaskID: s.ID("up-empty"), SrcID: "local", SrcPath: "out/empty", DstID: "openssh", DstPath: up + "/a/empty"}, openssh.Path(up + "/a/empty"), sums["empty"], 0},
 		{Task{TaskID: s.ID("up-1m"), SrcID: "local", SrcPath: "out/1MiB.bin", DstID: "openssh", DstPath: unicode}, openssh.Path(unicode), sums["1MiB"], mib},
 		{Task{TaskID: s.ID("up-64m"), SrcID: "local", SrcPath: "out/64MiB.bin", DstID: "openssh", DstPath: up + "/a/64MiB.bin"}, openssh.Path(up + "/a/64MiB.bin"), sums["64MiB"], 64 * mib},
@@ -83,6 +176,19 @@ func TestSFTPDirections(t *testing.T) {
 		{Task{TaskID: s.ID("sftp-same"), SrcID: "openssh", SrcPath: up + "/src/r.bin", DstID: "openssh", DstPath: up + "/copy/r.bin"}, openssh.Path(up + "/copy/r.bin"), remoteSum, 3*mib + 17},
 		{Task{TaskID: s.ID("ftp-sftp"), SrcID: "vsftpd", SrcPath: dir + "/src/f.bin", DstID: "openssh", DstPath: up + "/from-ftp/f.bin"}, openssh.Path(up + "/from-ftp/f.bin"), ftpSum, mib + 5},
 		{Task{TaskID: s.ID("sftp-ftp"), SrcID: "openssh", SrcPath: up + "/src/r.bin", DstID: "vsftpd", DstPath: dir + "/from-sftp/r.bin"}, env.VSFTPD.Path(dir + "/from-sftp/r.bin"), remoteSum, 3*mib + 17},
+	}
+	// Every direction with an empty and a 1 MiB file. Each source endpoint
+	// has bytes of its own: a transfer that read the wrong one shows.
+	sides := sftpSides(s, openssh, proftpd)
+	for i, f := range []struct {
+		name string
+		size int64
+	}{{"empty", 0}, {"1MiB.bin", mib}} {
+		srcSums := map[string]string{}
+		for j, id := range sftpSourceIDs() {
+			srcSums[id] = PutRandomFile(t, sides[id].file("src/"+f.name), f.size, uint64(100+10*i+j))
+		}
+		checks = append(checks, directionChecks(s, sides, f.name, f.size, srcSums)...)
 	}
 	var tasks []Task
 	for _, c := range checks {
@@ -98,7 +204,7 @@ func TestSFTPDirections(t *testing.T) {
 	if u, _ := owner(t, openssh.Path(up+"/a/64MiB.bin")); u != uid {
 		t.Errorf("uploaded file owned by uid %d, want the SFTP user's %d", u, uid)
 	}
-	for _, d := range []string{openssh.Path(up), proftpd.Path(dir)} {
+	for _, d := range []string{openssh.Path(up), proftpd.Path(dir), env.VSFTPD.Path(dir), s.Base} {
 		if tmp := TempFiles(d); len(tmp) > 0 {
 			t.Errorf("temporary files left: %v", tmp)
 		}
@@ -361,5 +467,74 @@ func TestSFTPResumeAfterAgentKill(t *testing.T) {
 		if tmp := TempFiles(d); len(tmp) > 0 {
 			t.Errorf("temporary files left: %v", tmp)
 		}
+	}
+}
+
+// sftpSeedConnections is the original's connections.ini (seed_test.go)
+// with its remote-ftp section made an SFTP server: the section keeps its
+// name, so the seed task runs byte for byte, and gains what an sftp
+// endpoint needs (a known_hosts file).
+func sftpSeedConnections(srv stack.SFTPServer) string {
+	host, port, _ := net.SplitHostPort(srv.Addr)
+	return fmt.Sprintf(`[remote-ftp]
+type = sftp
+host = %s
+port = %s
+user = %s
+pass = %s
+known_hosts_file = %s
+
+[local]
+type = local
+base_path = /data/storage
+`, host, port, srv.User, srv.Pass, srv.KnownHosts)
+}
+
+// TestSFTPSeed runs the original's seed task (TestSeed) with its source
+// on each SFTP server in place of vsftpd, under the original's
+// config.yaml: /test1.txt from remote-ftp, now type = sftp, to
+// /data/storage/test1.txt. ProFTPD's section does not say
+// max_sessions_per_connection = 1: the agent finds that out itself.
+func TestSFTPSeed(t *testing.T) {
+	openssh, proftpd := sftpServers(t)
+	for _, srv := range []stack.SFTPServer{openssh, proftpd} {
+		t.Run(srv.Name, func(t *testing.T) {
+			src := srv.Path("/test1.txt")
+			sum := PutFile(t, src, []byte(seedContent))
+			RemoveOnSuccess(t, src)
+			must(t, os.MkdirAll(seedBase, 0o755))
+			dst := seedBase + "/test1.txt"
+			if err := os.Remove(dst); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			files := &stack.Files{Config: filepath.Join(t.TempDir(), "config.yaml"), Connections: filepath.Join(t.TempDir(), "connections.ini")}
+			must(t, os.WriteFile(files.Config, []byte(originalConfig()), 0o644))
+			must(t, os.WriteFile(files.Connections, []byte(sftpSeedConnections(srv)), 0o600))
+			s := NewStack(t, StackOptions{Original: files, Group: "ftp-pooler-test", LocalBase: seedBase})
+
+			ProduceLines(t, TasksTopic, []Record{{Key: "test-001", Value: []byte(seedTask)}})
+			m := s.Outcome(t, "test-001", 60*time.Second)
+			t.Logf("outcome: %s", m.Value)
+			tk := Task{TaskID: "test-001", SrcID: "remote-ftp", SrcPath: "/test1.txt", DstID: "local", DstPath: "/data/storage/test1.txt"}
+			s.CheckSuccess(t, m, tk, int64(len(seedContent)))
+			for _, k := range []string{"task_id", "status", "src_id", "src_path", "dst_id", "dst_path", "bytes_transferred", "duration_ms", "timestamp"} {
+				if _, ok := m.Fields[k]; !ok {
+					t.Errorf("the original's field %s is missing", k)
+				}
+			}
+			CheckFile(t, dst, sum, int64(len(seedContent)))
+			CheckFile(t, src, sum, int64(len(seedContent)))
+			if tmp := TempFiles(seedBase); len(tmp) > 0 {
+				t.Errorf("temporary files left: %v", tmp)
+			}
+			// Exactly one outcome, also after the transaction settles. The
+			// wait also puts this outcome before the next server's stack
+			// (its Since is a second before it starts): the task id is the
+			// same.
+			time.Sleep(time.Second)
+			if n := len(collector.Messages("test-001", "", s.Since)); n != 1 {
+				t.Errorf("%d outcomes for test-001, want 1", n)
+			}
+		})
 	}
 }
