@@ -15,7 +15,8 @@
 #   scripts/bench/run.sh -h         the benchmark's flags (passed through)
 #
 # The state, ports and FTP homes follow scripts/e2e (E2E_STATE_DIR,
-# KAFKA_PORT, VSFTPD_PORT, E2E_FTP_ROOT, ...). Needs root on Debian 12.
+# KAFKA_PORT, VSFTPD_PORT, SFTPD_PORT, E2E_FTP_ROOT, ...). Needs root on
+# Debian 12.
 set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
@@ -30,10 +31,13 @@ if [[ -n ${BENCH_SMOKE_RATIO:-} ]]; then bench_args+=(-smoke-ratio "$BENCH_SMOKE
 echo "=== bench: make build" >&2
 make -s build >&2
 
+# The full run has an SFTP section (OpenSSH's sshd); the smoke check does not.
+sftp=(--sftp)
+((smoke == 0)) || sftp=()
 # Without Kafka, with-servers leaves KAFKA_BROKERS empty in <state>/env,
 # and the benchmark starts its embedded broker (its report says so).
 rc=0
-"$REPO_ROOT/scripts/with-servers.sh" --label bench --kafka-optional --ftp \
+"$REPO_ROOT/scripts/with-servers.sh" --label bench --kafka-optional --ftp "${sftp[@]}" \
 	-- go run ./e2e/cmd/bench "${bench_args[@]}" "$@" || rc=$?
 if ((rc != 0 && smoke == 0)); then
 	echo "bench: logs of the dispatcher and agents are in $STATE_DIR/bench/stacks/" >&2

@@ -25,7 +25,10 @@ type benchEnv struct {
 	Bin, Work string
 	// KafkaKind is "Apache Kafka 4.1.2" or "embedded kfake broker".
 	KafkaKind string
-	embedded  *devstack.Broker
+	// SFTP is OpenSSH's sshd from scripts/e2e/sftpd.sh; its Addr is empty
+	// when the SFTP servers are not running (the sftp section is skipped).
+	SFTP     stack.SFTPServer
+	embedded *devstack.Broker
 }
 
 func answers(addr string) bool { return stack.Reachable(addr, 2*time.Second) == nil }
@@ -44,6 +47,9 @@ func loadEnv(binDir string, forceEmbedded bool) (*benchEnv, error) {
 	}
 	if e.PureFTPD.Addr != "" && !answers(e.PureFTPD.Addr) {
 		e.PureFTPD = stack.FTPServer{}
+	}
+	if openssh, _, err := se.SFTPServers(); err == nil && answers(openssh.Addr) {
+		e.SFTP = openssh
 	}
 	if err := stack.CheckBinaries(binDir); err != nil {
 		return nil, err

@@ -3,7 +3,8 @@
 // processes, real Kafka (the embedded broker when none answers) and vsftpd
 // on loopback — side by side with the limits in the same run: curl over
 // reused connections, a plain pooled jlaffaye/ftp program
-// (e2e/cmd/ftpfetch), and curl for one 1 GiB file.
+// (e2e/cmd/ftpfetch), and curl for one 1 GiB file; for SFTP, OpenSSH's sshd
+// beside its own sftp client and ftpfetch -sftp (plain pkg/sftp).
 //
 // It prints markdown tables (medians of several runs, with their spread),
 // and in full mode writes them to BENCHMARKS.md with the machine, versions
@@ -90,7 +91,7 @@ func main() {
 	flag.BoolVar(&o.embedded, "embedded", false, "use the embedded broker even if Kafka answers")
 	flag.StringVar(&o.logLevel, "log-level", "INFO", "logging.level of the dispatcher and agents")
 	flag.BoolVar(&o.keepFiles, "keep-files", false, "keep the file sets (several GiB) for the next run")
-	flag.StringVar(&o.only, "only", "", "comma-separated sections (baselines,large,workloads,idle,nofsync,scaling,memory,leases) to run; default all")
+	flag.StringVar(&o.only, "only", "", "comma-separated sections (baselines,large,workloads,idle,nofsync,scaling,memory,sftp,leases) to run; default all")
 	flag.IntVar(&o.conns, "conns", 4, "connections per endpoint for the workloads (and the baselines' parallelism)")
 	flag.IntVar(&o.agents, "agents", 1, "agents for the workloads")
 	flag.IntVar(&o.scaleCount, "scale-count", 3000, "20 B files per scaling run")
@@ -167,6 +168,9 @@ func run(ctx context.Context, o options) error {
 		_ = os.RemoveAll(b.env.VSFTPD.Path("/bench-up"))
 		if b.env.PureFTPD.Addr != "" {
 			_ = os.RemoveAll(b.env.PureFTPD.Path("/bench-up"))
+		}
+		if b.env.SFTP.Addr != "" {
+			_ = os.RemoveAll(b.env.SFTP.Path(sftpUploads + "/bench-up"))
 		}
 	}()
 	go func() {
@@ -479,6 +483,14 @@ func (b *bench) full(ctx context.Context) error {
 	}
 	if b.section("memory") {
 		if err := b.memory(ctx); err != nil {
+			return err
+		}
+	}
+	if b.section("sftp") {
+		if err := b.sftp(ctx); err != nil {
+			return err
+		}
+		if _, err := b.writeReport(false); err != nil {
 			return err
 		}
 	}

@@ -92,9 +92,24 @@ type results struct {
 	scale         map[string]map[int]series
 	scaleWorkload workload
 	mem16         sample
-	memQueue      float64
-	memQueued     int
-	leases        float64
+	// sftpSmall is the sftp section's small-file workload; sftpMem16 the
+	// agent with 16 concurrent 1 GiB SFTP downloads.
+	sftpSmall workload
+	sftpMem16 sample
+	memQueue  float64
+	memQueued int
+	leases    float64
+}
+
+// ftpMeasured reports whether any FTP workload ran (the sftp section's
+// results are keyed "sftp-...").
+func (r *results) ftpMeasured() bool {
+	for k := range r.by {
+		if !strings.HasPrefix(k, "sftp-") {
+			return true
+		}
+	}
+	return false
 }
 
 func newResults() *results {
@@ -140,7 +155,7 @@ func (r *results) markdown(b *bench, full bool) string {
 	fmt.Fprintf(&m, "Kafka: %s. Medians of %d runs, [min–max] after each. %d connections to vsftpd, %d agent(s) with 16 slots; "+
 		"FTP Pooler with its defaults (%s, JSON logs at %s).\n\n", b.env.KafkaKind, n, r.conns, b.opts.agents, fsyncNote(b), b.logLevel)
 
-	if len(r.by) > 0 {
+	if r.ftpMeasured() {
 		fmt.Fprintf(&m, "### Throughput, files per second\n\n")
 		fmt.Fprintf(&m, "| workload | direction | curl -Z, %d reused connections | Go jlaffaye, %d pooled connections | FTP Pooler transactional | FTP Pooler at-least-once | ours ÷ pooled run just before (txn / alo) | at-least-once, `transfer.fsync: false` |\n", r.conns, r.conns)
 		m.WriteString("|---|---|---:|---:|---:|---:|---:|---:|\n")
@@ -179,7 +194,7 @@ func (r *results) markdown(b *bench, full bool) string {
 		m.WriteString("\n")
 	}
 
-	if len(r.by) > 0 && len(r.get("pooled", r.workloads[0], r.directions[0])) > 0 {
+	if r.ftpMeasured() && len(r.get("pooled", r.workloads[0], r.directions[0])) > 0 {
 		m.WriteString("### CPU per 1,000 files (seconds, medians)\n\n")
 		m.WriteString("Where the small-file gap comes from on a 2-core machine: client is curl, ftpfetch, or the dispatcher plus the agents; " +
 			"FTP server is vsftpd with its session processes; Kafka is the broker (FTP Pooler only).\n\n")
@@ -280,7 +295,9 @@ func (r *results) markdown(b *bench, full bool) string {
 		m.WriteString("\n")
 	}
 
-	if full && len(r.by) > 0 {
+	m.WriteString(r.sftpMarkdown(b))
+
+	if full && r.ftpMeasured() {
 		m.WriteString("### Small-file targets\n\nMedian [min–max] of the ratios of each FTP Pooler run to the pooled baseline run just before it, with the same connections.\n\n| workload | direction | delivery | ours ÷ pooled | target |\n|---|---|---|---:|---|\n")
 		for _, w := range r.workloads {
 			if w.size > 100<<10 {
@@ -353,13 +370,14 @@ func (r *results) document(b *bench, tables, chart string) string {
 	d.WriteString("Written by `make bench` (`scripts/bench/run.sh`, which runs `go run ./e2e/cmd/bench`); do not edit by hand — rerun it. " +
 		"Everything runs on one machine over loopback: the real `bin/dispatcher` and `bin/agent` as separate processes, " +
 		"Kafka, vsftpd and pure-ftpd as started by `scripts/e2e`, and the baselines (curl with `-Z --parallel-max N` over reused connections; " +
-		"`e2e/cmd/ftpfetch`, a plain Go program moving the same files with jlaffaye/ftp over N pooled connections, no Kafka, no gRPC). " +
+		"`e2e/cmd/ftpfetch`, a plain Go program moving the same files with jlaffaye/ftp over N pooled connections, no Kafka, no gRPC, " +
+		"and with pkg/sftp over pooled SFTP sessions; OpenSSH's `sftp` client for SFTP's large file). " +
 		"Client and servers share the cores, so compare ratios measured in the same run.\n\n")
 	fmt.Fprintf(&d, "- **When:** %s, %.0f minutes\n", b.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(b.started).Minutes())
 	fmt.Fprintf(&d, "- **Machine:** %d × %s, %s RAM, %s, kernel %s\n", runtime.NumCPU(), cpuModel(), memTotal(), osName(), cmdOutput("uname", "-r"))
-	fmt.Fprintf(&d, "- **Versions:** FTP Pooler %s (%s); %s; Kafka: %s; vsftpd %s; pure-ftpd %s; %s; jlaffaye/ftp v0.2.4; franz-go (the benchmark's producer and consumer)\n",
+	fmt.Fprintf(&d, "- **Versions:** FTP Pooler %s (%s); %s; Kafka: %s; vsftpd %s; pure-ftpd %s; %s; jlaffaye/ftp v0.2.4%s; franz-go (the benchmark's producer and consumer)\n",
 		b.version, runtime.Version(), firstLine(cmdOutput("go", "version")),
-		b.env.KafkaKind, cmdOutput("dpkg-query", "-W", "-f", "${Version}", "vsftpd"), pureVersion(), firstLine(cmdOutput("curl", "--version")))
+		b.env.KafkaKind, cmdOutput("dpkg-query", "-W", "-f", "${Version}", "vsftpd"), pureVersion(), firstLine(cmdOutput("curl", "--version")), sftpVersions(b.env))
 	fmt.Fprintf(&d, "- **Command:** `%s`\n\n", strings.Join(append([]string{"go run ./e2e/cmd/bench"}, os.Args[1:]...), " "))
 	if rel, err := filepath.Rel(b.env.RepoRoot, chart); err == nil && len(r.scale) > 0 {
 		fmt.Fprintf(&d, "![small-file throughput against connections](%s)\n\n", rel)

@@ -50,7 +50,7 @@ type serverCPU struct{ ftp, kafka float64 }
 
 func (b *bench) serverCPU() serverCPU {
 	return serverCPU{
-		ftp:   b.serverTreeCPU("vsftpd") + b.serverTreeCPU("pureftpd"),
+		ftp:   b.serverTreeCPU("vsftpd") + b.serverTreeCPU("pureftpd") + b.serverTreeCPU("sftp/sshd"),
 		kafka: b.serverTreeCPU("kafka"),
 	}
 }
@@ -86,7 +86,31 @@ func (b *bench) runDirs(tag string) (local, remote string, err error) {
 			return "", "", err
 		}
 	}
+	if b.env.SFTP.Addr != "" {
+		// OpenSSH's sftp client logs in as the key user, FTP Pooler and the
+		// pooled program as the password user: both write here.
+		d := b.env.SFTP.Path(sftpUploads + remote)
+		if err := stack.MkdirOwned(d); err != nil {
+			return "", "", err
+		}
+		if err := os.Chmod(d, 0o777); err != nil {
+			return "", "", err
+		}
+	}
 	return local, remote, nil
+}
+
+// sftpUploads is where OpenSSH's users may write: "/" is the chroot,
+// root's.
+const sftpUploads = "/upload"
+
+// remotePath is where an upload path below /bench-up lies on the server
+// id.
+func remotePath(id, p string) string {
+	if id == "openssh" {
+		return sftpUploads + p
+	}
+	return p
 }
 
 // cleanRun deletes a run's destination files: at once when they are
@@ -106,6 +130,9 @@ func (b *bench) removeRun(local, remote string) {
 	_ = os.RemoveAll(b.env.VSFTPD.Path(remote))
 	if b.env.PureFTPD.Addr != "" {
 		_ = os.RemoveAll(b.env.PureFTPD.Path(remote))
+	}
+	if b.env.SFTP.Addr != "" {
+		_ = os.RemoveAll(b.env.SFTP.Path(sftpUploads + remote))
 	}
 }
 
@@ -175,8 +202,16 @@ func (b *bench) runCurlTo(srv stack.FTPServer, w workload) (sample, error) {
 	return sample{rate: 1 / took, mbps: float64(w.size) / took / 1e6}, nil
 }
 
-// runPooled moves w with e2e/cmd/ftpfetch over conns jlaffaye connections.
+// runPooled moves w with e2e/cmd/ftpfetch over conns jlaffaye connections
+// to vsftpd.
 func (b *bench) runPooled(w workload, d direction, conns int) (sample, error) {
+	srv := b.env.VSFTPD
+	return b.runFetch(w, d, "vsftpd", "-addr", srv.Addr, "-user", srv.User, "-pass", srv.Pass, "-conns", fmt.Sprint(conns))
+}
+
+// runFetch moves w with e2e/cmd/ftpfetch, to or from the server id, which
+// args name.
+func (b *bench) runFetch(w workload, d direction, id string, args ...string) (sample, error) {
 	local, remote, err := b.runDirs("pooled")
 	if err != nil {
 		return sample{}, err
@@ -187,15 +222,14 @@ func (b *bench) runPooled(w workload, d direction, conns int) (sample, error) {
 		if d == download {
 			fmt.Fprintf(&list, "%s\t%s\n", remoteSrc(w, i), filepath.Join(b.localBase, local, fileName(i)))
 		} else {
-			fmt.Fprintf(&list, "%s\t%s\n", remote+"/"+fileName(i), filepath.Join(b.localBase, localSrc(w, i)))
+			fmt.Fprintf(&list, "%s\t%s\n", remotePath(id, remote+"/"+fileName(i)), filepath.Join(b.localBase, localSrc(w, i)))
 		}
 	}
 	listPath := filepath.Join(b.env.Work, "ftpfetch.list")
 	if err := os.WriteFile(listPath, []byte(list.String()), 0o600); err != nil {
 		return sample{}, err
 	}
-	srv := b.env.VSFTPD
-	args := []string{"-addr", srv.Addr, "-user", srv.User, "-pass", srv.Pass, "-conns", fmt.Sprint(conns), "-list", listPath}
+	args = append(args, "-list", listPath)
 	if d == upload {
 		args = append(args, "-put")
 	}
@@ -238,11 +272,12 @@ func (b *bench) runOurs(s *pooler, w workload, d direction, count int) (sample, 
 	ids := make([]string, count)
 	for i := range tasks {
 		t := kafka.Task{TaskID: prefix + fmt.Sprint(i)}
+		id := s.opts.remote
 		switch d {
 		case download:
-			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "vsftpd", remoteSrc(w, i%w.count), "local", local+"/"+fileName(i)
+			t.SrcID, t.SrcPath, t.DstID, t.DstPath = id, remoteSrc(w, i%w.count), "local", local+"/"+fileName(i)
 		case upload:
-			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "local", localSrc(w, i%w.count), "vsftpd", remote+"/"+fileName(i)
+			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "local", localSrc(w, i%w.count), id, remotePath(id, remote+"/"+fileName(i))
 		case relay:
 			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "vsftpd", remoteSrc(w, i%w.count), "pureftpd", remote+"/"+fileName(i)
 		}

@@ -28,6 +28,13 @@ type stackOpts struct {
 	// free connections).
 	agentConns int
 	slots      int
+	// remote is the endpoint the workloads download from and upload to:
+	// vsftpd (the default) or openssh.
+	remote string
+	// sftpConns and sftpSessions are the openssh endpoint's
+	// max_connections and max_sessions_per_connection (default 2 and 2:
+	// the same 4 sessions as the FTP connections).
+	sftpConns, sftpSessions int
 	// extra changes the config last.
 	extra func(*config.Config)
 }
@@ -54,6 +61,12 @@ func (b *bench) startStack(o stackOpts) (*pooler, error) {
 	if o.slots == 0 {
 		o.slots = 16
 	}
+	if o.remote == "" {
+		o.remote = "vsftpd"
+	}
+	if o.sftpConns == 0 {
+		o.sftpConns, o.sftpSessions = 2, 2
+	}
 	dir := filepath.Join(b.env.Work, "stacks", fmt.Sprintf("%02d-%s", stackSeq, o.name))
 	group := fmt.Sprintf("bench-%s-%d-%s", b.runID, stackSeq, o.name)
 	if err := os.RemoveAll(dir); err != nil {
@@ -75,10 +88,10 @@ func (b *bench) startStack(o stackOpts) (*pooler, error) {
 	if o.extra != nil {
 		o.extra(&cfg)
 	}
-	so := stack.Options{Dir: dir, Bin: b.env.Bin, Config: cfg, Connections: b.endpoints(o.conns), Comment: "Written by e2e/cmd/bench.",
+	so := stack.Options{Dir: dir, Bin: b.env.Bin, Config: cfg, Connections: b.endpoints(o.conns, o), Comment: "Written by e2e/cmd/bench.",
 		InstanceID: group, Agents: o.agents, Slots: o.slots, AgentHTTP: "127.0.0.1:0"}
 	if o.agentConns > 0 {
-		so.AgentConnections = b.endpoints(o.agentConns)
+		so.AgentConnections = b.endpoints(o.agentConns, o)
 	}
 	st, err := stack.New(so)
 	if err != nil {
@@ -99,8 +112,9 @@ func (b *bench) startStack(o stackOpts) (*pooler, error) {
 }
 
 // endpoints are vsftpd and pure-ftpd (when it answers), each with
-// max_connections limit, and the local endpoint.
-func (b *bench) endpoints(limit int) config.Connections {
+// max_connections limit, OpenSSH's sshd (when it runs) with o's limits,
+// and the local endpoint.
+func (b *bench) endpoints(limit int, o stackOpts) config.Connections {
 	var c config.Connections
 	for _, srv := range []stack.FTPServer{b.env.VSFTPD, b.env.PureFTPD} {
 		if srv.Addr != "" {
@@ -108,6 +122,11 @@ func (b *bench) endpoints(limit int) config.Connections {
 			e.MaxConnections = limit
 			c = append(c, e)
 		}
+	}
+	if b.env.SFTP.Addr != "" {
+		e := b.env.SFTP.Endpoint(b.env.SFTP.Name)
+		e.MaxConnections, e.MaxSessionsPerConnection = o.sftpConns, o.sftpSessions
+		c = append(c, e)
 	}
 	return append(c, config.Local("local", b.localBase))
 }

@@ -1,15 +1,15 @@
 // Command ftpfetch is the pooled baseline of `make bench`: a plain Go
-// program that moves a list of files with jlaffaye/ftp over N logged-in
-// connections, with no Kafka and no gRPC. It logs every connection in
-// first, then times the transfers alone, and prints one JSON line:
+// program that moves a list of files over N logged-in sessions, with no
+// Kafka and no gRPC — jlaffaye/ftp connections for FTP (the default), or
+// pkg/sftp sessions over golang.org/x/crypto/ssh connections with -sftp. It
+// logs every session in first, then times the transfers alone, and prints
+// one JSON line:
 //
 //	{"files":2000,"bytes":204800000,"seconds":0.61,"failed":0}
 //
 // The list has one "REMOTE<TAB>LOCAL" pair per line. Downloads (the
-// default) RETR each remote path into the local file; -put STORs each
-// local file to the remote path. Copies use a 1 MiB buffer, as a default
-// io.Copy from jlaffaye's response leaves half of loopback's bandwidth
-// unused.
+// default) read each remote path into the local file; -put writes each
+// local file to the remote path.
 package main
 
 import (
@@ -17,31 +17,48 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/jlaffaye/ftp"
 )
 
+type options struct {
+	addr, user, pass string
+	conns            int
+	list             string
+	put              bool
+	// SFTP: sessions per SSH connection, and the server's known_hosts.
+	sftp       bool
+	sessions   int
+	knownHosts string
+}
+
 func main() {
-	addr := flag.String("addr", "127.0.0.1:21", "FTP server host:port")
-	user := flag.String("user", "anonymous", "user")
-	pass := flag.String("pass", "", "password")
-	conns := flag.Int("conns", 4, "connections, each moving one file at a time")
-	list := flag.String("list", "", "file of REMOTE<TAB>LOCAL lines")
-	put := flag.Bool("put", false, "upload LOCAL to REMOTE instead of downloading")
+	var o options
+	flag.StringVar(&o.addr, "addr", "127.0.0.1:21", "server host:port")
+	flag.StringVar(&o.user, "user", "anonymous", "user")
+	flag.StringVar(&o.pass, "pass", "", "password")
+	flag.IntVar(&o.conns, "conns", 4, "connections (FTP: each moves one file at a time)")
+	flag.StringVar(&o.list, "list", "", "file of REMOTE<TAB>LOCAL lines")
+	flag.BoolVar(&o.put, "put", false, "upload LOCAL to REMOTE instead of downloading")
+	flag.BoolVar(&o.sftp, "sftp", false, "SFTP with pkg/sftp instead of FTP")
+	flag.IntVar(&o.sessions, "sessions", 1, "SFTP sessions per SSH connection, each moving one file at a time")
+	flag.StringVar(&o.knownHosts, "known-hosts", "", "SFTP: known_hosts file with the server's host key")
 	flag.Parse()
-	if err := run(*addr, *user, *pass, *conns, *list, *put); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "ftpfetch:", err)
 		os.Exit(1)
 	}
 }
 
 type pair struct{ remote, local string }
+
+// mover moves one file at a time over one logged-in session.
+type mover interface {
+	move(p pair, put bool) (int64, error)
+}
 
 func readList(path string) ([]pair, error) {
 	f, err := os.Open(path)
@@ -61,45 +78,41 @@ func readList(path string) ([]pair, error) {
 	return out, sc.Err()
 }
 
-func run(addr, user, pass string, n int, list string, put bool) error {
-	files, err := readList(list)
+func run(o options) error {
+	files, err := readList(o.list)
 	if err != nil {
 		return err
 	}
-	cs := make([]*ftp.ServerConn, n)
-	for i := range cs {
-		c, err := ftp.Dial(addr, ftp.DialWithTimeout(10*time.Second))
-		if err != nil {
-			return fmt.Errorf("connect: %w", err)
-		}
-		if err := c.Login(user, pass); err != nil {
-			return fmt.Errorf("login: %w", err)
-		}
-		defer c.Quit() //nolint:errcheck // best effort
-		cs[i] = c
+	var movers []mover
+	var closeAll func()
+	if o.sftp {
+		movers, closeAll, err = dialSFTP(o)
+	} else {
+		movers, closeAll, err = dialFTP(o)
 	}
+	if err != nil {
+		return err
+	}
+	defer closeAll()
 	var next, bytes, failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 1<<20)
+	for _, m := range movers {
+		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= len(files) {
 					return
 				}
-				k, err := move(c, files[i], put, buf)
+				k, err := m.move(files[i], o.put)
 				bytes.Add(k)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v", files[i].remote, err))
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	took := time.Since(start).Seconds()
@@ -109,38 +122,3 @@ func run(addr, user, pass string, n int, list string, put bool) error {
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
-
-func move(c *ftp.ServerConn, p pair, put bool, buf []byte) (int64, error) {
-	if put {
-		f, err := os.Open(p.local)
-		if err != nil {
-			return 0, err
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return 0, err
-		}
-		return st.Size(), c.Stor(p.remote, f)
-	}
-	resp, err := c.Retr(p.remote)
-	if err != nil {
-		return 0, err
-	}
-	f, err := os.Create(p.local)
-	if err != nil {
-		resp.Close()
-		return 0, err
-	}
-	n, err := io.CopyBuffer(writerOnly{f}, resp, buf)
-	if cerr := resp.Close(); err == nil {
-		err = cerr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
-}
-
-// writerOnly hides os.File's ReadFrom, which would ignore our buffer.
-type writerOnly struct{ io.Writer }
