@@ -222,19 +222,6 @@ func (c *connections) fits(sess *Session, nd need) bool {
 	return sess.quota[nd.endpoint]*c.unitsPerConnection(nd.endpoint) >= sess.busy[nd.endpoint]+nd.units
 }
 
-// anySpareFor reports whether a session that takes work has quota with
-// room for nd: then a task that cannot be placed waits for its other
-// endpoint, and taking nd's quota back would only make the agent close a
-// connection it is about to use.
-func (c *connections) anySpareFor(nd need) bool {
-	for _, sess := range *c.sessions {
-		if sess.takesWork() && c.fits(sess, nd) {
-			return true
-		}
-	}
-	return false
-}
-
 // idleFor reports whether sess said it holds an idle connection to every
 // endpoint in needs: the best agent for the task, no login needed.
 func idleFor(sess *Session, needs []need) bool {
@@ -251,23 +238,71 @@ func idleFor(sess *Session, needs []need) bool {
 // dispatchers' quotas, can too.
 func (c *connections) grantable(sess *Session, needs []need) bool {
 	for _, nd := range needs {
-		deficit := int(c.connectionsFor(nd.endpoint, sess.busy[nd.endpoint]+nd.units)) - int(sess.quota[nd.endpoint])
-		if deficit <= 0 {
+		if c.deficit(sess, nd) <= 0 {
 			continue
 		}
 		if c.unreported > 0 {
 			return false // an agent that has not reported may hold anything
 		}
-		b := c.budgets[nd.endpoint]
-		if b == nil {
-			return false
-		}
-		granted, _ := c.granted(nd.endpoint)
-		if granted+deficit > b.share || granted+deficit+c.elsewhere(nd.endpoint) > b.limit {
+		if !c.room(sess, nd) {
 			return false
 		}
 	}
 	return true
+}
+
+// deficit is how many more connections sess needs for nd.
+func (c *connections) deficit(sess *Session, nd need) int {
+	return int(c.connectionsFor(nd.endpoint, sess.busy[nd.endpoint]+nd.units)) - int(sess.quota[nd.endpoint])
+}
+
+// room reports whether the budget of nd's endpoint can grant sess's deficit.
+func (c *connections) room(sess *Session, nd need) bool {
+	b := c.budgets[nd.endpoint]
+	if b == nil {
+		return false
+	}
+	granted, _ := c.granted(nd.endpoint)
+	deficit := c.deficit(sess, nd)
+	return granted+deficit <= b.share && granted+deficit+c.elsewhere(nd.endpoint) <= b.limit
+}
+
+// gather takes back, once per endpoint at a time, the quota a task that
+// could not be placed lacks on the agent closest to running it (the one
+// whose quota already fits most of its endpoints), from agents that hold it
+// without using it. Quota of an endpoint the closest agent already has is
+// left alone: taking it back would only make an agent close a connection
+// it is about to use. Aiming at one agent matters for a task between two
+// endpoints: were each endpoint's quota kept because some agent has spare
+// for it, a task needing both would wait for ever when no agent has both.
+func (c *connections) gather(needs []need) {
+	var closest *Session
+	most := -1
+	for _, sess := range *c.sessions {
+		if !sess.takesWork() {
+			continue
+		}
+		n := 0
+		for _, nd := range needs {
+			if c.fits(sess, nd) {
+				n++
+			}
+		}
+		if n > most {
+			closest, most = sess, n
+		}
+	}
+	if closest == nil {
+		return
+	}
+	for _, nd := range needs {
+		if c.fits(closest, nd) || c.room(closest, nd) {
+			continue
+		}
+		if _, reclaiming := c.granted(nd.endpoint); reclaiming == 0 {
+			c.reclaim(nd.endpoint, closest)
+		}
+	}
 }
 
 // setPools records an agent's pool report and what it holds under

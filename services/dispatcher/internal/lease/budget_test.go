@@ -596,3 +596,47 @@ func TestSFTPSessionsPerConnection(t *testing.T) {
 		}
 	}
 }
+
+// A task between two endpoints whose quotas sit on different agents must
+// still run: the chaos suite stalled on its last three vsftpd↔OpenSSH
+// tasks because one agent held OpenSSH's only connection, the others held
+// all of vsftpd's, each idle, and each quota was kept because "some agent
+// has spare for it" while no agent had spare for both.
+func TestCrossEndpointTaskGathersQuotaSplitAcrossAgents(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, 3, ftpEndpoints(map[string]int{"x": 2, "y": 1}))
+	a, b, c := h.agent("a1", 1), h.agent("a2", 1), h.agent("a3", 1)
+	// One download each leaves a1 and a2 with x's two connections and a3
+	// with y's one, all idle.
+	h.enqueueRoute(1, "x", "local")
+	h.enqueueRoute(2, "x", "local")
+	h.enqueueRoute(3, "y", "local")
+	for _, sess := range []*Session{a, b, c} {
+		ls := leases(h.drain(sess))
+		if len(ls) != 1 {
+			t.Fatalf("%s: %d leases, want 1", sess.agentID, len(ls))
+		}
+		ep := ls[0].Transfer.SrcId
+		h.sched.PoolReport(sess, &leasev1.PoolReport{QuotaSeq: sess.quotaSeq,
+			Endpoints: []*leasev1.EndpointPool{{EndpointId: ep, Open: 1, Idle: 1}}})
+		h.sched.Result(sess, result(ls[0], success()))
+	}
+	h.enqueueRoute(4, "x", "y")
+	// Agents give back what they are asked to, as they do: close the idle
+	// connection, acknowledge in the next pool report.
+	for round := 0; round < 5; round++ {
+		for _, sess := range []*Session{a, b, c} {
+			msgs := h.drain(sess)
+			if len(leases(msgs)) > 0 {
+				if got := leases(msgs)[0].Transfer.TaskId; got != "t4" {
+					t.Fatalf("leased %s, want t4", got)
+				}
+				return
+			}
+			if qs := quotas(msgs); len(qs) > 0 {
+				h.sched.PoolReport(sess, &leasev1.PoolReport{QuotaSeq: qs[len(qs)-1].Seq})
+			}
+		}
+	}
+	t.Fatalf("x→y never leased: quotas x=%d y=%d granted, none on one agent", h.granted("x"), h.granted("y"))
+}

@@ -269,20 +269,9 @@ func (s *Scheduler) placeLocked(t *Task) *Session {
 	if withGrant != nil {
 		return withGrant
 	}
-	// The budget is used up. If an agent sits on quota it does not use,
-	// take it back (once per endpoint at a time) so this task can run soon.
-	for _, nd := range t.needs {
-		if s.conns.anySpareFor(nd) {
-			continue // not this endpoint's connections are missing
-		}
-		b := s.conns.budgets[nd.endpoint]
-		if b == nil {
-			continue
-		}
-		if granted, reclaiming := s.conns.granted(nd.endpoint); reclaiming == 0 && (granted >= b.share || granted+s.conns.elsewhere(nd.endpoint) >= b.limit) {
-			s.conns.reclaim(nd.endpoint, nil)
-		}
-	}
+	// The budget is used up: if agents sit on quota they do not use, take
+	// it back so this task can run soon.
+	s.conns.gather(t.needs)
 	return nil
 }
 
