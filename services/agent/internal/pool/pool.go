@@ -112,9 +112,14 @@ type PoolOf[C Conn] struct {
 
 	mu      sync.Mutex
 	idle    []C // most recently used last
-	open    int // idle + busy + dialing
+	open    int // idle + busy + dialing + closing
 	busy    int // includes dialing
 	dialing int
+	// closing counts connections taken out of idle to be closed: they
+	// stay in open until closed, because the server counts them until then
+	// (see discard), and a quota must not be acknowledged, nor their room
+	// dialed again, before that.
+	closing int
 }
 
 // NewSet builds a pool per FTP endpoint; dialer makes each endpoint's
@@ -353,7 +358,7 @@ func (p *PoolOf[C]) loggedInSettled(ctx context.Context) int {
 // shrank, is closed and its room freed.
 func (p *PoolOf[C]) Put(c C) {
 	p.mu.Lock()
-	over := p.open > p.maxLocked()
+	over := p.open-p.closing > p.maxLocked()
 	p.mu.Unlock()
 	if c.Broken() || over {
 		p.discard(c)
@@ -391,16 +396,26 @@ func (p *PoolOf[C]) setLimit(n int) int {
 	p.mu.Lock()
 	p.quota = n
 	var drop []C
-	for p.open > p.maxLocked() && len(p.idle) > 0 {
+	for p.open-p.closing > p.maxLocked() && len(p.idle) > 0 {
 		drop = append(drop, p.idle[0])
 		p.idle = slices.Delete(p.idle, 0, 1)
-		p.open--
 	}
+	p.closing += len(drop)
 	p.mu.Unlock()
-	for _, c := range drop {
+	p.closeTaken(drop)
+	return len(drop)
+}
+
+// closeTaken closes connections taken out of idle (counted in closing),
+// then gives up their room.
+func (p *PoolOf[C]) closeTaken(cs []C) {
+	for _, c := range cs {
 		_ = c.Close()
 	}
-	return len(drop)
+	p.mu.Lock()
+	p.open -= len(cs)
+	p.closing -= len(cs)
+	p.mu.Unlock()
 }
 
 // discard closes a connection taken from the pool.
@@ -508,9 +523,9 @@ func (p *PoolOf[C]) closeOneIdle() bool {
 	}
 	c := p.idle[0]
 	p.idle = slices.Delete(p.idle, 0, 1)
-	p.open--
+	p.closing++
 	p.mu.Unlock()
-	_ = c.Close()
+	p.closeTaken([]C{c})
 	return true
 }
 
@@ -591,10 +606,8 @@ func (p *PoolOf[C]) closeIdle(age time.Duration) int {
 		}
 	}
 	p.idle = keep
-	p.open -= len(drop)
+	p.closing += len(drop)
 	p.mu.Unlock()
-	for _, c := range drop {
-		_ = c.Close()
-	}
+	p.closeTaken(drop)
 	return len(drop)
 }

@@ -508,3 +508,92 @@ func TestSessionsPerConnectionLearnedShrinkThePool(t *testing.T) {
 	}
 	s.closeIdle(0)
 }
+
+// slowConn's Close takes as long as its closer lets it, like a QUIT to a
+// server slow to let go; the server counts it until then.
+type slowConn struct {
+	closer *slowCloser
+}
+
+func (slowConn) Broken() bool               { return false }
+func (slowConn) PeerClosed() bool           { return false }
+func (slowConn) LastUsed() time.Time        { return time.Time{} }
+func (slowConn) NoOp(context.Context) error { return nil }
+func (c slowConn) Close() error {
+	c.closer.started <- struct{}{}
+	<-c.closer.release
+	c.closer.open.Add(-1)
+	return nil
+}
+
+type slowCloser struct {
+	open    atomic.Int64 // connections the "server" counts
+	started chan struct{}
+	release chan struct{}
+}
+
+func (d *slowCloser) Dial(context.Context) (slowConn, error) {
+	d.open.Add(1)
+	return slowConn{closer: d}, nil
+}
+
+// A connection being closed keeps its room and counts as open until its
+// Close returns: freeing its room first let another task log in while the
+// server still counted the old one (the chaos suite saw pure-ftpd hold 7
+// connections against max_connections 6), and reporting it gone first let
+// the agent acknowledge a lowered quota early.
+func TestClosingConnectionsCountUntilClosed(t *testing.T) {
+	for name, closeOne := range map[string]func(s *Set){
+		"quota lowered": func(s *Set) { s.SetLimit("slow", 0) },
+		"idle timeout":  func(s *Set) { s.closeIdle(0) },
+		"agent-wide limit": func(s *Set) {
+			p, _ := s.pools["slow"].(*PoolOf[slowConn])
+			p.closeOneIdle()
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ep := &config.Endpoint{ID: "slow", Type: config.TypeFTP, MaxConnections: 1}
+			s := NewSet(Config{MaxTotal: 10, DefaultMax: 10, IdleTimeout: time.Minute, CheckAfter: time.Minute, BusyWait: 50 * time.Millisecond},
+				nil, nil, Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			d := &slowCloser{started: make(chan struct{}, 2), release: make(chan struct{})}
+			p := Add(s, ep, DialerOf[slowConn](d), 1)
+			s.SetLimit("slow", 1)
+			c, err := p.Get(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Put(c)
+			closed := make(chan struct{})
+			go func() { closeOne(s); close(closed) }()
+			<-d.started
+			if st := p.stats(); st.Open != 1 {
+				t.Fatalf("Open = %d while the connection is still closing, want 1", st.Open)
+			}
+			if name != "quota lowered" {
+				if _, err := p.Get(context.Background()); !errors.Is(err, ErrBusy) {
+					t.Fatalf("Get while the only connection allowed is closing: %v, want ErrBusy", err)
+				}
+			}
+			if n := d.open.Load(); n != 1 {
+				t.Fatalf("the server counts %d connections, want 1", n)
+			}
+			close(d.release)
+			<-closed
+			if st := p.stats(); st.Open != 0 {
+				t.Fatalf("Open = %d after the close, want 0", st.Open)
+			}
+			c, err = p.Get(context.Background())
+			if name == "quota lowered" {
+				if err == nil {
+					t.Fatal("dialed with a quota of 0")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Get after the close: %v", err)
+			}
+			p.Put(c)
+			s.closeIdle(0) // released: closes at once
+		})
+	}
+}

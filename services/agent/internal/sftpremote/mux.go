@@ -35,6 +35,11 @@ type muxConn struct {
 	err      error // the dial's, once ready
 	ready    chan struct{}
 	sessions int // open or reserved
+	// closing is set when its last session ended: it stays in conns,
+	// counted against the limit, until closed, because the server counts
+	// it until then and a quota must not be acknowledged, nor its room
+	// dialed again, before that.
+	closing bool
 }
 
 // NewMux serves sessions through d.
@@ -141,7 +146,7 @@ func (m *Mux) reserve() (mc *muxConn, dial bool, freed <-chan struct{}) {
 	per := m.d.SessionsPerConnection()
 	var best *muxConn
 	for _, c := range m.conns {
-		if c.sessions >= per || (c.conn != nil && (c.conn.Broken() || c.sessions >= c.conn.maxSessions)) {
+		if c.closing || c.sessions >= per || (c.conn != nil && (c.conn.Broken() || c.sessions >= c.conn.maxSessions)) {
 			continue
 		}
 		if best == nil || c.sessions > best.sessions {
@@ -166,14 +171,20 @@ func (m *Mux) unreserve(mc *muxConn) {
 	m.mu.Lock()
 	mc.sessions--
 	last := mc.sessions == 0
-	if last {
-		m.conns = slices.DeleteFunc(m.conns, func(c *muxConn) bool { return c == mc })
+	if !last {
+		m.wakeLocked()
+		m.mu.Unlock()
+		return
 	}
-	m.wakeLocked()
+	mc.closing = true
 	m.mu.Unlock()
-	if last && mc.conn != nil {
+	if mc.conn != nil {
 		_ = mc.conn.Close()
 	}
+	m.mu.Lock()
+	m.conns = slices.DeleteFunc(m.conns, func(c *muxConn) bool { return c == mc })
+	m.wakeLocked()
+	m.mu.Unlock()
 }
 
 // Handle is a pooled SFTP session: what the agent's pool keeps, checks and
