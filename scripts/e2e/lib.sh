@@ -58,6 +58,22 @@ _proc_alive() { # pid: running, not a zombie
 	[[ $st != Z && $st != X ]]
 }
 
+# _exit_status <pid>: how a child of this shell ended ("exit 1", "killed by
+# signal 9 (KILL)"): a server that dies before writing a line (a crash, the
+# OOM killer) leaves nothing else to go on.
+_exit_status() {
+	local rc=0
+	[[ $1 =~ ^[0-9]+$ ]] || { echo "exit status unknown"; return 0; }
+	wait "$1" 2>/dev/null || rc=$?
+	if ((rc == 127)); then
+		echo "exit status unknown: not a child of this shell"
+	elif ((rc > 128)); then
+		echo "killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null))"
+	else
+		echo "exit $rc"
+	fi
+}
+
 # pid_of <name>: prints the PID if <name> is running as we started it.
 pid_of() {
 	local name=$1 pidf="$STATE_DIR/$1.pid" identf="$STATE_DIR/$1.ident" pid start prog
@@ -108,7 +124,7 @@ start_bg() {
 	done
 	if ! _proc_alive "$pid"; then
 		tail -n 30 "$log" >&2 || true
-		die "$name exited at once (see $log)"
+		die "$name exited at once ($(_exit_status "$pid"); see $log)"
 	fi
 	start=$(_proc_field "$pid" 22)
 	echo "$pid" >"$STATE_DIR/$name.pid"
@@ -253,7 +269,7 @@ wait_ready() {
 	while ((SECONDS <= deadline)); do
 		if ! is_running "$name"; then
 			tail -n 40 "$log" >&2 || true
-			die "$name died while starting (log: $log)"
+			die "$name died while starting ($(_exit_status "$(cat "$STATE_DIR/$name.pid" 2>/dev/null)"); log: $log)"
 		fi
 		if port_open "$host" "$port" && { [[ -z $pattern ]] || grep -qE -- "$pattern" "$log"; }; then
 			return 0
