@@ -88,15 +88,19 @@ type Publisher struct {
 	metrics  *metrics.Metrics
 	logger   *slog.Logger
 
-	mu        sync.Mutex
-	pending   []*Record
-	submitted uint64        // records ever submitted
-	published uint64        // records ever made durable
-	progress  chan struct{} // closed and replaced whenever published grows
-	failed    error         // set when Run stopped for good
-	urgent    atomic.Int32  // flushes waiting: skip lingering
-	wake      chan struct{}
-	commitMu  sync.Mutex // serialises at-least-once offset commits
+	mu      sync.Mutex
+	pending []*Record
+	// lastSubmit is when records last arrived; afterQuiet says the first
+	// pending record came after Linger without any (see waitForWork).
+	lastSubmit time.Time
+	afterQuiet bool
+	submitted  uint64        // records ever submitted
+	published  uint64        // records ever made durable
+	progress   chan struct{} // closed and replaced whenever published grows
+	failed     error         // set when Run stopped for good
+	urgent     atomic.Int32  // flushes waiting: skip lingering
+	wake       chan struct{}
+	commitMu   sync.Mutex // serialises at-least-once offset commits
 
 	deliveries chan kafka.Event
 }
@@ -121,7 +125,12 @@ func New(cfg Config, producer Producer, consumer Consumer, tracker *watermark.Tr
 
 // Submit queues records for publishing. It never blocks.
 func (p *Publisher) Submit(recs ...*Record) {
+	now := time.Now()
 	p.mu.Lock()
+	if len(p.pending) == 0 {
+		p.afterQuiet = now.Sub(p.lastSubmit) >= p.cfg.Linger
+	}
+	p.lastSubmit = now
 	p.pending = append(p.pending, recs...)
 	p.submitted += uint64(len(recs))
 	p.mu.Unlock()
@@ -231,8 +240,11 @@ func (p *Publisher) initTransactions(ctx context.Context, limit time.Duration) e
 // waitForWork blocks until records are pending and, unless a flush waits,
 // until a batch has had Linger to fill up. A batch also closes once no
 // record arrived for a quarter of Linger: outcomes that trickle in one at a
-// time (an idle pipeline) would only wait for company that is not coming,
-// while under load they arrive far more often than that and batches fill.
+// time would only wait for company that is not coming, while under load
+// they arrive far more often than that and batches fill. And an outcome
+// that ends a quiet Linger (an idle pipeline's single task) goes at once:
+// waiting is what the Python service we replace never did, and the records
+// that follow it, if a burst begins, gather while its transaction commits.
 func (p *Publisher) waitForWork(ctx context.Context) error {
 	for p.pendingLen() == 0 {
 		select {
@@ -241,7 +253,7 @@ func (p *Publisher) waitForWork(ctx context.Context) error {
 		case <-p.wake:
 		}
 	}
-	if p.urgent.Load() > 0 || p.cfg.Linger <= 0 {
+	if p.urgent.Load() > 0 || p.cfg.Linger <= 0 || p.takeAfterQuiet() {
 		return nil
 	}
 	timer := time.NewTimer(p.cfg.Linger)
@@ -277,6 +289,16 @@ func (p *Publisher) take(max int) []*Record {
 	clear(p.pending[rest:])
 	p.pending = p.pending[:rest]
 	return batch
+}
+
+// takeAfterQuiet reports, once, whether the pending batch began after a
+// quiet Linger.
+func (p *Publisher) takeAfterQuiet() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	quiet := p.afterQuiet
+	p.afterQuiet = false
+	return quiet
 }
 
 func (p *Publisher) pendingLen() int {

@@ -606,3 +606,27 @@ func TestTooLargeWithoutShrinkIsNotDropped(t *testing.T) {
 	h.wantCommitted(0, 1)
 	h.wantNoMisuse()
 }
+
+// An outcome after a quiet Linger is published at once, not after waiting
+// for company; one that follows closely waits for its batch to fill (or
+// for Flush).
+func TestOutcomeAfterQuietGoesAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, true)
+	h.pub.cfg.Linger = time.Hour // any lingering shows
+	h.read(0, 0, 1)
+	h.start()
+	h.pub.Submit(h.outcome(0, 0))
+	eventually(t, "the lone outcome's transaction", func() bool {
+		_, txns, _, _ := h.broker.snapshot()
+		return len(txns) == 1
+	})
+	h.pub.Submit(h.outcome(0, 1))
+	time.Sleep(50 * time.Millisecond)
+	if _, txns, _, _ := h.broker.snapshot(); len(txns) != 1 {
+		t.Fatalf("%d transactions: the outcome right behind the first should wait for company", len(txns))
+	}
+	h.flush()
+	h.wantCommitted(0, 2)
+	h.wantNoMisuse()
+}
