@@ -146,7 +146,9 @@ func (m *Mux) reserve() (mc *muxConn, dial bool, freed <-chan struct{}) {
 	per := m.d.SessionsPerConnection()
 	var best *muxConn
 	for _, c := range m.conns {
-		if c.closing || c.sessions >= per || (c.conn != nil && (c.conn.Broken() || c.sessions >= c.conn.maxSessions)) {
+		// per covers each connection's own maxSessions: that is 1 only on a
+		// server already known to carry one session, where per is 1 too.
+		if c.closing || c.sessions >= per || (c.conn != nil && c.conn.Broken()) {
 			continue
 		}
 		if best == nil || c.sessions > best.sessions {
