@@ -395,6 +395,10 @@ func TestSFTPSessionsPerConnection(t *testing.T) {
 	if q := endpointInfo(t, s, "openssh").Quirks; len(q) > 0 {
 		t.Errorf("ListEndpoints shows OpenSSH quirks %q, want none", q)
 	}
+	// And the dispatcher plans with it: a connection's quota is one session.
+	if log, err := os.ReadFile(s.Dispatcher.Proc.LogPath); err != nil || !strings.Contains(string(log), "planning with its number") {
+		t.Errorf("the dispatcher's log (%v) does not say it plans proftpd with one session per connection", err)
+	}
 	for ep, limit := range limits {
 		if rep.Over[ep] > 0 {
 			t.Errorf("%s: %d samples over max_connections %d (peak %d): %v", ep, rep.Over[ep], limit, rep.Max[ep], conns.Snapshots)

@@ -412,7 +412,8 @@ func (p poolReporter) Report() []*leasev1.EndpointPool {
 	stats := p.Stats()
 	out := make([]*leasev1.EndpointPool, 0, len(stats))
 	for _, s := range stats {
-		out = append(out, &leasev1.EndpointPool{EndpointId: s.Endpoint, Open: uint32(s.Connections), Idle: uint32(s.IdleConnections), Quirks: s.Quirks, HostKey: s.HostKey})
+		out = append(out, &leasev1.EndpointPool{EndpointId: s.Endpoint, Open: uint32(s.Connections), Idle: uint32(s.IdleConnections), Quirks: s.Quirks, HostKey: s.HostKey,
+			SessionsPerConnection: uint32(s.SessionsPerConnection)})
 	}
 	return out
 }

@@ -1301,9 +1301,15 @@ type EndpointPool struct {
 	// it that passed the host key check: the key type and its SHA256
 	// fingerprint as `ssh-keygen -l` prints it ("ssh-ed25519 SHA256:...").
 	// Empty for FTP and local endpoints, and before the first connection.
-	HostKey       string `protobuf:"bytes,6,opt,name=host_key,json=hostKey,proto3" json:"host_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HostKey string `protobuf:"bytes,6,opt,name=host_key,json=hostKey,proto3" json:"host_key,omitempty"`
+	// For SFTP, how many sessions the agent puts on one SSH connection:
+	// max_sessions_per_connection, or fewer once it learned that its server
+	// carries fewer (ProFTPD's mod_sftp mixes concurrent sessions up: 1). The
+	// dispatcher counts a connection's quota in these sessions. 0 for FTP
+	// and local endpoints.
+	SessionsPerConnection uint32 `protobuf:"varint,7,opt,name=sessions_per_connection,json=sessionsPerConnection,proto3" json:"sessions_per_connection,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *EndpointPool) Reset() {
@@ -1376,6 +1382,13 @@ func (x *EndpointPool) GetHostKey() string {
 		return x.HostKey
 	}
 	return ""
+}
+
+func (x *EndpointPool) GetSessionsPerConnection() uint32 {
+	if x != nil {
+		return x.SessionsPerConnection
+	}
+	return 0
 }
 
 // Drain tells the agent that the dispatcher is shutting down: no new leases
@@ -1514,7 +1527,7 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\n" +
 	"PoolReport\x12\x1b\n" +
 	"\tquota_seq\x18\x01 \x01(\x04R\bquotaSeq\x12>\n" +
-	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"\xa8\x01\n" +
+	"\tendpoints\x18\x02 \x03(\v2 .ftppooler.lease.v1.EndpointPoolR\tendpoints\"\xe0\x01\n" +
 	"\fEndpointPool\x12\x1f\n" +
 	"\vendpoint_id\x18\x01 \x01(\tR\n" +
 	"endpointId\x12\x12\n" +
@@ -1522,7 +1535,8 @@ const file_ftppooler_lease_v1_lease_service_proto_rawDesc = "" +
 	"\x04idle\x18\x03 \x01(\rR\x04idle\x12\x1c\n" +
 	"\telsewhere\x18\x04 \x01(\rR\telsewhere\x12\x16\n" +
 	"\x06quirks\x18\x05 \x03(\tR\x06quirks\x12\x19\n" +
-	"\bhost_key\x18\x06 \x01(\tR\ahostKey\"E\n" +
+	"\bhost_key\x18\x06 \x01(\tR\ahostKey\x126\n" +
+	"\x17sessions_per_connection\x18\a \x01(\rR\x15sessionsPerConnection\"E\n" +
 	"\x05Drain\x12<\n" +
 	"\fgrace_period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod2f\n" +
 	"\fLeaseService\x12V\n" +

@@ -449,6 +449,10 @@ type Stats struct {
 	// HostKey is the key an SFTP server offered on the last connection
 	// ("ssh-ed25519 SHA256:..."); empty for FTP and before the first.
 	HostKey string
+	// SessionsPerConnection is, for SFTP, the sessions one connection
+	// carries: as configured, or fewer once learned from the server; 0 for
+	// FTP.
+	SessionsPerConnection int
 }
 
 // connectionCounter is a dialer whose Cs share connections (SFTP sessions
@@ -491,6 +495,9 @@ func (p *PoolOf[C]) stats() Stats {
 	}
 	if hr, ok := p.dialer.(hostKeyReporter); ok {
 		st.HostKey = hr.HostKey()
+	}
+	if sp, ok := p.dialer.(sessionsPerConnection); ok {
+		st.SessionsPerConnection = min(p.perConn, max(sp.SessionsPerConnection(), 1))
 	}
 	return st
 }

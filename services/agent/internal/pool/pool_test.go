@@ -477,8 +477,8 @@ func TestSessionsPerConnectionLearnedShrinkThePool(t *testing.T) {
 	if got := d.lastLimit(); got != 2 {
 		t.Fatalf("connection limit %d at start, want max_connections 2", got)
 	}
-	if st := p.stats(); st.Max != 8 {
-		t.Fatalf("Max %d before the first dial, want 2 connections × 4 sessions", st.Max)
+	if st := p.stats(); st.Max != 8 || st.SessionsPerConnection != 4 {
+		t.Fatalf("before the first dial: Max %d, SessionsPerConnection %d; want 2 connections × 4 sessions", st.Max, st.SessionsPerConnection)
 	}
 	ctx := context.Background()
 	var held []session
@@ -492,8 +492,8 @@ func TestSessionsPerConnectionLearnedShrinkThePool(t *testing.T) {
 	if _, err := p.Get(ctx); !errors.Is(err, ErrBusy) {
 		t.Fatalf("third session on a one-session server with 2 connections: %v, want ErrBusy", err)
 	}
-	if st := p.stats(); st.Max != 2 {
-		t.Fatalf("Max %d once the server was found out, want 2", st.Max)
+	if st := p.stats(); st.Max != 2 || st.SessionsPerConnection != 1 {
+		t.Fatalf("once the server was found out: Max %d, SessionsPerConnection %d (what the dispatchers are told); want 2 and 1", st.Max, st.SessionsPerConnection)
 	}
 	s.SetLimit("s", 1)
 	if got := d.lastLimit(); got != 1 {

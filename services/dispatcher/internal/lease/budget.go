@@ -314,8 +314,26 @@ func (c *connections) setPools(sess *Session, pools []*leasev1.EndpointPool) {
 	}
 	for _, p := range pools {
 		c.checkHostKey(sess, p)
+		c.learnSessions(p)
 		sess.pool[p.EndpointId] = p
 	}
+}
+
+// learnSessions lowers an SFTP endpoint's sessions per connection to what
+// an agent found its server carries (ProFTPD's mod_sftp: one), so quotas
+// count connections the agents can really fill: planning with the
+// configured number sent leases that could only wait for a session and
+// bounce back after lease.connection_wait. It never rises again: every
+// agent learns it anew, and one server does not change its mind.
+func (c *connections) learnSessions(p *leasev1.EndpointPool) {
+	ep, ok := c.endpoints[p.EndpointId]
+	if !ok || ep.Sessions == 0 || p.SessionsPerConnection == 0 || p.SessionsPerConnection >= ep.Sessions {
+		return
+	}
+	c.logger.Info("an agent found the server carries fewer SFTP sessions per connection than configured; planning with its number",
+		"endpoint", p.EndpointId, "max_sessions_per_connection", ep.Sessions, "learned", p.SessionsPerConnection)
+	ep.Sessions = p.SessionsPerConnection
+	c.endpoints[p.EndpointId] = ep
 }
 
 // forgetPools drops a departed session's report.

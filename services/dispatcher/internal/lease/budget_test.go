@@ -640,3 +640,30 @@ func TestCrossEndpointTaskGathersQuotaSplitAcrossAgents(t *testing.T) {
 	}
 	t.Fatalf("x→y never leased: quotas x=%d y=%d granted, none on one agent", h.granted("x"), h.granted("y"))
 }
+
+// An SFTP server found to carry fewer sessions per connection than
+// configured (mod_sftp: one) is planned with the agents' number: quota
+// counts connections the agents can fill, not sessions they cannot open.
+func TestSFTPSessionsPerConnectionLearnedFromAgents(t *testing.T) {
+	t.Parallel()
+	eps := map[string]Endpoint{"local": {ID: "local"}, "sftp": {ID: "sftp", Remote: true, Limit: 2, Sessions: 4}}
+	h := newHarnessWith(t, 3, eps)
+	a := h.agent("a1", 10)
+	h.sched.PoolReport(a, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "sftp", SessionsPerConnection: 1}}})
+	for i := range 8 {
+		h.enqueueRoute(int64(i), "sftp", "local")
+	}
+	if n := len(leases(h.drain(a))); n != 2 {
+		t.Fatalf("%d leases on 2 connections of one session each, want 2", n)
+	}
+	if eps["sftp"].Sessions != 4 {
+		t.Fatal("the caller's endpoints were changed")
+	}
+	// Another agent that has not connected yet reports the configured
+	// number: that never raises it again.
+	b := h.agent("a2", 10)
+	h.sched.PoolReport(b, &leasev1.PoolReport{Endpoints: []*leasev1.EndpointPool{{EndpointId: "sftp", SessionsPerConnection: 4}}})
+	if n := len(leases(h.drain(b))) + len(leases(h.drain(a))); n != 0 {
+		t.Fatalf("%d more leases with both one-session connections in use", n)
+	}
+}

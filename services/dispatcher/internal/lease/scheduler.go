@@ -34,6 +34,7 @@ package lease
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -120,6 +121,9 @@ func New(cfg Config, clock Clock, m *metrics.Metrics, logger *slog.Logger, onFin
 		cfg.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
 	logger = logger.With("component", "scheduler")
+	// Ours to change: SFTP endpoints learn their sessions per connection
+	// (learnSessions).
+	cfg.Endpoints = maps.Clone(cfg.Endpoints)
 	budgets, byEP := map[string]*budget{}, map[string]*breaker{}
 	for id, ep := range cfg.Endpoints {
 		if ep.Remote {
