@@ -58,19 +58,25 @@ _proc_alive() { # pid: running, not a zombie
 	[[ $st != Z && $st != X ]]
 }
 
-# _exit_status <pid>: how a child of this shell ended ("exit 1", "killed by
-# signal 9 (KILL)"): a server that dies before writing a line (a crash, the
-# OOM killer) leaves nothing else to go on.
-_exit_status() {
+# _ended <pid>: sets ENDED to how a child of this shell ended ("exit 1",
+# "killed by signal 9 (KILL)"), or what it looks like if it still runs: a
+# server that dies before writing a line (a crash, the OOM killer) leaves
+# nothing else to go on. Not in $(...): a subshell cannot wait for it.
+_ended() {
 	local rc=0
-	[[ $1 =~ ^[0-9]+$ ]] || { echo "exit status unknown"; return 0; }
+	ENDED="exit status unknown"
+	[[ $1 =~ ^[0-9]+$ ]] || return 0
+	if _proc_alive "$1"; then
+		ENDED="pid $1 still runs, started at $(_proc_field "$1" 22), command line [$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)]"
+		return 0
+	fi
 	wait "$1" 2>/dev/null || rc=$?
 	if ((rc == 127)); then
-		echo "exit status unknown: not a child of this shell"
+		ENDED="exit status unknown: not a child of this shell"
 	elif ((rc > 128)); then
-		echo "killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null))"
+		ENDED="killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null))"
 	else
-		echo "exit $rc"
+		ENDED="exit $rc"
 	fi
 }
 
@@ -84,8 +90,19 @@ pid_of() {
 	_proc_alive "$pid" || return 1
 	[[ $(_proc_field "$pid" 22) == "$start" ]] || return 1
 	# The command line must still name the program we started (vsftpd and
-	# pure-ftpd may retitle themselves, but keep the program name).
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$prog" || return 1
+	# pure-ftpd may retitle themselves, but keep the program name). Read
+	# whole rather than piped to grep -q, whose early exit can leave tr a
+	# SIGPIPE that pipefail counts as a failed check; and an execve in
+	# progress shows an empty command line for a moment. Either made a
+	# starting Jaeger (setsid execs it after start_bg saw setsid's command
+	# line) look dead while it ran: "jaeger died while starting", twice.
+	local cmd i
+	for ((i = 0; i < 10; i++)); do
+		cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+		[[ -z $cmd ]] || break
+		sleep 0.02
+	done
+	[[ $cmd == *"$prog"* ]] || return 1
 	echo "$pid"
 }
 
@@ -115,20 +132,24 @@ start_bg() {
 	else
 		setsid "$@" </dev/null >>"$log" 2>&1 &
 	fi
-	local pid=$! i start
-	# Wait for the exec (cmdline changes from bash's to the program's).
+	local pid=$! i start cmd prog
+	prog=$(basename "$1")
+	# Wait for the exec: the command line changes from bash's to setsid's
+	# (which names the program too) to the program's own.
 	for ((i = 0; i < 100; i++)); do
-		if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(basename "$1")"; then break; fi
+		cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || cmd=
+		if [[ $cmd == *"$prog"* && $cmd != setsid\ * ]]; then break; fi
 		_proc_alive "$pid" || break
 		sleep 0.02
 	done
 	if ! _proc_alive "$pid"; then
 		tail -n 30 "$log" >&2 || true
-		die "$name exited at once ($(_exit_status "$pid"); see $log)"
+		_ended "$pid"
+		die "$name exited at once ($ENDED; see $log)"
 	fi
 	start=$(_proc_field "$pid" 22)
 	echo "$pid" >"$STATE_DIR/$name.pid"
-	echo "$start $(basename "$1")" >"$STATE_DIR/$name.ident"
+	echo "$start $prog" >"$STATE_DIR/$name.ident"
 	note "$name started (pid $pid)"
 }
 
@@ -269,7 +290,8 @@ wait_ready() {
 	while ((SECONDS <= deadline)); do
 		if ! is_running "$name"; then
 			tail -n 40 "$log" >&2 || true
-			die "$name died while starting ($(_exit_status "$(cat "$STATE_DIR/$name.pid" 2>/dev/null)"); log: $log)"
+			_ended "$(cat "$STATE_DIR/$name.pid" 2>/dev/null)"
+			die "$name died while starting ($ENDED; ident [$(cat "$STATE_DIR/$name.ident" 2>/dev/null)]; log: $log)"
 		fi
 		if port_open "$host" "$port" && { [[ -z $pattern ]] || grep -qE -- "$pattern" "$log"; }; then
 			return 0
