@@ -21,7 +21,8 @@ type profiler struct {
 }
 
 // startProfiles asks every process of s for a CPU profile of the next
-// -pprof-seconds, written under -pprof as <run>-<process>.cpu.pprof.
+// -pprof-seconds and a heap profile after it, written under -pprof as
+// <run>-<process>.cpu.pprof and .heap.pprof.
 func (b *bench) startProfiles(s *pooler, run string) *profiler {
 	if b.opts.pprofDir == "" {
 		return nil
@@ -39,6 +40,13 @@ func (b *bench) startProfiles(s *pooler, run string) *profiler {
 			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, b.opts.pprofSeconds)
 			if err := fetchTo(url, path, time.Duration(b.opts.pprofSeconds+30)*time.Second); err != nil {
 				p.errs <- fmt.Errorf("%s profile: %w", name, err)
+				return
+			}
+			// The heap as the CPU profile ends: what is live mid-run, for
+			// a missed memory target.
+			heap := filepath.Join(b.opts.pprofDir, run+"-"+name+".heap.pprof")
+			if err := fetchTo("http://"+addr+"/debug/pprof/heap", heap, 30*time.Second); err != nil {
+				p.errs <- fmt.Errorf("%s heap profile: %w", name, err)
 			}
 		}()
 	}

@@ -23,9 +23,9 @@ const sftpCipher = "aes128-gcm@openssh.com"
 // sftpSmall is the small-file workload of the section.
 var sftpSmall = workload{name: "w20B", count: 10_000, size: 20}
 
-// sftp runs the section: baselines and FTP Pooler (transactional, the
-// default) paired run by run, then the agent's memory with 16 concurrent
-// 1 GiB downloads.
+// sftp runs the SFTP sections: "sftp", baselines and FTP Pooler
+// (transactional, the default) paired run by run, and "sftp-memory", the
+// agent's memory with 16 concurrent 1 GiB downloads.
 func (b *bench) sftp(ctx context.Context) error {
 	if b.env.SFTP.Addr == "" {
 		b.logf("sftp: skipped, OpenSSH's sshd does not run (scripts/e2e/sftpd.sh start)")
@@ -49,21 +49,23 @@ func (b *bench) sftp(ctx context.Context) error {
 			}
 		}()
 	}
-	b.res.sftpSmall = small
-	s, err := b.startStack(stackOpts{name: "sftp", delivery: "exactly_once", agents: b.opts.agents, conns: b.opts.conns, remote: "openssh"})
-	if err != nil {
-		return err
+	if b.section("sftp") {
+		b.res.sftpSmall = small
+		s, err := b.startStack(stackOpts{name: "sftp", delivery: "exactly_once", agents: b.opts.agents, conns: b.opts.conns, remote: "openssh"})
+		if err != nil {
+			return err
+		}
+		err = b.sftpReps(ctx, s, small, big)
+		s.stop()
+		if err != nil {
+			return err
+		}
 	}
-	err = b.sftpReps(ctx, s, small, big)
-	s.stop()
-	if err != nil {
-		return err
-	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || !b.section("sftp-memory") {
 		return ctx.Err()
 	}
 	// 16 transfers on 2 SSH connections of 8 sessions each.
-	s, err = b.startStack(stackOpts{name: "sftp-mem", delivery: "exactly_once", agents: 1, conns: b.opts.conns, slots: 16,
+	s, err := b.startStack(stackOpts{name: "sftp-mem", delivery: "exactly_once", agents: 1, conns: b.opts.conns, slots: 16,
 		remote: "openssh", sftpConns: 2, sftpSessions: 8})
 	if err != nil {
 		return err
