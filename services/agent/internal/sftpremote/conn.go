@@ -64,6 +64,9 @@ type Conn struct {
 	mu       sync.Mutex
 	inUse    int // sessions open
 	lastUsed time.Time
+	// readers is how many large files are being read (Reader.pipelined),
+	// which share the connection's read budget.
+	readers atomic.Int32
 
 	closed   atomic.Bool
 	closeErr atomic.Pointer[error] // why the connection ended, when we ended it

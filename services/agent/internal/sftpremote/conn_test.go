@@ -484,10 +484,7 @@ func TestWriteTo(t *testing.T) {
 	s := session(t, dial(t, options(srv)))
 	defer s.Close()
 	ctx := context.Background()
-	data := make([]byte, 3<<20+17)
-	for i := range data {
-		data[i] = byte(i*7 + i>>13)
-	}
+	data := pattern(3<<20+17)
 	f := filepath.Join(t.TempDir(), "f")
 	if err := os.WriteFile(f, data, 0o644); err != nil {
 		t.Fatal(err)
@@ -506,6 +503,21 @@ func TestWriteTo(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// After Reads, WriteTo goes on from where they stopped.
+	r, err := s.Open(ctx, f, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, 100<<10+3)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	var rest bytes.Buffer
+	if n, err := r.WriteTo(&rest); err != nil || !bytes.Equal(append(head, rest.Bytes()...), data) {
+		t.Errorf("Read then WriteTo: %d bytes, %v; content equal: %v", n, err, bytes.Equal(append(head, rest.Bytes()...), data))
+	}
+	_ = r.Close()
+
 	diskFull := errors.New("disk full")
 	for _, offset := range []int64{0, int64(len(data)) - 100<<10} {
 		r, err := s.Open(ctx, f, offset)
@@ -521,6 +533,84 @@ func TestWriteTo(t *testing.T) {
 	}
 }
 
+// WriteTo reads to the end of the file as it is, not as it was opened: a
+// file that grew is read whole (the caller's size check then fails it, as
+// for RETR) and one that shrank ends where it ends now, never with a gap.
+func TestWriteToReadsToEOF(t *testing.T) {
+	srv := sftptest.Start(t)
+	s := session(t, dial(t, options(srv)))
+	defer s.Close()
+	ctx := context.Background()
+	data := pattern(5<<20+999)
+	for _, tc := range []struct {
+		name   string
+		change func(path string) error
+		want   []byte
+	}{
+		{"grew", func(p string) error {
+			f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.Write(data[:3<<20])
+			return errors.Join(err, f.Close())
+		}, append(slices.Clone(data), data[:3<<20]...)},
+		{"grew by a chunk", func(p string) error {
+			f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.Write(data[:readChunk])
+			return errors.Join(err, f.Close())
+		}, append(slices.Clone(data), data[:readChunk]...)},
+		{"shrank", func(p string) error { return os.Truncate(p, 2<<20+1) }, data[:2<<20+1]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "f")
+			if err := os.WriteFile(f, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.Open(ctx, f, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if err := tc.change(f); err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			n, err := r.WriteTo(&got)
+			if err != nil || n != int64(len(tc.want)) || !bytes.Equal(got.Bytes(), tc.want) {
+				t.Errorf("WriteTo = %d, %v, want %d bytes; content equal: %v", n, err, len(tc.want), bytes.Equal(got.Bytes(), tc.want))
+			}
+		})
+	}
+}
+
+// A file alone on its connection keeps as many reads in flight as
+// OpenSSH's sftp client (64 × 32 KiB); files sharing one split the
+// connection's budget, down to two chunks each.
+func TestReadWindowSharesTheConnection(t *testing.T) {
+	for readers, want := range map[int32]int{0: 8, 1: 8, 2: 8, 4: 4, 8: 2, 16: 2} {
+		if got := readWindow(readers); got != want {
+			t.Errorf("readWindow(%d) = %d chunks, want %d", readers, got, want)
+		}
+	}
+	if got := maxReadWindow * readChunk / PacketSize; got != 64 {
+		t.Errorf("a file alone keeps %d requests in flight, want 64", got)
+	}
+}
+
+// pattern is n bytes in which a chunk or packet read from the wrong offset
+// cannot go unnoticed (Knuth's multiplicative hash of the offset).
+func pattern(n int) []byte {
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(uint32(i) * 2654435761 >> 24)
+	}
+	return data
+}
+
 type failingWriter struct{ err error }
 
 func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
@@ -533,10 +623,7 @@ func TestReadFrom(t *testing.T) {
 	s := session(t, dial(t, options(srv)))
 	defer s.Close()
 	ctx := context.Background()
-	data := make([]byte, 5<<20+17)
-	for i := range data {
-		data[i] = byte(i*11 + i>>12)
-	}
+	data := pattern(5<<20+17)
 	f := filepath.Join(t.TempDir(), "f")
 	for _, tc := range []struct{ offset, size int64 }{{0, int64(len(data))}, {1<<20 + 5, int64(len(data))}, {0, 20}, {0, 5}, {7, 7}} {
 		prefix := data[:tc.offset]

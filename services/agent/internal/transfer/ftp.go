@@ -134,7 +134,7 @@ func (s *ftpSink) removeStale(ctx context.Context) {
 
 func (s *ftpSink) resumed() int64 { return s.offset }
 
-func (s *ftpSink) write(ctx context.Context, src io.Reader, progress func(int64), _ []byte) (int64, error) {
+func (s *ftpSink) write(ctx context.Context, src io.Reader, progress func(int64), _ func() []byte) (int64, error) {
 	var n int64
 	var r io.Reader = &counting{r: src, add: func(k int64) { n += k; progress(k) }}
 	if f, ok := src.(*os.File); ok {

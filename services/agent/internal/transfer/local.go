@@ -195,7 +195,7 @@ func (s *localSink) resumed() int64 { return s.offset }
 // local copy) goes through copy_file_range in chunks, counting progress
 // between them. A source that writes itself out (an SFTP file, which
 // keeps its read requests in flight while it writes) does so.
-func (s *localSink) write(ctx context.Context, src io.Reader, progress func(int64), buf []byte) (int64, error) {
+func (s *localSink) write(ctx context.Context, src io.Reader, progress func(int64), buffer func() []byte) (int64, error) {
 	if lf, ok := src.(*os.File); ok {
 		return copyFileChunks(ctx, s.f, lf, progress)
 	}
@@ -206,7 +206,7 @@ func (s *localSink) write(ctx context.Context, src io.Reader, progress func(int6
 	if wt, ok := src.(io.WriterTo); ok {
 		return wt.WriteTo(&countingWriter{w: w, add: progress})
 	}
-	return io.CopyBuffer(w, &counting{r: src, add: progress}, buf)
+	return io.CopyBuffer(w, &counting{r: src, add: progress}, buffer())
 }
 
 // writeBehindChunk is how much a download writes between starting

@@ -133,7 +133,7 @@ func (s *sftpSink) resumed() int64 { return s.offset }
 // write truncates the temporary file at the resume offset (a fresh upload
 // empties what an earlier delivery of this token left) and appends the
 // source with writes kept in flight (Writer.ReadFrom).
-func (s *sftpSink) write(ctx context.Context, src io.Reader, progress func(int64), _ []byte) (int64, error) {
+func (s *sftpSink) write(ctx context.Context, src io.Reader, progress func(int64), _ func() []byte) (int64, error) {
 	w, err := s.h.Create(ctx, s.tmp, s.offset)
 	if err != nil {
 		return 0, err
