@@ -484,7 +484,7 @@ func TestWriteTo(t *testing.T) {
 	s := session(t, dial(t, options(srv)))
 	defer s.Close()
 	ctx := context.Background()
-	data := pattern(3<<20+17)
+	data := pattern(3<<20 + 17)
 	f := filepath.Join(t.TempDir(), "f")
 	if err := os.WriteFile(f, data, 0o644); err != nil {
 		t.Fatal(err)
@@ -541,7 +541,7 @@ func TestWriteToReadsToEOF(t *testing.T) {
 	s := session(t, dial(t, options(srv)))
 	defer s.Close()
 	ctx := context.Background()
-	data := pattern(5<<20+999)
+	data := pattern(5<<20 + 999)
 	for _, tc := range []struct {
 		name   string
 		change func(path string) error
@@ -623,7 +623,7 @@ func TestReadFrom(t *testing.T) {
 	s := session(t, dial(t, options(srv)))
 	defer s.Close()
 	ctx := context.Background()
-	data := pattern(5<<20+17)
+	data := pattern(5<<20 + 17)
 	f := filepath.Join(t.TempDir(), "f")
 	for _, tc := range []struct{ offset, size int64 }{{0, int64(len(data))}, {1<<20 + 5, int64(len(data))}, {0, 20}, {0, 5}, {7, 7}} {
 		prefix := data[:tc.offset]
