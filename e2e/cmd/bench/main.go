@@ -91,7 +91,7 @@ func main() {
 	flag.BoolVar(&o.embedded, "embedded", false, "use the embedded broker even if Kafka answers")
 	flag.StringVar(&o.logLevel, "log-level", "INFO", "logging.level of the dispatcher and agents")
 	flag.BoolVar(&o.keepFiles, "keep-files", false, "keep the file sets (several GiB) for the next run")
-	flag.StringVar(&o.only, "only", "", "comma-separated sections (baselines,large,workloads,idle,nofsync,scaling,memory,sftp,sftp-memory,leases) to run; default all")
+	flag.StringVar(&o.only, "only", "", "comma-separated sections (baselines,large,workloads,idle,nofsync,scaling,memory,sftp,sftp-memory,ceiling,leases) to run; default all")
 	flag.IntVar(&o.conns, "conns", 4, "connections per endpoint for the workloads (and the baselines' parallelism)")
 	flag.IntVar(&o.agents, "agents", 1, "agents for the workloads")
 	flag.IntVar(&o.scaleCount, "scale-count", 3000, "20 B files per scaling run")
@@ -488,6 +488,14 @@ func (b *bench) full(ctx context.Context) error {
 	}
 	if b.section("sftp") || b.section("sftp-memory") {
 		if err := b.sftp(ctx); err != nil {
+			return err
+		}
+		if _, err := b.writeReport(false); err != nil {
+			return err
+		}
+	}
+	if b.section("ceiling") {
+		if err := b.ceiling(); err != nil {
 			return err
 		}
 		if _, err := b.writeReport(false); err != nil {

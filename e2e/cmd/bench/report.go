@@ -99,6 +99,10 @@ type results struct {
 	memQueue  float64
 	memQueued int
 	leases    float64
+	// ceiling is the pipeline with no-op agents, one sample a run of
+	// ceilingCount tasks.
+	ceiling      series
+	ceilingCount int
 }
 
 // ftpMeasured reports whether any FTP workload ran (the sftp section's
@@ -280,7 +284,7 @@ func (r *results) markdown(b *bench, full bool) string {
 		m.WriteString("\n")
 	}
 
-	if r.mem16.rssA > 0 || r.memQueue > 0 || r.leases > 0 {
+	if r.mem16.rssA > 0 || r.memQueue > 0 || r.leases > 0 || len(r.ceiling) > 0 {
 		m.WriteString("### Memory and the dispatcher alone\n\n| measure | result | target |\n|---|---:|---|\n")
 		if r.mem16.rssA > 0 {
 			fmt.Fprintf(&m, "| agent peak RSS, 16 concurrent 1 GiB downloads (%.0f MB/s) | %.0f MiB | ≤ 100 MiB: %s |\n", r.mem16.mbps, r.mem16.rssA, verdict(r.mem16.rssA <= 100))
@@ -291,6 +295,15 @@ func (r *results) markdown(b *bench, full bool) string {
 		}
 		if r.leases > 0 {
 			fmt.Fprintf(&m, "| dispatcher alone: leases/s over real gRPC streams to 4 no-op agents (`BenchmarkLeaseThroughputOverGRPC`) | %s | ≥ 20,000: %s |\n", num(r.leases), verdict(r.leases >= 20000))
+		}
+		if len(r.ceiling) > 0 {
+			rate := func(s sample) float64 { return s.rate }
+			cpuD := func(s sample) float64 { return s.cpuD }
+			cpuKafka := func(s sample) float64 { return s.cpuKafka }
+			fmt.Fprintf(&m, "| pipeline ceiling: Kafka → bin/dispatcher → 4 no-op agents (a fenced commit each, nothing moved) → outcomes on Kafka, exactly-once, %s tasks a run: tasks/s | %s | ≥ 10,000: %s |\n",
+				thousands(r.ceilingCount), r.ceiling.spread(rate, ""), verdict(r.ceiling.med(rate) >= 10000))
+			fmt.Fprintf(&m, "| the same: CPU s per 1,000 tasks, dispatcher / Kafka broker | %s / %s | ≤ 0.15 / ≤ 0.25: %s / %s |\n",
+				num(r.ceiling.med(cpuD)), num(r.ceiling.med(cpuKafka)), verdict(r.ceiling.med(cpuD) <= 0.15), verdict(r.ceiling.med(cpuKafka) <= 0.25))
 		}
 		m.WriteString("\n")
 	}

@@ -28,6 +28,9 @@ const (
 	download direction = "download" // vsftpd → local disk
 	upload   direction = "upload"   // local disk → vsftpd
 	relay    direction = "relay"    // vsftpd → pure-ftpd through the agent
+	// noopLocal names local paths on both sides, for no-op agents that
+	// move nothing (the pipeline ceiling).
+	noopLocal direction = "no-op"
 )
 
 // sample is one run's figures; unset ones are NaN-free zeros.
@@ -280,6 +283,8 @@ func (b *bench) runOurs(s *pooler, w workload, d direction, count int) (sample, 
 			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "local", localSrc(w, i%w.count), id, remotePath(id, remote+"/"+fileName(i))
 		case relay:
 			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "vsftpd", remoteSrc(w, i%w.count), "pureftpd", remote+"/"+fileName(i)
+		case noopLocal:
+			t.SrcID, t.SrcPath, t.DstID, t.DstPath = "local", "src/"+fileName(i), "local", local+"/"+fileName(i)
 		}
 		tasks[i], ids[i] = t, t.TaskID
 	}
