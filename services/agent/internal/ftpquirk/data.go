@@ -165,11 +165,11 @@ func (ss *session) openData(mark string) net.Conn {
 		ss.active = ""
 		c, err = net.DialTimeout("tcp", addr, dataTimeout)
 	default:
-		ss.reply(425, "Use PORT or PASV first.")
+		ss.dataFailed(425, "Use PORT or PASV first.")
 		return nil
 	}
 	if err != nil {
-		ss.reply(425, "Failed to establish connection.")
+		ss.dataFailed(425, "Failed to establish connection.")
 		return nil
 	}
 	ss.data, ss.untrackData = c, ss.s.track(c)
@@ -184,17 +184,28 @@ func (ss *session) openData(mark string) net.Conn {
 		// without starting TLS, as clients uploading an empty file do
 		// when they forget the handshake.
 		ss.closeData()
-		ss.reply(425, "Unable to build data connection: Operation not permitted")
+		ss.dataFailed(425, "Unable to build data connection: Operation not permitted")
 		return nil
 	}
 	if ss.s.q.requireReuse && !tc.ConnectionState().DidResume {
 		ss.closeData()
-		ss.reply(425, "Unable to build data connection: TLS session reuse required")
+		ss.dataFailed(425, "Unable to build data connection: TLS session reuse required")
 		return nil
 	}
 	_ = tc.SetDeadline(time.Time{})
 	ss.data = tc
 	return tc
+}
+
+// dataFailed replies that a transfer's data connection failed, once what
+// the transfer left is undone (beforeDataFailure): a client acts on the
+// reply at once.
+func (ss *session) dataFailed(code int, text string) {
+	if undo := ss.beforeDataFailure; undo != nil {
+		ss.beforeDataFailure = nil
+		undo()
+	}
+	ss.reply(code, text)
 }
 
 // transferDone is where a server that ends sessions after each transfer
@@ -278,13 +289,16 @@ func (ss *session) store(arg string, appendMode bool) {
 		return
 	}
 	defer f.Close()
-	dc := ss.openData("Ok to send data.")
-	if dc == nil {
-		// Nothing was uploaded, so nothing may appear: a test of an empty
-		// upload must not pass on an empty file left by a failed one.
+	// Nothing was uploaded, so nothing may appear: a test of an empty
+	// upload must not pass on an empty file left by a failed one.
+	ss.beforeDataFailure = func() {
 		if !existed {
 			_ = ss.s.root.Remove(rel)
 		}
+	}
+	dc := ss.openData("Ok to send data.")
+	ss.beforeDataFailure = nil
+	if dc == nil {
 		return
 	}
 	if !appendMode {

@@ -38,6 +38,9 @@ type session struct {
 	active      string // host:port to dial for the next transfer (PORT, EPRT)
 	data        net.Conn
 	untrackData func()
+	// beforeDataFailure undoes what a transfer did before its data
+	// connection failed, before the failure is replied.
+	beforeDataFailure func()
 }
 
 type command struct {
