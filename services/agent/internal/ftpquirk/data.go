@@ -236,7 +236,11 @@ func (ss *session) doRetr(arg string) {
 		ss.reply(550, "Failed to open file.")
 		return
 	}
-	dc := ss.openData(fmt.Sprintf("Opening %s mode data connection for %s (%d bytes).", ss.mode(), arg, fi.Size()))
+	mark := fmt.Sprintf("Opening %s mode data connection for %s (%d bytes).", ss.mode(), arg, fi.Size())
+	if ss.s.q.noRETRSize {
+		mark = "Accepted data connection"
+	}
+	dc := ss.openData(mark)
 	if dc == nil {
 		return
 	}

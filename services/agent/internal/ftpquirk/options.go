@@ -10,6 +10,7 @@ type quirks struct {
 	noEPSV             bool
 	pasvAddress        string
 	noSize             bool
+	noRETRSize         bool
 	sizeRefusedASCII   bool
 	multiLine          bool
 	bannerDelay        time.Duration
@@ -58,6 +59,11 @@ func PASVAddress(ip string) Option { return func(q *quirks) { q.pasvAddress = ip
 
 // NoSize answers SIZE with 502, like servers without RFC 3659.
 func NoSize() Option { return func(q *quirks) { q.noSize = true } }
+
+// NoRETRSize leaves the size out of RETR's 150 reply, as pure-ftpd ("150
+// Accepted data connection") and IIS ("125 Data connection already open")
+// do, where vsftpd and ProFTPD say "(N bytes)".
+func NoRETRSize() Option { return func(q *quirks) { q.noRETRSize = true } }
 
 // SizeRefusedInASCII answers SIZE with 550 "SIZE not allowed in ASCII mode"
 // while TYPE is A, as ProFTPD and vsftpd do: the size of a file in ASCII

@@ -211,6 +211,9 @@ func (c *Conn) dial(network, addr string) (net.Conn, error) {
 	first := c.control == nil
 	if first {
 		cc := &controlConn{Conn: raw}
+		if c.ep.TLS == config.TLSNone {
+			cc.tap = newReplyTap()
+		}
 		if c.ep.Active {
 			cc.active = &activeMode{raw: raw, idle: c.idle}
 		} else if !c.ep.DisableEPSV && !c.learned.has(QuirkNoEPSV) {
@@ -389,14 +392,19 @@ func (c *Conn) Exists(ctx context.Context, p string) (bool, error) {
 	return false, nil
 }
 
-// Retr opens a file for reading from offset. The reader's Close waits for
-// the server's transfer-complete reply, so a cut-short download is an error.
-func (c *Conn) Retr(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
+// Retr opens a file for reading from offset. The download's Close waits
+// for the server's transfer-complete reply, so a cut-short download is an
+// error.
+func (c *Conn) Retr(ctx context.Context, p string, offset int64) (*Download, error) {
 	w, err := c.wire(p)
 	if err != nil {
 		return nil, err
 	}
 	done := c.op(ctx)
+	tap := c.replyTap()
+	if tap != nil {
+		tap.reset()
+	}
 	resp, err := c.sc.RetrFrom(w, uint64(offset))
 	if err != nil {
 		done()
@@ -405,18 +413,40 @@ func (c *Conn) Retr(ctx context.Context, p string, offset int64) (io.ReadCloser,
 	// The control channel idles while data flows; only the data connection
 	// has a deadline now, renewed on every read.
 	_ = c.control.SetDeadline(time.Time{})
-	return &retrReader{c: c, ctx: ctx, resp: resp, path: p, done: done}, nil
+	d := &Download{c: c, ctx: ctx, resp: resp, path: p, done: done, Announced: -1}
+	if tap != nil && offset == 0 {
+		d.Announced = tap.announced()
+		c.learned.announcesSize.Store(d.Announced >= 0)
+	}
+	return d, nil
 }
 
-type retrReader struct {
+// AnnouncesSize reports whether the server's downloads from the start say
+// how large the file is, so that they need no SIZE first.
+func (c *Conn) AnnouncesSize() bool { return c.learned.announcesSize.Load() }
+
+// replyTap is the control connection's record of preliminary replies, or
+// nil where it cannot read them (under TLS it sees only ciphertext).
+func (c *Conn) replyTap() *replyTap {
+	if cc, _ := c.control.(*controlConn); cc != nil {
+		return cc.tap
+	}
+	return nil
+}
+
+// Download is a file being read from the server.
+type Download struct {
 	c    *Conn
 	ctx  context.Context
 	resp *ftp.Response
 	path string
 	done func()
+	// Announced is the file's size as the server's reply to a download
+	// from the start gave it, or -1.
+	Announced int64
 }
 
-func (r *retrReader) Read(b []byte) (int, error) {
+func (r *Download) Read(b []byte) (int, error) {
 	n, err := r.resp.Read(b)
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = r.c.classify(r.ctx, "RETR", r.path, err)
@@ -424,7 +454,7 @@ func (r *retrReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (r *retrReader) Close() error {
+func (r *Download) Close() error {
 	_ = r.c.control.SetDeadline(time.Now().Add(r.c.idle))
 	err := r.resp.Close()
 	r.c.clearData()
@@ -572,15 +602,22 @@ type controlConn struct {
 	// learned, while EPSV is still tried, notes a PASV going out: jlaffaye
 	// falls back to it only when the server refused EPSV.
 	learned *quirks
-	once    sync.Once
-	err     error
+	// tap keeps preliminary replies for Retr; nil under TLS.
+	tap  *replyTap
+	once sync.Once
+	err  error
 }
 
-func (c *controlConn) Read(b []byte) (int, error) {
+func (c *controlConn) Read(b []byte) (n int, err error) {
 	if c.active != nil {
-		return c.active.read(b)
+		n, err = c.active.read(b)
+	} else {
+		n, err = c.Conn.Read(b)
 	}
-	return c.Conn.Read(b)
+	if c.tap != nil && n > 0 {
+		c.tap.feed(b[:n])
+	}
+	return n, err
 }
 
 func (c *controlConn) Write(b []byte) (int, error) {

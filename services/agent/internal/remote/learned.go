@@ -42,7 +42,13 @@ func (q Quirk) Names() []string {
 }
 
 // quirks is an endpoint's memory, shared by its Dialer and every Conn it made.
-type quirks struct{ bits atomic.Uint32 }
+type quirks struct {
+	bits atomic.Uint32
+	// announcesSize: the last download from the start had its size in
+	// RETR's reply, so the next skips SIZE (announce.go). Not a quirk, so
+	// not reported: most servers do it.
+	announcesSize atomic.Bool
+}
 
 func (m *quirks) add(q Quirk) { m.bits.Or(uint32(q)) }
 

@@ -42,8 +42,16 @@ func newEnv(t *testing.T) *env {
 		"dst": {ID: "dst", Type: config.TypeLocal, BasePath: e.dstDir},
 		"srv": e.ftp.Endpoint,
 	}}
+	e.startEngine(t, conns, e.ftp.Endpoint)
+	return e
+}
+
+// startEngine gives e an engine over conns, pooling the connections of
+// the remote endpoints eps.
+func (e *env) startEngine(t *testing.T, conns *config.Connections, eps ...*config.Endpoint) {
+	t.Helper()
 	pools := pool.NewSet(pool.Config{MaxTotal: 10, DefaultMax: 4, IdleTimeout: time.Minute, CheckAfter: time.Minute},
-		[]*config.Endpoint{e.ftp.Endpoint}, func(ep *config.Endpoint) pool.Dialer {
+		eps, func(ep *config.Endpoint) pool.Dialer {
 			return &remote.Dialer{Endpoint: ep, ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second, BufferSize: 64 << 10}
 		}, pool.Hooks{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	cfg := config.Default().Transfer
@@ -59,7 +67,6 @@ func newEnv(t *testing.T) *env {
 		cancel()
 		_ = pools.Run(ctx) // closes idle connections
 	})
-	return e
 }
 
 func (e *env) job(src, srcPath, dst, dstPath string, approve bool) *Job {

@@ -21,7 +21,7 @@ import (
 type ftpSource struct {
 	pool *pool.Pool
 	conn *remote.Conn
-	rc   io.ReadCloser
+	rc   *remote.Download
 	size int64
 }
 
@@ -30,15 +30,23 @@ func openFTPSource(ctx context.Context, p *pool.Pool, file string, offset int64)
 	if err != nil {
 		return nil, err
 	}
-	size, err := conn.Size(ctx, file)
-	if err != nil {
-		p.Put(conn)
-		return nil, err
+	// A server that says in RETR's reply how large the file is needs no
+	// SIZE before a whole-file download (remote/announce.go); the size
+	// still bounds the deadline and is verified against what arrives.
+	size := int64(-1)
+	if offset > 0 || !conn.AnnouncesSize() {
+		if size, err = conn.Size(ctx, file); err != nil {
+			p.Put(conn)
+			return nil, err
+		}
 	}
 	rc, err := conn.Retr(ctx, file, offset)
 	if err != nil {
 		p.Put(conn)
 		return nil, err
+	}
+	if size < 0 {
+		size = rc.Announced
 	}
 	return &ftpSource{pool: p, conn: conn, rc: rc, size: size}, nil
 }
